@@ -1,0 +1,102 @@
+//! accept-svc's one error type, mapped to a gRPC status in one place, and paging parsed at the edge.
+
+use contoso_platform::{
+    bus::BusError,
+    grpc_status::{internal, invalid_argument, unavailable},
+    seal::SealError,
+    state::StateError,
+};
+use contoso_store::StoreError;
+use tonic::Status;
+
+/// Page size when the request names none.
+pub(crate) const DEFAULT_PAGE_SIZE: usize = 20;
+/// Largest page a client may ask for.
+pub(crate) const MAX_PAGE_SIZE: usize = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApiError {
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("a request with this idempotency key is still in progress")]
+    InFlight,
+    #[error("no order id could be reserved in time")]
+    NoOrderId,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+}
+
+impl ApiError {
+    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid { field: field.into(), message: message.into() }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(err: ApiError) -> Self {
+        match err {
+            ApiError::Invalid { field, message } => invalid_argument(&field, message),
+            ApiError::NotFound(m) => Status::not_found(m),
+            ApiError::PermissionDenied(m) => Status::permission_denied(m),
+            ApiError::InFlight => Status::aborted(err.to_string()),
+            ApiError::NoOrderId => unavailable("order id reservation", &err),
+            ApiError::Store(StoreError::Unavailable(e)) => unavailable("the order database", &e),
+            ApiError::Store(e) => internal("reading orders", &e),
+            ApiError::State(StateError::Unavailable(e)) => unavailable("the workflow state store", &e),
+            ApiError::State(e) => internal("reading workflow state", &e),
+            ApiError::Bus(e) => unavailable("the order broker", &e),
+            ApiError::Seal(e) => internal("sealing the customer reference", &e),
+        }
+    }
+}
+
+/// Offset and size of a page, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Paging {
+    pub(crate) offset: usize,
+    pub(crate) size: usize,
+}
+
+impl Paging {
+    /// `size` 0 means the default; negative values and sizes over the maximum are refused.
+    pub(crate) fn parse(offset: i32, size: i32) -> Result<Self, Status> {
+        let offset = usize::try_from(offset).map_err(|_| invalid_argument("offset", "must be 0 or more"))?;
+        let size = match usize::try_from(size) {
+            Ok(0) => DEFAULT_PAGE_SIZE,
+            Ok(s) if s <= MAX_PAGE_SIZE => s,
+            _ => return Err(invalid_argument("size", format!("must be between 1 and {MAX_PAGE_SIZE}"))),
+        };
+        Ok(Self { offset, size })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paging_defaults_and_bounds() {
+        assert_eq!(Paging::parse(0, 0).unwrap(), Paging { offset: 0, size: DEFAULT_PAGE_SIZE });
+        assert_eq!(Paging::parse(5, 100).unwrap(), Paging { offset: 5, size: 100 });
+        assert!(Paging::parse(-1, 10).unwrap_err().message().contains("offset"));
+        assert!(Paging::parse(0, 101).unwrap_err().message().contains("size"));
+        assert!(Paging::parse(0, -3).unwrap_err().message().contains("size"));
+    }
+
+    #[test]
+    fn infrastructure_errors_do_not_leak_their_text() {
+        let status: Status = ApiError::Store(StoreError::Unavailable("password=hunter2".into())).into();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(!status.message().contains("hunter2"));
+    }
+}

@@ -1,0 +1,184 @@
+//! Parsing a `PlaceOrder` request at the edge: lines checked against the catalog and priced from
+//! it, the idempotency key checked. Past this point nothing is re-validated.
+
+use std::collections::HashMap;
+
+use contoso_proto::orders::v1::{self as pb, OrderLineRequest};
+use contoso_store::OrderLine;
+
+use crate::{catalog::CatalogCache, error::ApiError};
+
+/// Most lines one order may have.
+pub(crate) const MAX_LINES: usize = 50;
+/// Most units of one product in one order.
+pub(crate) const MAX_QUANTITY: i32 = 100;
+/// Longest idempotency key accepted.
+pub(crate) const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+
+/// Lines priced from the catalog snapshot at intake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PricedOrder {
+    pub(crate) lines: Vec<OrderLine>,
+    pub(crate) total_cents: i64,
+    pub(crate) currency: String,
+}
+
+/// Validates `lines` and snapshots each product's name and discounted unit price.
+pub(crate) fn price(lines: &[OrderLineRequest], catalog: &CatalogCache) -> Result<PricedOrder, ApiError> {
+    if lines.is_empty() {
+        return Err(ApiError::invalid("lines", "an order needs at least one line"));
+    }
+    if lines.len() > MAX_LINES {
+        return Err(ApiError::invalid("lines", format!("at most {MAX_LINES} lines per order")));
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut priced = Vec::with_capacity(lines.len());
+    let mut currency: Option<String> = None;
+    for (i, line) in lines.iter().enumerate() {
+        let id = line.product_id.trim();
+        if id.is_empty() {
+            return Err(ApiError::invalid(format!("lines[{i}].product_id"), "must not be empty"));
+        }
+        if !(1..=MAX_QUANTITY).contains(&line.quantity) {
+            return Err(ApiError::invalid(
+                format!("lines[{i}].quantity"),
+                format!("must be between 1 and {MAX_QUANTITY}, got {}", line.quantity),
+            ));
+        }
+        let product = catalog
+            .get(id)
+            .filter(|p| p.active)
+            .ok_or_else(|| ApiError::NotFound(format!("lines[{i}].product_id: product {id:?} is not in the catalog")))?;
+        if let Some(first) = seen.insert(product.id.clone(), i) {
+            return Err(ApiError::invalid(
+                format!("lines[{i}].product_id"),
+                format!("{} is already on lines[{first}]; raise its quantity instead", product.id),
+            ));
+        }
+        match &currency {
+            None => currency = Some(product.currency.clone()),
+            Some(c) if *c != product.currency => {
+                return Err(ApiError::invalid(format!("lines[{i}].product_id"), "products priced in different currencies"));
+            }
+            Some(_) => {}
+        }
+        priced.push(OrderLine {
+            product_id: product.id.clone(),
+            product_name: product.name.clone(),
+            quantity: line.quantity,
+            unit_price_cents: product.effective_price_cents(),
+        });
+    }
+    let total_cents = priced.iter().map(OrderLine::total_cents).sum();
+    Ok(PricedOrder { lines: priced, total_cents, currency: currency.unwrap_or_default() })
+}
+
+/// The optional idempotency key: empty means none.
+pub(crate) fn idempotency_key(raw: &str) -> Result<Option<String>, ApiError> {
+    let key = raw.trim();
+    if key.is_empty() {
+        Ok(None)
+    } else if key.len() > MAX_IDEMPOTENCY_KEY_LEN || key.chars().any(char::is_control) {
+        Err(ApiError::invalid(
+            "idempotency_key",
+            format!("at most {MAX_IDEMPOTENCY_KEY_LEN} printable characters"),
+        ))
+    } else {
+        Ok(Some(key.to_owned()))
+    }
+}
+
+pub(crate) fn line_to_pb(line: &OrderLine) -> pb::OrderLine {
+    pb::OrderLine {
+        product_id: line.product_id.clone(),
+        product_name: line.product_name.clone(),
+        quantity: line.quantity,
+        unit_price_cents: line.unit_price_cents,
+        line_total_cents: line.total_cents(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use contoso_store::{CatalogSource, MemoryStore};
+
+    async fn catalog() -> CatalogCache {
+        let store: Arc<dyn CatalogSource> = Arc::new(MemoryStore::new().unwrap());
+        CatalogCache::load(store).await.unwrap()
+    }
+
+    fn line(id: &str, quantity: i32) -> OrderLineRequest {
+        OrderLineRequest { product_id: id.into(), quantity }
+    }
+
+    fn field_of(err: ApiError) -> String {
+        match err {
+            ApiError::Invalid { field, .. } => field,
+            other => panic!("expected an invalid argument, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn lines_are_priced_from_the_catalog_with_the_discount() {
+        let catalog = catalog().await;
+        let product = catalog.get("AZ-700").unwrap();
+        let order = price(&[line("az-700", 3)], &catalog).unwrap();
+        assert_eq!(order.lines[0].product_id, "AZ-700");
+        assert_eq!(order.lines[0].product_name, product.name);
+        assert_eq!(order.lines[0].unit_price_cents, product.effective_price_cents());
+        assert_eq!(order.total_cents, 3 * product.effective_price_cents());
+    }
+
+    #[tokio::test]
+    async fn an_empty_order_is_refused() {
+        assert_eq!(field_of(price(&[], &catalog().await).unwrap_err()), "lines");
+    }
+
+    #[tokio::test]
+    async fn quantities_outside_1_to_100_name_the_line() {
+        let catalog = catalog().await;
+        for bad in [0, -1, 101] {
+            let err = price(&[line("AZ-700", 1), line("AZ-104", bad)], &catalog).unwrap_err();
+            assert_eq!(field_of(err), "lines[1].quantity");
+        }
+    }
+
+    #[tokio::test]
+    async fn more_than_50_lines_are_refused() {
+        let catalog = catalog().await;
+        let lines: Vec<_> = (0..51).map(|_| line("AZ-700", 1)).collect();
+        assert_eq!(field_of(price(&lines, &catalog).unwrap_err()), "lines");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_product_is_not_found() {
+        let err = price(&[line("NOPE-000", 1)], &catalog().await).unwrap_err();
+        assert!(matches!(err, ApiError::NotFound(m) if m.contains("lines[0].product_id")));
+    }
+
+    #[tokio::test]
+    async fn an_inactive_product_is_not_for_sale() {
+        let catalog = catalog().await;
+        let store = MemoryStore::new().unwrap();
+        let inactive = store.all_products().await.unwrap().into_iter().find(|p| !p.active).expect("the catalog has inactive products");
+        let err = price(&[line(&inactive.id, 1)], &catalog).unwrap_err();
+        assert!(matches!(err, ApiError::NotFound(_)));
+    }
+
+    #[tokio::test]
+    async fn a_product_twice_is_refused() {
+        let err = price(&[line("AZ-700", 1), line("az-700", 2)], &catalog().await).unwrap_err();
+        assert_eq!(field_of(err), "lines[1].product_id");
+    }
+
+    #[test]
+    fn idempotency_keys_are_bounded() {
+        assert_eq!(idempotency_key("  ").unwrap(), None);
+        assert_eq!(idempotency_key("k-1").unwrap().as_deref(), Some("k-1"));
+        assert!(idempotency_key(&"k".repeat(129)).is_err());
+        assert!(idempotency_key("a\nb").is_err());
+    }
+}

@@ -1,0 +1,78 @@
+//! accept-svc binary: reads the environment, connects the real adapters, serves until SIGTERM.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use accept_svc::{Deps, Settings};
+use anyhow::Context;
+use clap::Parser;
+use contoso_platform::{
+    auth::{AuthArgs, Authenticator},
+    config::{NatsArgs, RedisArgs, SealArgs},
+    server::{Readiness, bind},
+    shutdown, telemetry,
+};
+use contoso_store::PgStore;
+
+/// Catalog, order intake and order history over gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "accept-svc", version)]
+struct Args {
+    /// gRPC listen address (also serves /healthz and /readyz).
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:50051")]
+    listen: SocketAddr,
+    /// Postgres URL (catalog, order id blocks, order history).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// Size of the Postgres connection pool.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    database_max_connections: usize,
+    #[command(flatten)]
+    auth: AuthArgs,
+    #[command(flatten)]
+    nats: NatsArgs,
+    #[command(flatten)]
+    redis: RedisArgs,
+    #[command(flatten)]
+    seal: SealArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    telemetry::init();
+    let args = Args::parse();
+    let auth = Arc::new(Authenticator::new(&args.auth).context("reading the JWT settings")?);
+    let sealer = args.seal.sealer()?;
+    let store = Arc::new(
+        PgStore::connect(&args.database_url, args.database_max_connections)
+            .await
+            .context("connecting to Postgres")?,
+    );
+    let state = args.redis.connect_state().await?;
+    let bus = args.nats.connect().await?;
+
+    let readiness = Readiness::new()
+        .with_check("postgres", {
+            let store = store.clone();
+            move || {
+                let store = store.clone();
+                Box::pin(async move { store.is_ready().await })
+            }
+        })
+        .with_check("redis", {
+            let state = state.clone();
+            move || {
+                let state = state.clone();
+                Box::pin(async move { state.is_ready().await })
+            }
+        })
+        .with_check("nats", {
+            let bus = bus.clone();
+            move || {
+                let bus = bus.clone();
+                Box::pin(async move { bus.is_ready().await })
+            }
+        });
+    let listener = bind(args.listen).await?;
+    let deps = Deps { store, state, bus, auth, sealer, readiness };
+    accept_svc::run(listener, deps, Settings::default(), shutdown::on_signal()).await
+}

@@ -1,0 +1,7 @@
+//! Fixtures of the end-to-end tests: processes, a minimal HTTP client, the two RPC clients and the
+//! systems under test.
+
+pub(crate) mod http;
+pub(crate) mod process;
+pub(crate) mod rpc;
+pub(crate) mod system;

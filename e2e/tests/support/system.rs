@@ -1,0 +1,282 @@
+//! Whole systems a test owns: the four service binaries on a private nats-server, a fresh
+//! Postgres database and a Redis key prefix of their own ([`System`]), or `contoso dev` on its
+//! embedded defaults ([`DevSystem`]).
+
+use std::{net::SocketAddr, process::Command};
+
+use contoso_testkit::{NatsServer, TestDatabase, free_port, redis_url, unique_name};
+use diesel::{pg::Pg, sql_types::BigInt};
+use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl as _};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use super::{
+    http,
+    process::{Service, binary, run_to_completion},
+    rpc::Client,
+};
+
+const JWT_ISSUER: &str = "contoso-e2e";
+const JWT_AUDIENCE: &str = "contoso-orders-e2e";
+/// A key ring of the tests' own, so accept-svc and process-svc must agree on configured keys.
+const SEAL_KEYS: &str = "e2e:ZTJlLW9ubHktc2VhbC1rZXktMzItYnl0ZXMtbG9uZyE=";
+
+/// accept-svc, process-svc, notify-svc and the gateway, each its own process, on real Postgres,
+/// Redis and NATS. Fields drop in order: the services stop before their backends go away.
+#[derive(Debug)]
+pub(crate) struct System {
+    accept: Service,
+    _process: Service,
+    _notify: Service,
+    _gateway: Service,
+    accept_addr: SocketAddr,
+    notify_addr: SocketAddr,
+    gateway_addr: SocketAddr,
+    nats: NatsServer,
+    database: TestDatabase,
+    redis_prefix: String,
+    jwt_secret: String,
+    runtime: tokio::runtime::Runtime,
+    _logs: TempDir,
+}
+
+impl System {
+    pub(crate) fn start() -> Self {
+        let logs = tempfile::tempdir().expect("a temp dir for service logs");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the Postgres fixture");
+        let nats = NatsServer::start();
+        let database = runtime.block_on(TestDatabase::create());
+        let redis_prefix = format!("{}:", unique_name("e2e"));
+        let jwt_secret = unique_name("e2e-jwt-secret-of-this-test-only-");
+
+        run_to_completion(Command::new(binary("contoso")).args(["migrate", "--database-url", database.url()]));
+
+        let [accept_addr, process_addr, notify_addr, gateway_addr] =
+            [(); 4].map(|()| SocketAddr::from(([127, 0, 0, 1], free_port())));
+        let auth = auth_env(&jwt_secret);
+        let backends = [
+            ("DATABASE_URL", database.url().to_owned()),
+            ("NATS_URL", nats.url()),
+            ("REDIS_URL", redis_url()),
+            ("REDIS_KEY_PREFIX", redis_prefix.clone()),
+        ];
+        let env = |listen: SocketAddr, extra: &[(&'static str, String)]| -> Vec<(&'static str, String)> {
+            let mut env = vec![("LISTEN_ADDR", listen.to_string()), ("SEAL_KEYS", SEAL_KEYS.to_owned())];
+            env.extend(auth.iter().cloned());
+            env.extend(backends.iter().cloned());
+            env.extend(extra.iter().cloned());
+            env
+        };
+        let start = |name: &str, listen, extra: &[(&'static str, String)]| {
+            Service::start(name, &binary(name), &[], &env(listen, extra), logs.path())
+        };
+        // process-svc migrates again on start: replicas do that in production, so it must be a no-op.
+        let mut process = start("process-svc", process_addr, &[("MIGRATE_ON_START", "true".to_owned())]);
+        let mut accept = start("accept-svc", accept_addr, &[]);
+        // A heartbeat every second tells a test quickly that its stream is open.
+        let mut notify = start("notify-svc", notify_addr, &[("HEARTBEAT_INTERVAL_SECS", "1".to_owned())]);
+        let mut gateway = start(
+            "gateway",
+            gateway_addr,
+            &[
+                ("ACCEPT_GRPC_URL", format!("http://{accept_addr}")),
+                ("NOTIFY_GRPC_URL", format!("http://{notify_addr}")),
+            ],
+        );
+        process.wait_ready(process_addr);
+        accept.wait_ready(accept_addr);
+        notify.wait_ready(notify_addr);
+        gateway.wait_ready(gateway_addr);
+
+        Self {
+            accept,
+            _process: process,
+            _notify: notify,
+            _gateway: gateway,
+            accept_addr,
+            notify_addr,
+            gateway_addr,
+            nats,
+            database,
+            redis_prefix,
+            jwt_secret,
+            runtime,
+            _logs: logs,
+        }
+    }
+
+    /// grpcurl against accept-svc (catalog and orders).
+    pub(crate) fn accept(&self) -> Client {
+        Client::Grpc(self.accept_addr)
+    }
+
+    /// grpcurl against notify-svc (status streams).
+    pub(crate) fn notify(&self) -> Client {
+        Client::Grpc(self.notify_addr)
+    }
+
+    /// buf curl, grpc-web, against the gateway.
+    pub(crate) fn gateway_web(&self) -> Client {
+        Client::GrpcWeb(self.gateway_addr)
+    }
+
+    /// A token for `user` from `contoso token`, configured like the services.
+    pub(crate) fn token(&self, user: &str) -> String {
+        issue_token(user, &self.jwt_secret)
+    }
+
+    /// A well-formed token for `user` signed with a secret the services do not know.
+    pub(crate) fn forged_token(&self, user: &str) -> String {
+        issue_token(user, &unique_name("a-secret-nobody-configured-anywhere-"))
+    }
+
+    /// A token for `user` signed with the right secret that expired ten minutes ago (beyond any
+    /// clock-skew leeway). `contoso token` only issues live tokens, so this one is made here.
+    pub(crate) fn expired_token(&self, user: &str) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("the clock is after 1970")
+            .as_secs();
+        let claims = json!({
+            "sub": user, "iss": JWT_ISSUER, "aud": JWT_AUDIENCE, "iat": now - 3600, "exp": now - 600,
+        });
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(self.jwt_secret.as_bytes()),
+        )
+        .expect("signing a token")
+    }
+
+    /// Kills the nats-server; its store stays for [`Self::restart_broker`].
+    pub(crate) fn stop_broker(&mut self) {
+        self.nats.stop();
+    }
+
+    pub(crate) fn restart_broker(&mut self) {
+        self.nats.restart();
+    }
+
+    /// Waits until accept-svc reports ready again (its checks include the broker connection).
+    pub(crate) fn wait_accept_ready(&mut self) {
+        self.accept.wait_ready(self.accept_addr);
+    }
+
+    /// `SELECT count(*) AS n ...` against the test's database, with text parameters `$1...`.
+    pub(crate) fn count(&self, sql: &str, params: &[&str]) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        self.runtime.block_on(async {
+            let url = self.database.url();
+            let mut conn = AsyncPgConnection::establish(url)
+                .await
+                .unwrap_or_else(|e| panic!("connecting to the test database {url}: {e}"));
+            let mut query = diesel::sql_query(sql).into_boxed::<Pg>();
+            for param in params {
+                query = query.bind::<diesel::sql_types::Text, _>(param.to_string());
+            }
+            let count: Count = query.get_result(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            count.n
+        })
+    }
+
+    /// Redis keys under this test's prefix matching `pattern` (e.g. `order:map:*`).
+    pub(crate) fn redis_keys(&self, pattern: &str) -> Vec<String> {
+        let mut conn = redis_connection();
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}{pattern}", self.redis_prefix))
+            .query(&mut conn)
+            .expect("KEYS on the test's prefix");
+        keys.sort();
+        keys
+    }
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        // Workflow keys carry a TTL anyway; removing them keeps a shared Redis tidy.
+        let keys = self.redis_keys("*");
+        if !keys.is_empty() {
+            let _ = redis::cmd("DEL").arg(keys).query::<i64>(&mut redis_connection());
+        }
+    }
+}
+
+/// `contoso dev`: all four services in one process on the embedded in-memory backends.
+#[derive(Debug)]
+pub(crate) struct DevSystem {
+    service: Service,
+    gateway_addr: SocketAddr,
+    accept_addr: SocketAddr,
+    _logs: TempDir,
+}
+
+impl DevSystem {
+    pub(crate) fn start() -> Self {
+        let logs = tempfile::tempdir().expect("a temp dir for the dev log");
+        let [gateway_addr, accept_addr, notify_addr] =
+            [(); 3].map(|()| SocketAddr::from(([127, 0, 0, 1], free_port())));
+        let args = [
+            "dev".to_owned(),
+            format!("--gateway-addr={gateway_addr}"),
+            format!("--accept-addr={accept_addr}"),
+            format!("--notify-addr={notify_addr}"),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        // No environment at all: the embedded defaults, whatever the developer's shell holds.
+        let mut service = Service::start("contoso-dev", &binary("contoso"), &args, &[], logs.path());
+        for addr in [gateway_addr, accept_addr, notify_addr] {
+            service.wait_ready(addr);
+        }
+        Self { service, gateway_addr, accept_addr, _logs: logs }
+    }
+
+    /// `POST /dev/token` on the gateway with the seed's body shape.
+    pub(crate) fn dev_token(&self, user: &str) -> String {
+        let response = http::post_json(self.gateway_addr, "/dev/token", &json!({ "userId": user }))
+            .unwrap_or_else(|e| panic!("POST /dev/token: {e}\n{}", self.service.log_tail()));
+        assert_eq!(response.status, 200, "POST /dev/token answered {}: {}", response.status, response.body);
+        let body: Value = serde_json::from_str(&response.body).expect("the dev token response is JSON");
+        body["accessToken"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no accessToken in {body}"))
+            .to_owned()
+    }
+
+    pub(crate) fn accept(&self) -> Client {
+        Client::Grpc(self.accept_addr)
+    }
+
+    pub(crate) fn gateway_web(&self) -> Client {
+        Client::GrpcWeb(self.gateway_addr)
+    }
+}
+
+fn auth_env(secret: &str) -> [(&'static str, String); 3] {
+    [
+        ("JWT_SECRET", secret.to_owned()),
+        ("JWT_ISSUER", JWT_ISSUER.to_owned()),
+        ("JWT_AUDIENCE", JWT_AUDIENCE.to_owned()),
+    ]
+}
+
+fn issue_token(user: &str, secret: &str) -> String {
+    let mut command = Command::new(binary("contoso"));
+    command.args(["token", "--sub", user]).env_clear().env("RUST_LOG", "off").envs(auth_env(secret));
+    let token = run_to_completion(&mut command).trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "`contoso token` printed something other than a JWT: {token}");
+    token
+}
+
+fn redis_connection() -> redis::Connection {
+    let url = redis_url();
+    redis::Client::open(url.as_str())
+        .and_then(|client| client.get_connection())
+        .unwrap_or_else(|e| panic!("connecting to Redis at {url}: {e}"))
+}

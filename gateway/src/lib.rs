@@ -1,0 +1,125 @@
+//! gateway: the one origin the browser talks to. It serves gRPC and grpc-web for the catalog, the
+//! orders and the live status stream by forwarding each call to the internal service that owns it,
+//! serves the SPA's static files, and, in dev mode only, issues tokens at `POST /dev/token`.
+//!
+//! Everything listens on one port through [`GrpcHost`], which adds health, reflection, grpc-web,
+//! `/healthz` and `/readyz`.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use axum::{Router, extract::DefaultBodyLimit};
+use contoso_platform::{
+    auth::Authenticator,
+    server::{GrpcHost, Readiness},
+};
+use contoso_proto::{
+    catalog::v1::catalog_service_server::CatalogServiceServer,
+    notify::v1::order_status_service_server::OrderStatusServiceServer,
+    orders::v1::order_service_server::OrderServiceServer,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+mod dev_token;
+mod forward;
+mod problem;
+mod upstream;
+mod web;
+
+use forward::{CatalogForwarder, OrderForwarder, StatusForwarder};
+use upstream::Upstreams;
+
+/// Largest HTTP request body the gateway's own routes accept (JSON bodies are small).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// What the gateway runs on. It owns no data: the upstream services are reached through
+/// [`Settings`], so the only adapter is the token authority used by the dev login.
+#[derive(Debug, Clone)]
+pub struct Deps {
+    pub auth: Arc<Authenticator>,
+    /// Draining only: the upstreams report their own readiness, and tying ours to theirs would take
+    /// every gateway out of rotation whenever one backend blips.
+    pub readiness: Readiness,
+}
+
+/// Where the upstreams are and which optional routes are on.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// accept-svc's gRPC endpoint (catalog and orders), e.g. `http://accept-svc:50051`.
+    pub accept_url: String,
+    /// notify-svc's gRPC endpoint (status streams), e.g. `http://notify-svc:50052`.
+    pub notify_url: String,
+    /// The built SPA (must contain `index.html`); `None` serves a short note at `/` instead.
+    pub web_dir: Option<PathBuf>,
+    /// Enables `POST /dev/token`. Anyone can then mint a token for any user: never in production.
+    pub dev_auth: bool,
+    /// Lifetime of tokens issued by the dev login.
+    pub dev_token_ttl: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            accept_url: "http://127.0.0.1:50051".to_owned(),
+            notify_url: "http://127.0.0.1:50052".to_owned(),
+            web_dir: None,
+            dev_auth: false,
+            dev_token_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Serves gRPC, grpc-web and HTTP on `listener` until `shutdown` fires. Fails at once on a
+/// malformed upstream URL or a web directory without `index.html`; an upstream that is down is not
+/// an error here (its calls answer UNAVAILABLE until it is back).
+pub async fn run(
+    listener: TcpListener,
+    deps: Deps,
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    if let Some(dir) = &settings.web_dir {
+        let index = dir.join("index.html");
+        anyhow::ensure!(
+            index.is_file(),
+            "web directory {} has no index.html",
+            dir.display()
+        );
+    }
+    if settings.dev_auth {
+        tracing::warn!("dev login enabled: POST /dev/token issues a token for any user");
+    }
+    let upstreams = Upstreams::lazy(&settings.accept_url, &settings.notify_url)
+        .context("configuring the upstream gRPC channels")?;
+    tracing::info!(accept = %settings.accept_url, notify = %settings.notify_url, "forwarding to upstreams");
+
+    GrpcHost::new(deps.readiness.clone())
+        .add_service(CatalogServiceServer::new(CatalogForwarder::new(
+            upstreams.accept(),
+        )))
+        .add_service(OrderServiceServer::new(OrderForwarder::new(
+            upstreams.accept(),
+        )))
+        .add_service(OrderStatusServiceServer::new(StatusForwarder::new(
+            upstreams.notify(),
+            shutdown.child_token(),
+        )))
+        .merge_http(http_router(&deps, &settings))
+        .serve(listener, shutdown)
+        .await
+}
+
+/// The plain-HTTP side of the gateway: the dev login (when enabled) and the SPA. The REST API will
+/// merge in here beside them; the SPA's catch-all only answers paths no other route claims.
+pub fn http_router(deps: &Deps, settings: &Settings) -> Router {
+    let mut router = Router::new();
+    if settings.dev_auth {
+        router = router.merge(dev_token::router(deps.auth.clone(), settings.dev_token_ttl));
+    }
+    router
+        .merge(web::router(settings.web_dir.as_deref()))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+}

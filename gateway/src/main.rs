@@ -1,0 +1,105 @@
+//! The gateway binary: configuration from flags or the environment, then [`gateway::run`].
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use clap::{ArgAction, Parser, builder::BoolishValueParser};
+use contoso_platform::{
+    auth::{AuthArgs, Authenticator},
+    server::{Readiness, bind},
+};
+
+/// Serves grpc-web and gRPC (forwarded to accept-svc and notify-svc), the SPA and the dev login.
+#[derive(Debug, Parser)]
+#[command(name = "gateway", version)]
+struct Args {
+    /// Address to listen on (gRPC, grpc-web and HTTP share it).
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// accept-svc's gRPC endpoint (catalog and orders).
+    #[arg(
+        long = "accept-grpc-url",
+        env = "ACCEPT_GRPC_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    accept_url: String,
+    /// notify-svc's gRPC endpoint (order status streams).
+    #[arg(
+        long = "notify-grpc-url",
+        env = "NOTIFY_GRPC_URL",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    notify_url: String,
+    /// Directory of the built SPA (with index.html); unset serves a short note at `/`.
+    #[arg(long = "web-dir", env = "WEB_DIR")]
+    web_dir: Option<PathBuf>,
+    /// Enables `POST /dev/token`, which issues a token for any user. Never in production.
+    #[arg(
+        long = "dev-auth",
+        env = "DEV_AUTH",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    dev_auth: bool,
+    /// Lifetime of dev tokens, in seconds.
+    #[arg(
+        long = "dev-token-ttl-secs",
+        env = "DEV_TOKEN_TTL_SECS",
+        default_value_t = 3600
+    )]
+    dev_token_ttl_secs: u64,
+    #[command(flatten)]
+    auth: AuthArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    contoso_platform::telemetry::init();
+    let args = Args::parse();
+
+    let auth = Authenticator::new(&args.auth).context("JWT settings")?;
+    // Readiness is draining only: an upstream that is down answers UNAVAILABLE through us, and
+    // making the gateway unready with it would empty the whole front door during a blip.
+    let deps = gateway::Deps {
+        auth: Arc::new(auth),
+        readiness: Readiness::new(),
+    };
+    let settings = gateway::Settings {
+        accept_url: args.accept_url,
+        notify_url: args.notify_url,
+        web_dir: args.web_dir,
+        dev_auth: args.dev_auth,
+        dev_token_ttl: Duration::from_secs(args.dev_token_ttl_secs),
+    };
+    let listener = bind(args.listen).await?;
+    gateway::run(
+        listener,
+        deps,
+        settings,
+        contoso_platform::shutdown::on_signal(),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn dev_auth_is_a_flag_that_also_takes_a_value() {
+        let parse = |argv: &[&str]| Args::try_parse_from(argv).map(|a| a.dev_auth);
+        assert!(parse(&["gateway", "--dev-auth"]).unwrap());
+        assert!(!parse(&["gateway", "--dev-auth=false"]).unwrap());
+        assert!(parse(&["gateway", "--dev-auth=yes"]).unwrap());
+    }
+}

@@ -1,0 +1,112 @@
+//! The SPA: static files from the web directory, and `index.html` for any other GET of a path that
+//! looks like a client-side route (`/orders/42`), so deep links and refreshes work.
+//!
+//! The catch-all also sees whatever no other route claims, gRPC included, so it keeps the answers
+//! those callers expect: UNIMPLEMENTED for an unknown gRPC method, problem+json 404 under `/api`
+//! and `/dev`, and 404 for a missing asset rather than HTML served as JavaScript.
+
+use std::{
+    convert::Infallible,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{Request, State},
+    http::{HeaderValue, Method, StatusCode, header},
+    response::{Html, IntoResponse, Response},
+    routing::any,
+};
+use tower::ServiceExt as _;
+use tower_http::services::{ServeDir, ServeFile, fs::ServeFileSystemResponseBody};
+
+use crate::problem::Problem;
+
+/// Path prefixes that belong to the server, never to the SPA's router.
+const SERVER_PREFIXES: [&str; 2] = ["/api", "/dev"];
+
+const NOT_BUILT: &str = "<!doctype html>\n<title>Contoso Orders</title>\n<p>The web app is not built or \
+                         not configured (set <code>WEB_DIR</code>). The gRPC and grpc-web APIs are served on \
+                         this port.</p>\n";
+
+#[derive(Debug)]
+enum Spa {
+    Dir(PathBuf),
+    NotBuilt,
+}
+
+pub(crate) fn router(web_dir: Option<&Path>) -> Router {
+    let spa = web_dir.map_or(Spa::NotBuilt, |dir| Spa::Dir(dir.to_owned()));
+    Router::new()
+        .route("/", any(serve))
+        .route("/{*path}", any(serve))
+        .with_state(Arc::new(spa))
+}
+
+async fn serve(State(spa): State<Arc<Spa>>, request: Request) -> Response {
+    if is_grpc(&request) {
+        return tonic::Status::unimplemented("unknown service or method").into_http::<Body>();
+    }
+    let path = request.uri().path();
+    let is_server_path = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    if SERVER_PREFIXES.into_iter().any(is_server_path) {
+        return Problem::not_found().into_response();
+    }
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        let mut response = Problem::new(StatusCode::METHOD_NOT_ALLOWED).into_response();
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    match &*spa {
+        Spa::NotBuilt if path == "/" => Html(NOT_BUILT).into_response(),
+        Spa::NotBuilt => Problem::not_found().into_response(),
+        Spa::Dir(dir) if is_asset(path) => respond(ServeDir::new(dir).oneshot(request).await),
+        Spa::Dir(dir) => {
+            let index = ServeFile::new(dir.join("index.html"));
+            respond(ServeDir::new(dir).fallback(index).oneshot(request).await)
+        }
+    }
+}
+
+fn respond(result: Result<http::Response<ServeFileSystemResponseBody>, Infallible>) -> Response {
+    match result {
+        Ok(response) => response.map(Body::new),
+        Err(never) => match never {},
+    }
+}
+
+/// gRPC (and grpc-web, which tonic-web has already translated by the time routing runs).
+fn is_grpc(request: &Request) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// A request for a file (`/assets/app.js`) rather than a client-side route (`/orders/42`).
+fn is_asset(path: &str) -> bool {
+    path.rsplit('/')
+        .next()
+        .is_some_and(|last| last.contains('.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_assets_and_routes_are_not() {
+        assert!(is_asset("/assets/app.js"));
+        assert!(is_asset("/favicon.ico"));
+        assert!(!is_asset("/orders/42"));
+        assert!(!is_asset("/"));
+    }
+}

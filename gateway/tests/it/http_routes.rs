@@ -1,0 +1,231 @@
+//! The HTTP side through `http_router` and `oneshot`: the dev login and the SPA's static files.
+
+use std::time::Duration;
+
+use axum::{
+    Router,
+    body::{Body, to_bytes},
+    http::{Method, Request, StatusCode, header},
+};
+use gateway::{Settings, http_router};
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+use crate::support::{authenticator, deps};
+
+struct Answer {
+    status: StatusCode,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+async fn send(router: Router, request: Request<Body>) -> Answer {
+    let response = router.oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body")
+        .to_vec();
+    Answer {
+        status,
+        content_type,
+        body,
+    }
+}
+
+fn dev_router() -> Router {
+    let settings = Settings {
+        dev_auth: true,
+        dev_token_ttl: Duration::from_secs(600),
+        ..Settings::default()
+    };
+    http_router(&deps(), &settings)
+}
+
+fn post_json(path: &str, body: &str) -> Request<Body> {
+    Request::post(path)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_owned()))
+        .expect("request")
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).expect("request")
+}
+
+async fn assert_token_for_alice(body: Value) {
+    let answer = send(dev_router(), post_json("/dev/token", &body.to_string())).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let json = answer.json();
+    let token = json["accessToken"].as_str().expect("accessToken");
+    assert_eq!(json["token"], token, "token must equal accessToken");
+    assert_eq!(json["expiresIn"], 600);
+    let user = authenticator().verify(token).expect("the token verifies");
+    assert_eq!(user.as_str(), "alice");
+}
+
+async fn assert_problem_naming(body: &str, field: &str) {
+    let answer = send(dev_router(), post_json("/dev/token", body)).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.content_type, "application/problem+json");
+    let json = answer.json();
+    assert_eq!(json["status"], 400);
+    assert_eq!(json["type"], "about:blank");
+    assert_eq!(json["errors"][0]["field"], field, "{json}");
+}
+
+#[tokio::test]
+async fn dev_token_for_sub_verifies_to_that_user() {
+    assert_token_for_alice(json!({ "sub": "alice" })).await;
+}
+
+#[tokio::test]
+async fn dev_token_for_the_seeds_user_id_verifies_to_that_user() {
+    assert_token_for_alice(json!({ "userId": "alice" })).await;
+}
+
+#[tokio::test]
+async fn dev_token_without_a_user_is_a_problem_naming_sub() {
+    assert_problem_naming("{}", "sub").await;
+}
+
+#[tokio::test]
+async fn dev_token_with_an_empty_sub_is_a_problem_naming_sub() {
+    assert_problem_naming(r#"{"sub":""}"#, "sub").await;
+}
+
+#[tokio::test]
+async fn dev_token_with_malformed_json_is_a_400_problem() {
+    let answer = send(dev_router(), post_json("/dev/token", "{\"sub\":")).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.content_type, "application/problem+json");
+    assert_eq!(answer.json()["status"], 400);
+}
+
+#[tokio::test]
+async fn dev_token_with_a_non_json_content_type_is_a_415_problem() {
+    let request = Request::post("/dev/token")
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from(r#"{"sub":"alice"}"#))
+        .expect("request");
+    let answer = send(dev_router(), request).await;
+    assert_eq!(answer.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(answer.content_type, "application/problem+json");
+}
+
+#[tokio::test]
+async fn dev_token_route_does_not_exist_when_dev_auth_is_off() {
+    let router = http_router(&deps(), &Settings::default());
+    let answer = send(router, post_json("/dev/token", r#"{"sub":"alice"}"#)).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+}
+
+fn spa() -> (tempfile::TempDir, Router) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("index.html"), "<h1>contoso</h1>").expect("index");
+    std::fs::create_dir(dir.path().join("assets")).expect("assets dir");
+    std::fs::write(dir.path().join("assets/app.js"), "console.log(1)").expect("app.js");
+    let settings = Settings {
+        web_dir: Some(dir.path().to_owned()),
+        ..Settings::default()
+    };
+    let router = http_router(&deps(), &settings);
+    (dir, router)
+}
+
+#[tokio::test]
+async fn the_spa_index_is_served_at_the_root() {
+    let (_dir, router) = spa();
+    let answer = send(router, get("/")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(
+        answer.content_type.starts_with("text/html"),
+        "{}",
+        answer.content_type
+    );
+    assert_eq!(answer.text(), "<h1>contoso</h1>");
+}
+
+#[tokio::test]
+async fn an_unknown_spa_route_gets_the_index() {
+    let (_dir, router) = spa();
+    let answer = send(router, get("/orders/42")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(
+        answer.content_type.starts_with("text/html"),
+        "{}",
+        answer.content_type
+    );
+    assert_eq!(answer.text(), "<h1>contoso</h1>");
+}
+
+#[tokio::test]
+async fn a_real_file_is_served_with_its_content_type() {
+    let (_dir, router) = spa();
+    let answer = send(router, get("/assets/app.js")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(
+        answer.content_type.contains("javascript"),
+        "{}",
+        answer.content_type
+    );
+    assert_eq!(answer.text(), "console.log(1)");
+}
+
+#[tokio::test]
+async fn a_missing_asset_is_404_not_the_index() {
+    let (_dir, router) = spa();
+    let answer = send(router, get("/assets/missing.js")).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_ne!(answer.text(), "<h1>contoso</h1>");
+}
+
+#[tokio::test]
+async fn unknown_api_paths_are_problem_404s_not_the_index() {
+    let (_dir, router) = spa();
+    let answer = send(router, get("/api/nothing-here")).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(answer.content_type, "application/problem+json");
+}
+
+#[tokio::test]
+async fn the_spa_fallback_answers_get_only() {
+    let (_dir, router) = spa();
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/orders/42")
+        .body(Body::empty())
+        .expect("request");
+    let answer = send(router, request).await;
+    assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn without_a_web_dir_the_root_says_the_spa_is_not_built() {
+    let router = http_router(&deps(), &Settings::default());
+    let answer = send(router, get("/")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(
+        answer.content_type.starts_with("text/html"),
+        "{}",
+        answer.content_type
+    );
+    assert!(answer.text().contains("not built"), "{}", answer.text());
+}

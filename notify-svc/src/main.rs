@@ -1,0 +1,85 @@
+//! The notify-svc binary: reads its configuration from flags or the environment, connects NATS
+//! and Redis, and serves until SIGTERM or SIGINT.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use clap::Parser;
+use contoso_platform::{
+    auth::{AuthArgs, Authenticator},
+    config::{NatsArgs, RedisArgs},
+    server::{Readiness, bind},
+};
+use notify_svc::{Deps, Settings, run};
+
+/// Live order status streams (`contoso.notify.v1.OrderStatusService`).
+#[derive(Debug, Parser)]
+#[command(name = "notify-svc", version, about)]
+struct Args {
+    /// Address to serve gRPC, grpc-web, /healthz and /readyz on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:50052")]
+    listen: SocketAddr,
+    /// Seconds between heartbeats on an idle stream.
+    #[arg(long, env = "HEARTBEAT_INTERVAL_SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    heartbeat_interval_secs: u64,
+    /// Concurrent streams one user may hold open on this instance.
+    #[arg(long, env = "MAX_STREAMS_PER_USER", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_streams_per_user: u32,
+    #[command(flatten)]
+    auth: AuthArgs,
+    #[command(flatten)]
+    nats: NatsArgs,
+    #[command(flatten)]
+    redis: RedisArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    contoso_platform::telemetry::init();
+    let args = Args::parse();
+
+    let authenticator = Authenticator::new(&args.auth).context("reading the JWT settings")?;
+    let bus = args.nats.connect().await?;
+    let state = args.redis.connect_state().await?;
+    let backplane = args.redis.connect_backplane().await?;
+
+    let readiness = Readiness::new()
+        .with_check("redis", {
+            let (state, backplane) = (state.clone(), backplane.clone());
+            move || {
+                let (state, backplane) = (state.clone(), backplane.clone());
+                Box::pin(async move { state.is_ready().await && backplane.is_ready().await })
+            }
+        })
+        .with_check("nats", {
+            let bus = bus.clone();
+            move || {
+                let bus = bus.clone();
+                Box::pin(async move { bus.is_ready().await })
+            }
+        });
+
+    let settings = Settings {
+        heartbeat_interval: Duration::from_secs(args.heartbeat_interval_secs),
+        max_streams_per_user: usize::try_from(args.max_streams_per_user)
+            .context("MAX_STREAMS_PER_USER does not fit this platform")?,
+        ..Settings::default()
+    };
+    let deps = Deps {
+        bus,
+        state,
+        backplane,
+        authenticator: Arc::new(authenticator),
+        readiness,
+    };
+    let listener = bind(args.listen).await?;
+    run(
+        listener,
+        deps,
+        settings,
+        contoso_platform::shutdown::on_signal(),
+    )
+    .await
+}

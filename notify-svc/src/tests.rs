@@ -1,0 +1,663 @@
+//! The service end to end on the in-memory adapters: `run` on 127.0.0.1:0, a real tonic client,
+//! events published on the bus. The bus is wrapped so tests can see how each delivery was
+//! answered (ack, or nack with which delay, on which attempt).
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use contoso_platform::{
+    auth::{AuthArgs, Authenticator},
+    backplane::MemoryBackplane,
+    bus::{
+        Acknowledge, Bus, BusError, ConsumerSpec, Deliveries, Delivery, Envelope, MemoryBus, Topic,
+    },
+    domain::{CorrelationId, OrderId, OrderStatus, UserId, to_timestamp},
+    server::Readiness,
+    state::{MemoryState, WorkflowState},
+};
+use contoso_proto::{
+    events::v1::{OrderAccepted, OrderProcessed, OrderStatusChanged},
+    notify::v1::{
+        OrderStatusUpdate, WatchOrderStatusRequest, WatchOrderStatusResponse,
+        order_status_service_client::OrderStatusServiceClient, watch_order_status_response::Event,
+    },
+    orders::v1 as orders_pb,
+};
+use futures::StreamExt;
+use prost::Message;
+use tokio::{sync::mpsc, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Request, Status, Streaming, transport::Channel};
+use tonic_types::StatusExt;
+
+use crate::{Deps, Settings, run};
+
+/// Generous: only a failing test waits this long.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Answer {
+    Ack,
+    Nack(Duration),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Answered {
+    message_id: Option<String>,
+    attempt: u64,
+    answer: Answer,
+}
+
+/// A bus that reports every ack and nack of its deliveries.
+#[derive(Debug)]
+struct RecordingBus {
+    inner: MemoryBus,
+    answers: mpsc::UnboundedSender<Answered>,
+}
+
+struct RecordingAcker {
+    delivery: Delivery,
+    answers: mpsc::UnboundedSender<Answered>,
+}
+
+impl RecordingAcker {
+    fn record(&self, answer: Answer) {
+        let _ = self.answers.send(Answered {
+            message_id: self.delivery.message_id.clone(),
+            attempt: self.delivery.attempt,
+            answer,
+        });
+    }
+}
+
+#[async_trait]
+impl Acknowledge for RecordingAcker {
+    async fn ack(&self) -> Result<(), BusError> {
+        self.delivery.ack().await?;
+        self.record(Answer::Ack);
+        Ok(())
+    }
+
+    async fn nack(&self, delay: Duration) -> Result<(), BusError> {
+        self.delivery.nack(delay).await?;
+        self.record(Answer::Nack(delay));
+        Ok(())
+    }
+
+    async fn in_progress(&self) -> Result<(), BusError> {
+        self.delivery.in_progress().await
+    }
+}
+
+#[async_trait]
+impl Bus for RecordingBus {
+    async fn publish(&self, envelope: Envelope) -> Result<(), BusError> {
+        self.inner.publish(envelope).await
+    }
+
+    async fn consume(&self, spec: &ConsumerSpec) -> Result<Deliveries, BusError> {
+        let answers = self.answers.clone();
+        let deliveries = self.inner.consume(spec).await?;
+        Ok(deliveries
+            .map(move |item| {
+                item.map(|delivery| {
+                    Delivery::new(
+                        delivery.topic,
+                        delivery.message_id.clone(),
+                        delivery.payload.clone(),
+                        delivery.attempt,
+                        Box::new(RecordingAcker {
+                            delivery,
+                            answers: answers.clone(),
+                        }),
+                    )
+                })
+            })
+            .boxed())
+    }
+
+    async fn is_ready(&self) -> bool {
+        self.inner.is_ready().await
+    }
+}
+
+/// Settings that make redeliveries and heartbeats quick enough for a test.
+fn fast_settings() -> Settings {
+    Settings {
+        owner_retry_delays: vec![Duration::from_millis(1), Duration::from_millis(1)],
+        missing_owner_redelivery: Duration::from_millis(50),
+        retry_backoff: Duration::from_millis(20),
+        ..Settings::default()
+    }
+}
+
+struct Harness {
+    addr: SocketAddr,
+    bus: Arc<RecordingBus>,
+    state: Arc<MemoryState>,
+    answers: mpsc::UnboundedReceiver<Answered>,
+    auth: Authenticator,
+    shutdown: CancellationToken,
+    server: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Harness {
+    async fn start(settings: Settings) -> Self {
+        let (tx, answers) = mpsc::unbounded_channel();
+        let bus = Arc::new(RecordingBus {
+            inner: MemoryBus::new(),
+            answers: tx,
+        });
+        let state = Arc::new(MemoryState::new(Duration::from_secs(600)));
+        let auth =
+            Authenticator::new(&AuthArgs::default()).expect("the dev JWT settings are valid");
+        let deps = Deps {
+            bus: bus.clone(),
+            state: state.clone(),
+            backplane: Arc::new(MemoryBackplane::new()),
+            authenticator: Arc::new(auth.clone()),
+            readiness: Readiness::new(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding port 0");
+        let addr = listener.local_addr().expect("the listener's address");
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(run(listener, deps, settings, shutdown.clone()));
+        Self {
+            addr,
+            bus,
+            state,
+            answers,
+            auth,
+            shutdown,
+            server,
+        }
+    }
+
+    async fn client(&self) -> OrderStatusServiceClient<Channel> {
+        OrderStatusServiceClient::connect(format!("http://{}", self.addr))
+            .await
+            .expect("connecting to notify-svc")
+    }
+
+    fn token(&self, user: &str) -> String {
+        let user = UserId::parse(user).expect("a valid user id");
+        self.auth
+            .issue(&user, Duration::from_secs(300))
+            .expect("issuing a token")
+    }
+
+    async fn watch_with_token(
+        &self,
+        token: Option<&str>,
+        cids: &[String],
+    ) -> Result<Streaming<WatchOrderStatusResponse>, Status> {
+        let mut request = Request::new(WatchOrderStatusRequest {
+            correlation_ids: cids.to_vec(),
+        });
+        if let Some(token) = token {
+            let value = format!("Bearer {token}")
+                .parse()
+                .expect("an ASCII header value");
+            request.metadata_mut().insert("authorization", value);
+        }
+        self.client()
+            .await
+            .watch_order_status(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn watch(
+        &self,
+        user: &str,
+        cids: &[CorrelationId],
+    ) -> Result<Streaming<WatchOrderStatusResponse>, Status> {
+        let cids: Vec<String> = cids.iter().map(ToString::to_string).collect();
+        self.watch_with_token(Some(&self.token(user)), &cids).await
+    }
+
+    async fn accepted(&self, user: &str, order_id: i64) -> CorrelationId {
+        let cid = CorrelationId::new();
+        self.state
+            .record_accepted(cid, &UserId::parse(user).expect("user id"), order(order_id))
+            .await
+            .expect("recording the order map");
+        cid
+    }
+
+    async fn publish(&self, topic: Topic, message_id: String, payload: Vec<u8>) {
+        self.bus
+            .publish(Envelope {
+                topic,
+                message_id,
+                payload: payload.into(),
+            })
+            .await
+            .expect("publishing on the memory bus");
+    }
+
+    async fn publish_accepted(&self, cid: CorrelationId, order_id: i64) -> String {
+        let id = format!("{cid}:accepted");
+        let event = OrderAccepted {
+            correlation_id: cid.to_string(),
+            order_id,
+            accepted_at: Some(to_timestamp(chrono::Utc::now())),
+            ..OrderAccepted::default()
+        };
+        self.publish(Topic::OrderAccepted, id.clone(), event.encode_to_vec())
+            .await;
+        id
+    }
+
+    /// Publishes PROCESSING; `tag` keeps a deliberate duplicate from being deduplicated by id.
+    async fn publish_processing(&self, cid: CorrelationId, order_id: i64, tag: &str) -> String {
+        let id = format!("{cid}:processing{tag}");
+        let event = OrderStatusChanged {
+            correlation_id: cid.to_string(),
+            order_id,
+            status: orders_pb::OrderStatus::Processing.into(),
+            occurred_at: Some(to_timestamp(chrono::Utc::now())),
+            reason: String::new(),
+        };
+        self.publish(Topic::OrderProcessing, id.clone(), event.encode_to_vec())
+            .await;
+        id
+    }
+
+    async fn publish_processed(&self, cid: CorrelationId, order_id: i64) -> String {
+        let id = format!("{cid}:processed");
+        let event = OrderProcessed {
+            correlation_id: cid.to_string(),
+            order_id,
+            processed_at: Some(to_timestamp(chrono::Utc::now())),
+        };
+        self.publish(Topic::OrderProcessed, id.clone(), event.encode_to_vec())
+            .await;
+        id
+    }
+
+    /// The next answer given to a delivery of `message_id`.
+    async fn answer_for(&mut self, message_id: &str) -> Answered {
+        tokio::time::timeout(DEADLINE, async {
+            loop {
+                let answered = self
+                    .answers
+                    .recv()
+                    .await
+                    .expect("the recording bus is alive");
+                if answered.message_id.as_deref() == Some(message_id) {
+                    return answered;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no answer for {message_id} within {DEADLINE:?}"))
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let result = tokio::time::timeout(DEADLINE, self.server).await;
+        assert!(
+            matches!(result, Ok(Ok(Ok(())))),
+            "run did not stop cleanly: {result:?}"
+        );
+    }
+}
+
+fn order(id: i64) -> OrderId {
+    OrderId::new(id).expect("a positive order id")
+}
+
+async fn next_event(stream: &mut Streaming<WatchOrderStatusResponse>) -> Event {
+    let message = tokio::time::timeout(DEADLINE, stream.message())
+        .await
+        .expect("a message within the deadline")
+        .expect("the stream did not fail")
+        .expect("the stream did not end");
+    message.event.expect("every response carries an event")
+}
+
+/// The next status update, skipping heartbeats.
+async fn next_update(stream: &mut Streaming<WatchOrderStatusResponse>) -> OrderStatusUpdate {
+    loop {
+        if let Event::Update(update) = next_event(stream).await {
+            return update;
+        }
+    }
+}
+
+fn assert_update(
+    update: &OrderStatusUpdate,
+    cid: CorrelationId,
+    status: OrderStatus,
+    order_id: i64,
+) {
+    assert_eq!(update.correlation_id, cid.to_string());
+    assert_eq!(
+        update.status,
+        i32::from(orders_pb::OrderStatus::from(status)),
+        "{update:?}"
+    );
+    assert_eq!(update.order_id, order_id);
+}
+
+#[tokio::test]
+async fn a_stream_gets_the_snapshot_then_live_updates_in_order() {
+    let harness = Harness::start(fast_settings()).await;
+    let cid = harness.accepted("alice", 42).await;
+    let mut stream = harness
+        .watch("alice", &[cid])
+        .await
+        .expect("the stream opens");
+
+    assert_update(
+        &next_update(&mut stream).await,
+        cid,
+        OrderStatus::Accepted,
+        42,
+    );
+    harness.publish_processing(cid, 42, "").await;
+    assert_update(
+        &next_update(&mut stream).await,
+        cid,
+        OrderStatus::Processing,
+        42,
+    );
+    harness.publish_processed(cid, 42).await;
+    assert_update(
+        &next_update(&mut stream).await,
+        cid,
+        OrderStatus::Completed,
+        42,
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_late_processing_after_completed_is_not_forwarded() {
+    let mut harness = Harness::start(fast_settings()).await;
+    let cid = harness.accepted("alice", 7).await;
+    let mut stream = harness
+        .watch("alice", &[cid])
+        .await
+        .expect("the stream opens");
+    assert_update(
+        &next_update(&mut stream).await,
+        cid,
+        OrderStatus::Accepted,
+        7,
+    );
+    harness.publish_processed(cid, 7).await;
+    assert_update(
+        &next_update(&mut stream).await,
+        cid,
+        OrderStatus::Completed,
+        7,
+    );
+
+    // Once the late event is on the backplane, anything published after it reaches the stream
+    // after it too: the marker being next proves the late one was dropped.
+    let late = harness.publish_processing(cid, 7, ":late").await;
+    assert_eq!(harness.answer_for(&late).await.answer, Answer::Ack);
+    let marker = harness.accepted("alice", 8).await;
+    harness.publish_accepted(marker, 8).await;
+    assert_update(
+        &next_update(&mut stream).await,
+        marker,
+        OrderStatus::Accepted,
+        8,
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn another_users_order_named_in_the_request_is_neither_in_the_snapshot_nor_streamed() {
+    let mut harness = Harness::start(Settings {
+        heartbeat_interval: Duration::from_millis(50),
+        ..fast_settings()
+    })
+    .await;
+    let bobs = harness.accepted("bob", 1).await;
+    let alices = harness.accepted("alice", 2).await;
+    let unknown = CorrelationId::new();
+    let mut stream = harness
+        .watch("alice", &[bobs, unknown, alices])
+        .await
+        .expect("the stream opens");
+
+    // The whole snapshot is queued before the first heartbeat.
+    assert_update(
+        &next_update(&mut stream).await,
+        alices,
+        OrderStatus::Accepted,
+        2,
+    );
+    assert!(matches!(next_event(&mut stream).await, Event::Heartbeat(_)));
+
+    let bobs_event = harness.publish_processing(bobs, 1, "").await;
+    assert_eq!(harness.answer_for(&bobs_event).await.answer, Answer::Ack);
+    harness.publish_processing(alices, 2, "").await;
+    assert_update(
+        &next_update(&mut stream).await,
+        alices,
+        OrderStatus::Processing,
+        2,
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn every_open_stream_of_the_user_receives_the_update() {
+    let harness = Harness::start(fast_settings()).await;
+    let cid = harness.accepted("alice", 3).await;
+    let mut first = harness
+        .watch("alice", &[])
+        .await
+        .expect("the first stream opens");
+    let mut second = harness
+        .watch("alice", &[])
+        .await
+        .expect("the second stream opens");
+
+    harness.publish_processing(cid, 3, "").await;
+    assert_update(
+        &next_update(&mut first).await,
+        cid,
+        OrderStatus::Processing,
+        3,
+    );
+    assert_update(
+        &next_update(&mut second).await,
+        cid,
+        OrderStatus::Processing,
+        3,
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_or_forged_token_is_unauthenticated() {
+    let harness = Harness::start(fast_settings()).await;
+    let missing = harness
+        .watch_with_token(None, &[])
+        .await
+        .expect_err("no token is refused");
+    assert_eq!(missing.code(), Code::Unauthenticated);
+
+    let forger = Authenticator::new(&AuthArgs {
+        secret: "not-the-service-secret-but-long-enough-0000".into(),
+        ..AuthArgs::default()
+    })
+    .expect("valid forger settings");
+    let forged = forger
+        .issue(
+            &UserId::parse("alice").expect("user id"),
+            Duration::from_secs(60),
+        )
+        .expect("issuing");
+    let refused = harness
+        .watch_with_token(Some(&forged), &[])
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_malformed_correlation_id_is_invalid_argument_naming_its_field() {
+    let harness = Harness::start(fast_settings()).await;
+    let token = harness.token("alice");
+    let ids = [CorrelationId::new().to_string(), "not-a-uuid".to_owned()];
+    let status = harness
+        .watch_with_token(Some(&token), &ids)
+        .await
+        .expect_err("refused");
+
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let details = status.get_error_details();
+    let fields: Vec<String> = details
+        .bad_request()
+        .map(|bad| {
+            bad.field_violations
+                .iter()
+                .map(|v| v.field.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(fields, ["correlation_ids[1]"]);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn more_than_a_hundred_correlation_ids_are_invalid_argument() {
+    let harness = Harness::start(fast_settings()).await;
+    let ids: Vec<CorrelationId> = (0..101).map(|_| CorrelationId::new()).collect();
+    let status = harness.watch("alice", &ids).await.expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("correlation_ids"), "{status:?}");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn too_many_streams_for_one_user_is_resource_exhausted_until_one_closes() {
+    let harness = Harness::start(Settings {
+        max_streams_per_user: 2,
+        ..fast_settings()
+    })
+    .await;
+    let first = harness.watch("alice", &[]).await.expect("first");
+    let _second = harness.watch("alice", &[]).await.expect("second");
+
+    let refused = harness
+        .watch("alice", &[])
+        .await
+        .expect_err("a third is refused");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(
+        harness.watch("bob", &[]).await.is_ok(),
+        "other users are unaffected"
+    );
+
+    // The slot frees once the server notices the client went away.
+    drop(first);
+    let reopened = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match harness.watch("alice", &[]).await {
+                Ok(stream) => return stream,
+                Err(status) => assert_eq!(status.code(), Code::ResourceExhausted),
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(reopened.is_ok(), "no slot freed after a stream was dropped");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_stream_gets_heartbeats() {
+    let harness = Harness::start(Settings {
+        heartbeat_interval: Duration::from_millis(50),
+        ..fast_settings()
+    })
+    .await;
+    let mut stream = harness.watch("alice", &[]).await.expect("the stream opens");
+    for _ in 0..2 {
+        match next_event(&mut stream).await {
+            Event::Heartbeat(beat) => assert!(beat.sent_at.is_some()),
+            other => panic!("expected a heartbeat, got {other:?}"),
+        }
+    }
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn an_event_whose_owner_is_unknown_is_nacked_and_delivered_again() {
+    let mut harness = Harness::start(fast_settings()).await;
+    let mut stream = harness.watch("alice", &[]).await.expect("the stream opens");
+    let cid = CorrelationId::new();
+    let id = harness.publish_processing(cid, 5, "").await;
+
+    let first = harness.answer_for(&id).await;
+    assert_eq!(first.attempt, 1);
+    assert!(matches!(first.answer, Answer::Nack(_)), "{first:?}");
+
+    harness
+        .state
+        .record_accepted(cid, &UserId::parse("alice").expect("user id"), order(5))
+        .await
+        .expect("recording the map");
+    assert_update(
+        &next_update(&mut stream).await,
+        cid,
+        OrderStatus::Processing,
+        5,
+    );
+    let last = loop {
+        let answered = harness.answer_for(&id).await;
+        if answered.answer == Answer::Ack {
+            break answered;
+        }
+    };
+    assert!(last.attempt >= 2, "{last:?}");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_malformed_event_is_nacked_with_the_long_delay_and_not_acked() {
+    let mut harness = Harness::start(fast_settings()).await;
+    harness
+        .publish(
+            Topic::OrderProcessed,
+            "garbage-1".into(),
+            vec![0xff, 0xff, 0xff],
+        )
+        .await;
+    let answered = harness.answer_for("garbage-1").await;
+    assert_eq!(
+        answered.answer,
+        Answer::Nack(Settings::default().malformed_redelivery)
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_streams_cleanly() {
+    let harness = Harness::start(fast_settings()).await;
+    let mut stream = harness.watch("alice", &[]).await.expect("the stream opens");
+    harness.shutdown.cancel();
+    let end = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the stream ended within the deadline");
+    assert!(matches!(end, Ok(None)), "the stream ended with {end:?}");
+    harness.stop().await;
+}

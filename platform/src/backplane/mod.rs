@@ -1,0 +1,95 @@
+//! The status backplane: a status update published for a user reaches every notify-svc instance
+//! that has a stream of that user open. In-memory for one process, Redis pub/sub across replicas.
+
+use std::{
+    fmt,
+    pin::Pin,
+    task::{Context, Poll, ready},
+};
+
+use async_trait::async_trait;
+use futures::{Stream, StreamExt, stream::BoxStream};
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
+
+use crate::domain::{StatusUpdate, UserId};
+
+pub mod memory;
+pub mod redis;
+
+pub use self::memory::MemoryBackplane;
+pub use self::redis::RedisBackplane;
+
+/// Updates for one user, until the stream is dropped. A subscriber that falls too far behind
+/// skips the oldest updates rather than holding memory without bound.
+pub type UpdateStream = BoxStream<'static, StatusUpdate>;
+
+/// Why the backplane could not publish or subscribe.
+#[derive(Debug, thiserror::Error)]
+pub enum BackplaneError {
+    /// The backing service cannot be reached right now; the text says what failed.
+    #[error("backplane unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Fans status updates out to the streams of one user, across every process that has one open.
+#[async_trait]
+pub trait Backplane: Send + Sync + fmt::Debug {
+    /// Sends `update` to every instance subscribed to `user`.
+    async fn publish(&self, user: &UserId, update: &StatusUpdate) -> Result<(), BackplaneError>;
+
+    /// Receives every update published for `user` from now on. The subscription is in place
+    /// when this returns.
+    async fn subscribe(&self, user: &UserId) -> Result<UpdateStream, BackplaneError>;
+
+    /// True while the backplane is reachable (for `/readyz`).
+    async fn is_ready(&self) -> bool;
+}
+
+/// Updates one process buffers per user before a slow stream starts skipping.
+pub(crate) const USER_CHANNEL_CAPACITY: usize = 256;
+
+/// Wraps one user's broadcast receiver as an [`UpdateStream`]. A lagging stream skips what it
+/// missed (with a warning) instead of holding publishers back. `on_drop` is dropped right after
+/// the receiver, so an adapter can count the receivers left and clean up that user's channel.
+pub(crate) fn update_stream<G>(rx: broadcast::Receiver<StatusUpdate>, on_drop: G) -> UpdateStream
+where
+    G: Send + Unpin + 'static,
+{
+    Guarded {
+        updates: Some(BroadcastStream::new(rx)),
+        _on_drop: on_drop,
+    }
+    .boxed()
+}
+
+struct Guarded<G> {
+    updates: Option<BroadcastStream<StatusUpdate>>,
+    _on_drop: G,
+}
+
+impl<G: Unpin> Stream for Guarded<G> {
+    type Item = StatusUpdate;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<StatusUpdate>> {
+        let Some(updates) = self.updates.as_mut() else {
+            return Poll::Ready(None);
+        };
+        loop {
+            match ready!(updates.poll_next_unpin(cx)) {
+                Some(Ok(update)) => return Poll::Ready(Some(update)),
+                Some(Err(BroadcastStreamRecvError::Lagged(skipped))) => {
+                    tracing::warn!(skipped, "a status stream fell behind and skipped updates");
+                }
+                None => return Poll::Ready(None),
+            }
+        }
+    }
+}
+
+impl<G> Drop for Guarded<G> {
+    fn drop(&mut self) {
+        // The receiver must be gone before the guard runs, or the guard would still count it.
+        self.updates = None;
+    }
+}

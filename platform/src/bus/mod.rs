@@ -1,0 +1,198 @@
+//! The message bus seam. Business code publishes and consumes [`Envelope`]s through [`Bus`]; the
+//! adapters (in-memory, NATS JetStream) decide how they travel. Delivery is at least once:
+//! consumers are idempotent and acknowledge only after their work is durable.
+
+use std::{fmt, time::Duration};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+pub mod memory;
+pub mod nats;
+
+pub use memory::MemoryBus;
+pub use nats::{NatsBus, NatsSettings};
+
+/// The kinds of message that travel on the bus. Each maps to one subject under the configured
+/// prefix (`orders.accepted`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// `OrderAccepted`, published by accept-svc.
+    OrderAccepted,
+    /// `OrderStatusChanged` with PROCESSING, published by process-svc.
+    OrderProcessing,
+    /// `OrderProcessed`, published by process-svc's outbox relay.
+    OrderProcessed,
+    /// `OrderStatusChanged` with FAILED, published by process-svc.
+    OrderFailed,
+}
+
+impl Topic {
+    /// Every topic, in a fixed order.
+    pub const ALL: [Topic; 4] = [
+        Topic::OrderAccepted,
+        Topic::OrderProcessing,
+        Topic::OrderProcessed,
+        Topic::OrderFailed,
+    ];
+
+    /// The last token of the subject.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Topic::OrderAccepted => "accepted",
+            Topic::OrderProcessing => "processing",
+            Topic::OrderProcessed => "processed",
+            Topic::OrderFailed => "failed",
+        }
+    }
+
+    /// The topic whose subject ends in `suffix`, if any.
+    pub fn from_suffix(suffix: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.suffix() == suffix)
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.suffix())
+    }
+}
+
+/// A message to publish.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// Decides the subject the message travels on.
+    pub topic: Topic,
+    /// Deduplication id: the broker drops a second message with the same id inside its window.
+    pub message_id: String,
+    /// Protobuf-encoded event.
+    pub payload: Bytes,
+}
+
+/// A durable consumer: every replica that opens the same `group` shares its messages, each
+/// message goes to one of them.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    /// Durable name shared by every replica of the consuming service.
+    pub group: String,
+    /// Topics this group receives; at least one.
+    pub topics: Vec<Topic>,
+    /// Deliveries before a message is given up on (dead-lettered by the broker's advisory).
+    pub max_deliver: i64,
+    /// How long a delivery may stay unacknowledged before it is redelivered.
+    pub ack_wait: Duration,
+    /// Most unacknowledged messages in flight for this consumer.
+    pub max_ack_pending: i64,
+}
+
+impl ConsumerSpec {
+    /// A spec with the defaults: 10 deliveries, 30 s ack wait, 256 in flight.
+    pub fn new(group: impl Into<String>, topics: impl Into<Vec<Topic>>) -> Self {
+        Self {
+            group: group.into(),
+            topics: topics.into(),
+            max_deliver: 10,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 256,
+        }
+    }
+}
+
+/// Why a bus operation failed. The text names the cause for logs; it is not for clients.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The message may or may not be stored: retry with the same message id, which dedupes.
+    #[error("the broker did not confirm the publish: {0}")]
+    PublishNotConfirmed(String),
+    /// The broker cannot be reached, or the stream cannot be set up on it.
+    #[error("the broker is unreachable: {0}")]
+    Unavailable(String),
+    /// The consumer could not be created or opened.
+    #[error("consumer setup failed: {0}")]
+    Consumer(String),
+    /// The ack may not have reached the broker: expect the message again.
+    #[error("acknowledging a delivery failed: {0}")]
+    Ack(String),
+}
+
+/// What a delivery's consumer says back to the broker.
+#[async_trait]
+pub trait Acknowledge: Send + Sync {
+    /// Done: never deliver again.
+    async fn ack(&self) -> Result<(), BusError>;
+    /// Not done: deliver again after `delay`.
+    async fn nack(&self, delay: Duration) -> Result<(), BusError>;
+    /// Tell the broker the consumer is still working (resets the ack wait).
+    async fn in_progress(&self) -> Result<(), BusError>;
+}
+
+/// One delivered message.
+pub struct Delivery {
+    /// The topic it was published on.
+    pub topic: Topic,
+    /// The publisher's deduplication id, when it set one.
+    pub message_id: Option<String>,
+    /// The published bytes, unchanged.
+    pub payload: Bytes,
+    /// 1 on the first delivery, 2 on the first redelivery, ...
+    pub attempt: u64,
+    acker: Box<dyn Acknowledge>,
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("topic", &self.topic)
+            .field("message_id", &self.message_id)
+            .field("attempt", &self.attempt)
+            .field("payload_len", &self.payload.len())
+            .finish()
+    }
+}
+
+impl Delivery {
+    /// For adapters: wraps a message with the handle that acknowledges it.
+    pub fn new(
+        topic: Topic,
+        message_id: Option<String>,
+        payload: Bytes,
+        attempt: u64,
+        acker: Box<dyn Acknowledge>,
+    ) -> Self {
+        Self { topic, message_id, payload, attempt, acker }
+    }
+
+    /// Done: never deliver again. Call only after the work is durable.
+    pub async fn ack(&self) -> Result<(), BusError> {
+        self.acker.ack().await
+    }
+
+    /// Not done: deliver again after `delay`, with `attempt` one higher.
+    pub async fn nack(&self, delay: Duration) -> Result<(), BusError> {
+        self.acker.nack(delay).await
+    }
+
+    /// Still working: push the redelivery back by one ack wait.
+    pub async fn in_progress(&self) -> Result<(), BusError> {
+        self.acker.in_progress().await
+    }
+}
+
+/// The messages of one consumer. The adapters ride out broker outages themselves (logging and
+/// retrying), so the stream does not end while it is polled.
+pub type Deliveries = BoxStream<'static, Result<Delivery, BusError>>;
+
+/// Publish and consume. Implementations are cheap to share (`Arc<dyn Bus>`).
+#[async_trait]
+pub trait Bus: Send + Sync + fmt::Debug {
+    /// Publishes and returns once the broker has durably accepted the message. An error means
+    /// the caller must treat the message as not sent.
+    async fn publish(&self, envelope: Envelope) -> Result<(), BusError>;
+
+    /// Opens, or joins, the durable consumer described by `spec`.
+    async fn consume(&self, spec: &ConsumerSpec) -> Result<Deliveries, BusError>;
+
+    /// True while the broker connection is usable (for `/readyz`).
+    async fn is_ready(&self) -> bool;
+}

@@ -1,0 +1,248 @@
+//! The scaffolding every gRPC server shares: the standard health service, server reflection (v1 and
+//! v1alpha, so grpcurl 1.8 and buf curl both work), grpc-web, `/healthz` and `/readyz` on the same
+//! port, bounded request handling, and a drain with a deadline when shutdown fires.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use futures::future::BoxFuture;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{
+    body::Body,
+    server::NamedService,
+    service::{Routes, RoutesBuilder},
+};
+use tonic_health::ServingStatus;
+use tonic_web::GrpcWebLayer;
+use tower::Layer;
+
+type Check = Arc<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
+
+/// What `/readyz` reports: every named dependency check passes and the server is not draining.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    checks: Vec<(&'static str, Check)>,
+    draining: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readiness")
+            .field("checks", &self.checks.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .field("draining", &self.draining)
+            .finish()
+    }
+}
+
+impl Readiness {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a dependency check, e.g. `("redis", || state.is_ready())`.
+    pub fn with_check<F>(mut self, name: &'static str, check: F) -> Self
+    where
+        F: Fn() -> BoxFuture<'static, bool> + Send + Sync + 'static,
+    {
+        self.checks.push((name, Arc::new(check)));
+        self
+    }
+
+    /// Runs every check; `(all ready, per-check results)`.
+    pub async fn report(&self) -> (bool, serde_json::Value) {
+        let mut all = !self.draining.load(Ordering::Relaxed);
+        let mut details = serde_json::Map::new();
+        for (name, check) in &self.checks {
+            let ok = tokio::time::timeout(Duration::from_secs(2), check()).await.unwrap_or(false);
+            all &= ok;
+            details.insert((*name).to_owned(), serde_json::Value::Bool(ok));
+        }
+        details.insert("draining".into(), self.draining.load(Ordering::Relaxed).into());
+        (all, serde_json::Value::Object(details))
+    }
+
+    fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Limits and deadlines of one server.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// Deadline for a unary call (a stream's deadline covers only its start).
+    pub request_timeout: Duration,
+    pub concurrency_per_connection: usize,
+    pub max_concurrent_streams: u32,
+    /// How long in-flight calls may take to finish after shutdown fires.
+    pub drain_deadline: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(30),
+            concurrency_per_connection: 256,
+            max_concurrent_streams: 512,
+            drain_deadline: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One listening server: the service's gRPC services plus the shared extras.
+#[derive(Debug, Default)]
+pub struct GrpcHost {
+    routes: RoutesBuilder,
+    names: Vec<&'static str>,
+    http: Option<Router>,
+    readiness: Readiness,
+    limits: ServerLimits,
+}
+
+impl GrpcHost {
+    pub fn new(readiness: Readiness) -> Self {
+        Self { readiness, ..Self::default() }
+    }
+
+    pub fn limits(mut self, limits: ServerLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Adds a gRPC service; the health service reports it by name.
+    pub fn add_service<S, B>(mut self, service: S) -> Self
+    where
+        S: tower::Service<http::Request<Body>, Response = http::Response<B>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Display,
+    {
+        // grpc-web per service, not around the whole server: tonic-web answers 400 to any other
+        // HTTP/1.1 request, which would break `/healthz` probes and plain HTTP routes.
+        self.routes.add_service(GrpcWebLayer::new().layer(service));
+        self.names.push(S::NAME);
+        self
+    }
+
+    /// Plain HTTP routes served beside gRPC on the same port (REST, static files, dev login).
+    pub fn merge_http(mut self, router: Router) -> Self {
+        self.http = Some(match self.http.take() {
+            Some(existing) => existing.merge(router),
+            None => router,
+        });
+        self
+    }
+
+    /// Serves until `shutdown` fires, then stops accepting, reports NOT_SERVING, and lets in-flight
+    /// calls finish within the drain deadline.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let addr = listener.local_addr()?;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        for name in &self.names {
+            health.set_service_status(*name, ServingStatus::Serving).await;
+        }
+        health.set_service_status("", ServingStatus::Serving).await;
+
+        let mut routes = self.routes;
+        let web = GrpcWebLayer::new();
+        routes.add_service(web.layer(health_service));
+        routes.add_service(web.layer(reflection_v1()?));
+        routes.add_service(web.layer(reflection_v1alpha()?));
+        let mut router = routes.routes().into_axum_router().merge(probe_router(self.readiness.clone()));
+        if let Some(http) = self.http {
+            router = router.merge(http);
+        }
+
+        let server = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .timeout(self.limits.request_timeout)
+            .concurrency_limit_per_connection(self.limits.concurrency_per_connection)
+            .max_concurrent_streams(self.limits.max_concurrent_streams)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_routes(Routes::from(router));
+
+        let readiness = self.readiness;
+        let names = self.names;
+        let signal = {
+            let shutdown = shutdown.clone();
+            async move {
+                shutdown.cancelled().await;
+                readiness.start_draining();
+                for name in &names {
+                    health.set_service_status(*name, ServingStatus::NotServing).await;
+                }
+                health.set_service_status("", ServingStatus::NotServing).await;
+                tracing::info!(%addr, "server draining");
+            }
+        };
+        tracing::info!(%addr, "server listening");
+        let serving = server.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        let deadline = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(self.limits.drain_deadline).await;
+        };
+        tokio::select! {
+            result = serving => result?,
+            () = deadline => tracing::warn!(%addr, "drain deadline passed; closing remaining connections"),
+        }
+        tracing::info!(%addr, "server stopped");
+        Ok(())
+    }
+}
+
+/// Binds `addr`; port 0 picks a free port (read it back with `local_addr`).
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))
+}
+
+fn reflection_v1() -> anyhow::Result<
+    tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
+> {
+    Ok(tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(contoso_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?)
+}
+
+fn reflection_v1alpha() -> anyhow::Result<
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+> {
+    Ok(tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(contoso_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?)
+}
+
+/// `/healthz` (the process is up) and `/readyz` (dependencies reachable, not draining).
+pub fn probe_router(readiness: Readiness) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
+        .route("/readyz", get(readyz))
+        .with_state(readiness)
+}
+
+async fn readyz(State(readiness): State<Readiness>) -> impl IntoResponse {
+    let (ready, checks) = readiness.report().await;
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = serde_json::json!({ "status": if ready { "ready" } else { "not ready" }, "checks": checks });
+    (status, Json(body))
+}

@@ -1,0 +1,435 @@
+//! In-memory [`WorkflowState`] for `contoso dev` and tests: the same semantics as the Redis
+//! adapter (TTLs, forward-only statuses, idempotency claims), in one process.
+//!
+//! Expired entries are invisible at once and swept out on a later write, so memory stays bounded
+//! by what was written within roughly one TTL. Time is `tokio::time`, so tests can pause it.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use tokio::time::Instant;
+
+use super::{IdempotencyClaim, StateError, StatusRecord, WorkflowState};
+use crate::domain::{CorrelationId, OrderId, OrderStatus, UserId};
+
+/// How long a claimed idempotency key stays in flight when neither completed nor released (the
+/// claimer crashed), capped at the TTL. Long enough for any intake request to finish.
+pub const DEFAULT_CLAIM_TTL: Duration = Duration::from_secs(120);
+
+/// Full sweeps run at most this often, however short the TTL.
+const MIN_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// ...and at least this often, however long the TTL.
+const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Workflow state held in this process. Clones share the same state.
+#[derive(Debug, Clone)]
+pub struct MemoryState {
+    ttl: Duration,
+    claim_ttl: Duration,
+    inner: Arc<Mutex<Tables>>,
+}
+
+#[derive(Debug)]
+struct Expiring<T> {
+    value: T,
+    expires_at: Instant,
+}
+
+impl<T> Expiring<T> {
+    fn live(&self, now: Instant) -> bool {
+        now < self.expires_at
+    }
+}
+
+#[derive(Debug)]
+enum Idempotency {
+    Pending,
+    Done(Vec<u8>),
+}
+
+/// The map and the status expire independently, as the two Redis keys do.
+#[derive(Debug)]
+struct Tables {
+    owners: HashMap<CorrelationId, Expiring<UserId>>,
+    statuses: HashMap<CorrelationId, Expiring<StatusRecord>>,
+    idempotency: HashMap<(UserId, String), Expiring<Idempotency>>,
+    next_sweep: Instant,
+}
+
+impl Tables {
+    fn live_status(&self, cid: &CorrelationId, now: Instant) -> Option<&StatusRecord> {
+        self.statuses
+            .get(cid)
+            .filter(|e| e.live(now))
+            .map(|e| &e.value)
+    }
+
+    fn sweep_if_due(&mut self, now: Instant, interval: Duration) {
+        if now < self.next_sweep {
+            return;
+        }
+        self.owners.retain(|_, e| e.live(now));
+        self.statuses.retain(|_, e| e.live(now));
+        self.idempotency.retain(|_, e| e.live(now));
+        self.next_sweep = now + interval;
+    }
+}
+
+impl MemoryState {
+    /// State whose entries expire `ttl` after they were written or last advanced. A zero TTL is
+    /// raised to one millisecond, as Redis would refuse it.
+    pub fn new(ttl: Duration) -> Self {
+        let ttl = ttl.max(Duration::from_millis(1));
+        Self {
+            ttl,
+            claim_ttl: DEFAULT_CLAIM_TTL.min(ttl),
+            inner: Arc::new(Mutex::new(Tables {
+                owners: HashMap::new(),
+                statuses: HashMap::new(),
+                idempotency: HashMap::new(),
+                next_sweep: Instant::now() + sweep_interval(ttl),
+            })),
+        }
+    }
+
+    /// Overrides how long an unfinished idempotency claim blocks retries (default
+    /// [`DEFAULT_CLAIM_TTL`], never more than the TTL).
+    pub fn with_claim_ttl(mut self, claim_ttl: Duration) -> Self {
+        self.claim_ttl = claim_ttl.clamp(Duration::from_millis(1), self.ttl);
+        self
+    }
+
+    /// Every critical section leaves the tables consistent, so a panic elsewhere while holding
+    /// the lock does not make them unusable.
+    fn tables(&self) -> MutexGuard<'_, Tables> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Locks for a write, first sweeping expired entries when a sweep is due.
+    fn tables_for_write(&self, now: Instant) -> MutexGuard<'_, Tables> {
+        let mut tables = self.tables();
+        tables.sweep_if_due(now, sweep_interval(self.ttl));
+        tables
+    }
+
+    /// Entries held (owner maps, statuses, idempotency keys), expired ones not yet swept included.
+    pub fn entry_count(&self) -> usize {
+        let tables = self.tables();
+        tables.owners.len() + tables.statuses.len() + tables.idempotency.len()
+    }
+}
+
+fn sweep_interval(ttl: Duration) -> Duration {
+    ttl.clamp(MIN_SWEEP_INTERVAL, MAX_SWEEP_INTERVAL)
+}
+
+fn idempotency_key(user: &UserId, key: &str) -> (UserId, String) {
+    (user.clone(), key.to_owned())
+}
+
+#[async_trait]
+impl WorkflowState for MemoryState {
+    async fn record_accepted(
+        &self,
+        cid: CorrelationId,
+        owner: &UserId,
+        order_id: OrderId,
+    ) -> Result<(), StateError> {
+        let now = Instant::now();
+        let expires_at = now + self.ttl;
+        let mut tables = self.tables_for_write(now);
+        tables.owners.insert(
+            cid,
+            Expiring {
+                value: owner.clone(),
+                expires_at,
+            },
+        );
+        tables.statuses.insert(
+            cid,
+            Expiring {
+                value: StatusRecord {
+                    status: OrderStatus::Accepted,
+                    order_id: Some(order_id),
+                    updated_at: Utc::now(),
+                },
+                expires_at,
+            },
+        );
+        Ok(())
+    }
+
+    async fn forget(&self, cid: CorrelationId) -> Result<(), StateError> {
+        let mut tables = self.tables();
+        tables.owners.remove(&cid);
+        tables.statuses.remove(&cid);
+        Ok(())
+    }
+
+    async fn owner(&self, cid: CorrelationId) -> Result<Option<UserId>, StateError> {
+        let now = Instant::now();
+        Ok(self
+            .tables()
+            .owners
+            .get(&cid)
+            .filter(|e| e.live(now))
+            .map(|e| e.value.clone()))
+    }
+
+    async fn advance(
+        &self,
+        cid: CorrelationId,
+        status: OrderStatus,
+        order_id: Option<OrderId>,
+    ) -> Result<bool, StateError> {
+        let now = Instant::now();
+        let expires_at = now + self.ttl;
+        let mut tables = self.tables_for_write(now);
+        let current = tables.live_status(&cid, now);
+        if current.is_some_and(|record| !record.status.can_advance_to(status)) {
+            return Ok(false);
+        }
+        let record = StatusRecord {
+            status,
+            order_id: order_id.or(current.and_then(|record| record.order_id)),
+            updated_at: Utc::now(),
+        };
+        tables.statuses.insert(
+            cid,
+            Expiring {
+                value: record,
+                expires_at,
+            },
+        );
+        // Like PEXPIRE on a missing key: an expired map is not brought back.
+        if let Some(owner) = tables.owners.get_mut(&cid).filter(|e| e.live(now)) {
+            owner.expires_at = expires_at;
+        }
+        Ok(true)
+    }
+
+    async fn status(&self, cid: CorrelationId) -> Result<Option<StatusRecord>, StateError> {
+        let now = Instant::now();
+        Ok(self.tables().live_status(&cid, now).cloned())
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        user: &UserId,
+        key: &str,
+    ) -> Result<IdempotencyClaim, StateError> {
+        let now = Instant::now();
+        let mut tables = self.tables_for_write(now);
+        let slot = idempotency_key(user, key);
+        match tables.idempotency.get(&slot).filter(|e| e.live(now)) {
+            Some(Expiring {
+                value: Idempotency::Pending,
+                ..
+            }) => Ok(IdempotencyClaim::InFlight),
+            Some(Expiring {
+                value: Idempotency::Done(result),
+                ..
+            }) => Ok(IdempotencyClaim::Completed(result.clone())),
+            None => {
+                tables.idempotency.insert(
+                    slot,
+                    Expiring {
+                        value: Idempotency::Pending,
+                        expires_at: now + self.claim_ttl,
+                    },
+                );
+                Ok(IdempotencyClaim::Claimed)
+            }
+        }
+    }
+
+    async fn complete_idempotency_key(
+        &self,
+        user: &UserId,
+        key: &str,
+        result: &[u8],
+    ) -> Result<(), StateError> {
+        let now = Instant::now();
+        let mut tables = self.tables_for_write(now);
+        // The finished result is kept for the full TTL from now, however long the claim took.
+        tables.idempotency.insert(
+            idempotency_key(user, key),
+            Expiring {
+                value: Idempotency::Done(result.to_vec()),
+                expires_at: now + self.ttl,
+            },
+        );
+        Ok(())
+    }
+
+    async fn release_idempotency_key(&self, user: &UserId, key: &str) -> Result<(), StateError> {
+        let now = Instant::now();
+        let mut tables = self.tables();
+        let slot = idempotency_key(user, key);
+        let pending = tables
+            .idempotency
+            .get(&slot)
+            .is_some_and(|e| e.live(now) && matches!(e.value, Idempotency::Pending));
+        if pending {
+            tables.idempotency.remove(&slot);
+        }
+        Ok(())
+    }
+
+    async fn is_ready(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(60);
+
+    fn alice() -> UserId {
+        UserId::parse("alice").unwrap()
+    }
+
+    fn order(n: i64) -> OrderId {
+        OrderId::new(n).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn owner_and_status_disappear_when_the_ttl_passes() {
+        let state = MemoryState::new(TTL);
+        let cid = CorrelationId::new();
+        state
+            .record_accepted(cid, &alice(), order(1))
+            .await
+            .unwrap();
+
+        tokio::time::advance(TTL - Duration::from_millis(1)).await;
+        assert_eq!(state.owner(cid).await.unwrap(), Some(alice()));
+        assert!(state.status(cid).await.unwrap().is_some());
+
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(state.owner(cid).await.unwrap(), None);
+        assert_eq!(state.status(cid).await.unwrap(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn advance_refreshes_the_ttl_of_map_and_status() {
+        let state = MemoryState::new(TTL);
+        let cid = CorrelationId::new();
+        state
+            .record_accepted(cid, &alice(), order(1))
+            .await
+            .unwrap();
+
+        tokio::time::advance(TTL / 2).await;
+        assert!(
+            state
+                .advance(cid, OrderStatus::Processing, None)
+                .await
+                .unwrap()
+        );
+        tokio::time::advance(TTL / 2 + Duration::from_secs(1)).await;
+
+        assert_eq!(state.owner(cid).await.unwrap(), Some(alice()));
+        let record = state.status(cid).await.unwrap().unwrap();
+        assert_eq!(record.status, OrderStatus::Processing);
+        assert_eq!(
+            record.order_id,
+            Some(order(1)),
+            "advance without an id keeps the known one"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn advance_recreates_an_expired_status_but_not_the_map() {
+        let state = MemoryState::new(TTL);
+        let cid = CorrelationId::new();
+        state
+            .record_accepted(cid, &alice(), order(1))
+            .await
+            .unwrap();
+        tokio::time::advance(TTL * 2).await;
+
+        assert!(
+            state
+                .advance(cid, OrderStatus::Accepted, None)
+                .await
+                .unwrap()
+        );
+        let record = state.status(cid).await.unwrap().unwrap();
+        assert_eq!(record.status, OrderStatus::Accepted);
+        assert_eq!(record.order_id, None);
+        assert_eq!(state.owner(cid).await.unwrap(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_entries_are_swept_on_a_later_write() {
+        let state = MemoryState::new(TTL);
+        for n in 1..=10 {
+            state
+                .record_accepted(CorrelationId::new(), &alice(), order(n))
+                .await
+                .unwrap();
+            state
+                .claim_idempotency_key(&alice(), &format!("k{n}"))
+                .await
+                .unwrap();
+        }
+        assert_eq!(state.entry_count(), 30);
+
+        tokio::time::advance(TTL + sweep_interval(TTL)).await;
+        state
+            .record_accepted(CorrelationId::new(), &alice(), order(11))
+            .await
+            .unwrap();
+        assert_eq!(state.entry_count(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_claim_expires_after_the_claim_ttl() {
+        let state = MemoryState::new(TTL).with_claim_ttl(Duration::from_secs(5));
+        let user = alice();
+        assert_eq!(
+            state.claim_idempotency_key(&user, "k").await.unwrap(),
+            IdempotencyClaim::Claimed
+        );
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_eq!(
+            state.claim_idempotency_key(&user, "k").await.unwrap(),
+            IdempotencyClaim::InFlight
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            state.claim_idempotency_key(&user, "k").await.unwrap(),
+            IdempotencyClaim::Claimed
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_completed_key_is_kept_for_the_ttl_then_forgotten() {
+        let state = MemoryState::new(TTL).with_claim_ttl(Duration::from_secs(5));
+        let user = alice();
+        state.claim_idempotency_key(&user, "k").await.unwrap();
+        state
+            .complete_idempotency_key(&user, "k", b"done")
+            .await
+            .unwrap();
+
+        tokio::time::advance(TTL - Duration::from_secs(1)).await;
+        assert_eq!(
+            state.claim_idempotency_key(&user, "k").await.unwrap(),
+            IdempotencyClaim::Completed(b"done".to_vec())
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            state.claim_idempotency_key(&user, "k").await.unwrap(),
+            IdempotencyClaim::Claimed
+        );
+    }
+}

@@ -1,0 +1,105 @@
+//! Ephemeral workflow state: who owns a correlation id, where its order is in the workflow, and
+//! idempotency keys. Everything here expires (TTL); Postgres, not this, is the system of record.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{CorrelationId, OrderId, OrderStatus, UserId};
+
+pub mod memory;
+pub mod redis;
+
+pub use self::memory::MemoryState;
+pub use self::redis::RedisState;
+
+/// The status of one order as the workflow state knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusRecord {
+    /// Where the order is in its workflow.
+    pub status: OrderStatus,
+    /// The business id, once known (a status recreated after expiry may not know it).
+    pub order_id: Option<OrderId>,
+    /// When the status was last written.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The outcome of claiming an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyClaim {
+    /// The key was free and is now held by the caller, who must `complete` or `release` it.
+    Claimed,
+    /// Another request with the same key is still in flight.
+    InFlight,
+    /// An earlier request with this key finished; this is what it stored.
+    Completed(Vec<u8>),
+}
+
+/// Why a workflow state call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The store cannot be reached right now (retryable); the text says what failed and why.
+    #[error("workflow state store unavailable: {0}")]
+    Unavailable(String),
+    /// The store holds something under `key` this code cannot read.
+    #[error("workflow state holds a malformed value for {key}: {detail}")]
+    Corrupt { key: String, detail: String },
+}
+
+/// Ephemeral, shared workflow state: the owner map, forward-only statuses and idempotency keys.
+#[async_trait]
+pub trait WorkflowState: Send + Sync + fmt::Debug {
+    /// Records a newly accepted order: `order:map:{cid} = owner` and
+    /// `order:status:{cid} = ACCEPTED`, both with the configured TTL.
+    async fn record_accepted(
+        &self,
+        cid: CorrelationId,
+        owner: &UserId,
+        order_id: OrderId,
+    ) -> Result<(), StateError>;
+
+    /// Removes the map and status of `cid` (an intake that did not complete).
+    async fn forget(&self, cid: CorrelationId) -> Result<(), StateError>;
+
+    /// The user who placed `cid`, if the map has not expired.
+    async fn owner(&self, cid: CorrelationId) -> Result<Option<UserId>, StateError>;
+
+    /// Moves the status of `cid` forward to `status` and refreshes the TTL of its map and status.
+    /// Returns false, changing nothing, when the recorded status is already `status` or later.
+    /// A missing status (expired) is recreated; an expired map is not. `order_id: None` keeps
+    /// the order id already recorded. Atomic across concurrent callers in any process.
+    async fn advance(
+        &self,
+        cid: CorrelationId,
+        status: OrderStatus,
+        order_id: Option<OrderId>,
+    ) -> Result<bool, StateError>;
+
+    /// The recorded status of `cid`, if it has not expired.
+    async fn status(&self, cid: CorrelationId) -> Result<Option<StatusRecord>, StateError>;
+
+    /// Claims `key` for `user` (idempotent order placement). A claim that is neither completed
+    /// nor released (the claimer died) lapses after the adapter's claim TTL, so retries are not
+    /// blocked for the whole TTL.
+    async fn claim_idempotency_key(
+        &self,
+        user: &UserId,
+        key: &str,
+    ) -> Result<IdempotencyClaim, StateError>;
+
+    /// Stores the finished result for a claimed key, kept for the full TTL from now.
+    async fn complete_idempotency_key(
+        &self,
+        user: &UserId,
+        key: &str,
+        result: &[u8],
+    ) -> Result<(), StateError>;
+
+    /// Frees a claimed key whose request failed, so a retry can run again.
+    async fn release_idempotency_key(&self, user: &UserId, key: &str) -> Result<(), StateError>;
+
+    /// True while the store is reachable (for `/readyz`).
+    async fn is_ready(&self) -> bool;
+}

@@ -1,0 +1,401 @@
+//! The bus contract, run against both adapters: the in-memory one and the JetStream one on a
+//! private `nats-server` per test. Then the JetStream adapter's failure modes: no server at
+//! all, and a server that stops and comes back.
+
+use std::{collections::HashSet, future::Future, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use contoso_platform::bus::{
+    Bus, BusError, ConsumerSpec, Deliveries, Delivery, Envelope, NatsBus, NatsSettings, Topic,
+};
+use contoso_testkit::NatsServer;
+use futures::StreamExt;
+use tokio::time::{Instant, timeout};
+
+/// Deadline for anything that should happen.
+const WAIT: Duration = Duration::from_secs(30);
+
+fn envelope(topic: Topic, id: &str) -> Envelope {
+    Envelope {
+        topic,
+        message_id: id.to_owned(),
+        payload: Bytes::from(format!("payload of {id}")),
+    }
+}
+
+async fn next(deliveries: &mut Deliveries) -> Delivery {
+    timeout(WAIT, deliveries.next())
+        .await
+        .expect("a delivery before the deadline")
+        .expect("the delivery stream stays open")
+        .expect("a delivery, not an error")
+}
+
+fn id(delivery: &Delivery) -> &str {
+    delivery.message_id.as_deref().unwrap_or_default()
+}
+
+/// Polls `condition` until it holds; panics after [`WAIT`].
+async fn eventually<F: Future<Output = bool>>(what: &str, mut condition: impl FnMut() -> F) {
+    let deadline = Instant::now() + WAIT;
+    while !condition().await {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn nats_bus(server: &NatsServer) -> Arc<dyn Bus> {
+    let settings = NatsSettings {
+        url: server.url(),
+        ..Default::default()
+    };
+    Arc::new(
+        NatsBus::connect(settings)
+            .await
+            .expect("connecting to the test nats-server"),
+    )
+}
+
+// ---- The contract: what every adapter must do. ----
+
+async fn publish_is_acknowledged_and_consumed_with_attempt_1(bus: Arc<dyn Bus>) {
+    bus.publish(envelope(Topic::OrderAccepted, "m-1"))
+        .await
+        .expect("publish confirmed");
+
+    let mut deliveries = bus
+        .consume(&ConsumerSpec::new("intake", [Topic::OrderAccepted]))
+        .await
+        .unwrap();
+    let delivery = next(&mut deliveries).await;
+
+    assert_eq!(delivery.topic, Topic::OrderAccepted);
+    assert_eq!(id(&delivery), "m-1");
+    assert_eq!(delivery.payload, Bytes::from_static(b"payload of m-1"));
+    assert_eq!(delivery.attempt, 1);
+    delivery.ack().await.expect("ack confirmed");
+    assert!(bus.is_ready().await);
+}
+
+async fn same_message_id_published_twice_is_delivered_once(bus: Arc<dyn Bus>) {
+    bus.publish(envelope(Topic::OrderAccepted, "dup"))
+        .await
+        .unwrap();
+    let mut again = envelope(Topic::OrderAccepted, "dup");
+    again.payload = Bytes::from_static(b"second copy");
+    bus.publish(again)
+        .await
+        .expect("a duplicate is still confirmed");
+    bus.publish(envelope(Topic::OrderAccepted, "other"))
+        .await
+        .unwrap();
+
+    let mut deliveries = bus
+        .consume(&ConsumerSpec::new("intake", [Topic::OrderAccepted]))
+        .await
+        .unwrap();
+
+    let first = next(&mut deliveries).await;
+    assert_eq!(
+        (id(&first), first.payload.as_ref()),
+        ("dup", b"payload of dup".as_ref())
+    );
+    first.ack().await.unwrap();
+    // Order is kept, so a stored duplicate would come here.
+    let second = next(&mut deliveries).await;
+    assert_eq!(id(&second), "other");
+    second.ack().await.unwrap();
+}
+
+async fn nack_redelivers_with_attempt_2(bus: Arc<dyn Bus>) {
+    bus.publish(envelope(Topic::OrderAccepted, "retry-me"))
+        .await
+        .unwrap();
+    let mut deliveries = bus
+        .consume(&ConsumerSpec::new("intake", [Topic::OrderAccepted]))
+        .await
+        .unwrap();
+
+    let first = next(&mut deliveries).await;
+    assert_eq!(first.attempt, 1);
+    let delay = Duration::from_millis(200);
+    first.nack(delay).await.expect("nack sent");
+    let nacked_at = Instant::now();
+
+    let again = next(&mut deliveries).await;
+    assert_eq!((id(&again), again.attempt), ("retry-me", 2));
+    assert!(
+        nacked_at.elapsed() >= delay / 2,
+        "redelivered after {:?}",
+        nacked_at.elapsed()
+    );
+    again.ack().await.unwrap();
+}
+
+async fn two_subscribers_of_one_durable_group_share_the_messages_without_duplicates(
+    bus: Arc<dyn Bus>,
+) {
+    let mut spec = ConsumerSpec::new("workers", [Topic::OrderAccepted]);
+    spec.ack_wait = Duration::from_secs(1);
+    let first = bus.consume(&spec).await.unwrap();
+    let second = bus.consume(&spec).await.unwrap();
+    let mut both = futures::stream::select(first, second).boxed();
+    let published: Vec<String> = (0..20).map(|i| format!("order-{i}")).collect();
+    for id in &published {
+        bus.publish(envelope(Topic::OrderAccepted, id))
+            .await
+            .unwrap();
+    }
+
+    let mut received = Vec::new();
+    for _ in 0..published.len() {
+        let delivery = next(&mut both).await;
+        assert_eq!(delivery.attempt, 1, "{delivery:?} was redelivered");
+        delivery.ack().await.unwrap();
+        received.push(id(&delivery).to_owned());
+    }
+
+    let unique: HashSet<String> = received.iter().cloned().collect();
+    assert_eq!(
+        unique.len(),
+        received.len(),
+        "duplicates among {received:?}"
+    );
+    assert_eq!(unique, published.into_iter().collect::<HashSet<_>>());
+    // Absence cannot be awaited: watch past the ack wait, when an unsettled message would return.
+    if let Ok(Some(extra)) = timeout(spec.ack_wait * 2, both.next()).await {
+        panic!("an acknowledged message came back: {extra:?}");
+    }
+}
+
+async fn each_group_receives_every_earlier_message_of_its_topics(bus: Arc<dyn Bus>) {
+    bus.publish(envelope(Topic::OrderAccepted, "accepted-1"))
+        .await
+        .unwrap();
+    bus.publish(envelope(Topic::OrderProcessed, "processed-1"))
+        .await
+        .unwrap();
+    bus.publish(envelope(Topic::OrderAccepted, "accepted-2"))
+        .await
+        .unwrap();
+
+    let mut intake = bus
+        .consume(&ConsumerSpec::new("intake", [Topic::OrderAccepted]))
+        .await
+        .unwrap();
+    let mut notify = bus
+        .consume(&ConsumerSpec::new(
+            "notify",
+            [Topic::OrderAccepted, Topic::OrderProcessed],
+        ))
+        .await
+        .unwrap();
+
+    for expected in ["accepted-1", "accepted-2"] {
+        let delivery = next(&mut intake).await;
+        assert_eq!(id(&delivery), expected);
+        delivery.ack().await.unwrap();
+    }
+    for (expected, topic) in [
+        ("accepted-1", Topic::OrderAccepted),
+        ("processed-1", Topic::OrderProcessed),
+        ("accepted-2", Topic::OrderAccepted),
+    ] {
+        let delivery = next(&mut notify).await;
+        assert_eq!((id(&delivery), delivery.topic), (expected, topic));
+        delivery.ack().await.unwrap();
+    }
+}
+
+/// Runs each contract case once per adapter: `memory::<case>` and `nats::<case>`.
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let bus = std::sync::Arc::new(contoso_platform::bus::MemoryBus::new());
+                    super::$case(bus).await;
+                }
+            )*
+        }
+        mod nats {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let server = contoso_testkit::NatsServer::start();
+                    super::$case(super::nats_bus(&server).await).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    publish_is_acknowledged_and_consumed_with_attempt_1,
+    same_message_id_published_twice_is_delivered_once,
+    nack_redelivers_with_attempt_2,
+    two_subscribers_of_one_durable_group_share_the_messages_without_duplicates,
+    each_group_receives_every_earlier_message_of_its_topics,
+);
+
+// ---- JetStream failure modes. ----
+
+#[tokio::test]
+async fn connecting_to_a_port_with_no_server_fails_fast_with_unavailable() {
+    let url = format!("nats://127.0.0.1:{}", contoso_testkit::free_port());
+    let started = Instant::now();
+
+    let outcome = timeout(
+        WAIT,
+        NatsBus::connect(NatsSettings {
+            url: url.clone(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("connect gives up instead of retrying in the background");
+
+    match outcome {
+        Err(BusError::Unavailable(message)) => assert!(message.contains(&url), "{message}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_while_the_server_is_stopped_is_not_confirmed_and_delivery_resumes_after_a_restart()
+{
+    let mut server = NatsServer::start();
+    let publish_timeout = Duration::from_secs(1);
+    let bus = NatsBus::connect(NatsSettings {
+        url: server.url(),
+        publish_timeout,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut deliveries = bus
+        .consume(&ConsumerSpec::new("intake", [Topic::OrderAccepted]))
+        .await
+        .unwrap();
+    bus.publish(envelope(Topic::OrderAccepted, "before"))
+        .await
+        .unwrap();
+    let before = next(&mut deliveries).await;
+    assert_eq!(id(&before), "before");
+    before.ack().await.unwrap();
+
+    tokio::task::block_in_place(|| server.stop());
+    let started = Instant::now();
+    let refused = bus.publish(envelope(Topic::OrderAccepted, "during")).await;
+    assert!(
+        matches!(refused, Err(BusError::PublishNotConfirmed(_))),
+        "{refused:?}"
+    );
+    assert!(started.elapsed() < publish_timeout + Duration::from_millis(500));
+    eventually("the bus reporting not ready", || async {
+        !bus.is_ready().await
+    })
+    .await;
+
+    tokio::task::block_in_place(|| server.restart());
+    eventually("the bus reconnecting", || async { bus.is_ready().await }).await;
+    // The caller's retry of the refused message: same id, so it is stored at most once even if
+    // the first attempt did reach the server.
+    eventually("a confirmed publish after the restart", || async {
+        bus.publish(envelope(Topic::OrderAccepted, "during"))
+            .await
+            .is_ok()
+    })
+    .await;
+    bus.publish(envelope(Topic::OrderAccepted, "after"))
+        .await
+        .expect("publishing works again");
+
+    for expected in ["during", "after"] {
+        let delivery = next(&mut deliveries).await;
+        assert_eq!(id(&delivery), expected);
+        delivery.ack().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consume_stream_recreates_its_consumer_when_an_operator_deletes_it() {
+    let server = NatsServer::start();
+    let bus = nats_bus(&server).await;
+    let mut deliveries = bus
+        .consume(&ConsumerSpec::new("intake", [Topic::OrderAccepted]))
+        .await
+        .unwrap();
+    bus.publish(envelope(Topic::OrderAccepted, "first"))
+        .await
+        .unwrap();
+    next(&mut deliveries).await.ack().await.unwrap();
+
+    let operator = async_nats::connect(server.url()).await.unwrap();
+    async_nats::jetstream::new(operator)
+        .delete_consumer_from_stream("intake", "ORDERS")
+        .await
+        .expect("deleting the consumer");
+    bus.publish(envelope(Topic::OrderAccepted, "second"))
+        .await
+        .unwrap();
+
+    // The re-created consumer starts from the beginning again, so "first" comes back: at least
+    // once, never lost.
+    let mut seen = Vec::new();
+    while !seen.iter().any(|id| id == "second") {
+        let delivery = next(&mut deliveries).await;
+        delivery.ack().await.unwrap();
+        seen.push(id(&delivery).to_owned());
+    }
+    assert_eq!(seen, ["first", "second"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consume_stream_survives_an_outage_longer_than_its_heartbeat() {
+    // On failure, the adapter's warnings show what the stream went through.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("contoso_platform=debug")
+        .try_init();
+    let mut server = NatsServer::start();
+    let bus = nats_bus(&server).await;
+    let mut deliveries = bus
+        .consume(&ConsumerSpec::new("intake", [Topic::OrderAccepted]))
+        .await
+        .unwrap();
+    let reader = tokio::spawn(async move {
+        let delivery = next(&mut deliveries).await;
+        delivery.ack().await.unwrap();
+        id(&delivery).to_owned()
+    });
+
+    // Not a synchronisation: the outage itself, held past two missed pull heartbeats (2 × 5 s)
+    // so the pull stream fails and the adapter has to re-open it.
+    tokio::task::block_in_place(|| {
+        server.stop();
+        std::thread::sleep(Duration::from_secs(12));
+        server.restart();
+    });
+    eventually("a confirmed publish after the restart", || async {
+        bus.publish(envelope(Topic::OrderAccepted, "after"))
+            .await
+            .is_ok()
+    })
+    .await;
+
+    let received = timeout(WAIT, reader)
+        .await
+        .expect("delivered after the outage")
+        .unwrap();
+    assert_eq!(received, "after");
+}

@@ -1,0 +1,577 @@
+//! The `WorkflowState` contract, run against both adapters: `MemoryState` (on tokio's paused
+//! clock) and `RedisState` (on the real Redis, one key prefix per test). Passing both proves the
+//! in-memory adapter that `contoso dev` and unit tests use behaves like the real one.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use contoso_platform::{
+    domain::{CorrelationId, OrderId, OrderStatus, UserId},
+    state::{IdempotencyClaim, MemoryState, RedisState, StateError, WorkflowState},
+};
+use redis::{AsyncCommands, aio::MultiplexedConnection};
+
+const TTL: Duration = Duration::from_secs(60);
+
+fn user(name: &str) -> UserId {
+    UserId::parse(name).unwrap()
+}
+
+fn order(n: i64) -> OrderId {
+    OrderId::new(n).unwrap()
+}
+
+/// One adapter under test, with the few hooks the contract needs to observe expiry.
+#[async_trait]
+trait Subject: Send + Sync {
+    fn state(&self) -> Arc<dyn WorkflowState>;
+
+    /// Lets `by` of the lifetime of `cid`'s map and status pass.
+    async fn age(&self, cid: CorrelationId, by: Duration);
+
+    /// The remaining TTLs of `cid`'s map and status (`None` for a missing key), where the
+    /// adapter can show them.
+    async fn ttls(&self, cid: CorrelationId) -> Option<[Option<Duration>; 2]>;
+}
+
+struct Memory(Arc<MemoryState>);
+
+#[async_trait]
+impl Subject for Memory {
+    fn state(&self) -> Arc<dyn WorkflowState> {
+        self.0.clone()
+    }
+
+    async fn age(&self, _cid: CorrelationId, by: Duration) {
+        tokio::time::advance(by).await;
+    }
+
+    async fn ttls(&self, _cid: CorrelationId) -> Option<[Option<Duration>; 2]> {
+        None
+    }
+}
+
+struct Redis {
+    state: Arc<RedisState>,
+    probe: MultiplexedConnection,
+}
+
+impl Redis {
+    async fn connect() -> Self {
+        let prefix = format!("{}:", contoso_testkit::unique_name("state"));
+        let state = RedisState::connect(&contoso_testkit::redis_url(), &prefix, TTL)
+            .await
+            .expect("connecting RedisState to the test Redis");
+        Self {
+            state: Arc::new(state),
+            probe: probe().await,
+        }
+    }
+
+    fn keys(&self, cid: CorrelationId) -> [String; 2] {
+        [self.state.map_key(cid), self.state.status_key(cid)]
+    }
+}
+
+async fn probe() -> MultiplexedConnection {
+    redis::Client::open(contoso_testkit::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connecting a probe to the test Redis")
+}
+
+async fn pttl(conn: &mut MultiplexedConnection, key: &str) -> Option<Duration> {
+    let ms: i64 = conn.pttl(key).await.unwrap();
+    match ms {
+        -2 => None,
+        -1 => panic!("{key} has no TTL"),
+        ms => Some(Duration::from_millis(ms as u64)),
+    }
+}
+
+#[async_trait]
+impl Subject for Redis {
+    fn state(&self) -> Arc<dyn WorkflowState> {
+        self.state.clone()
+    }
+
+    async fn age(&self, cid: CorrelationId, by: Duration) {
+        let mut conn = self.probe.clone();
+        for key in self.keys(cid) {
+            let Some(left) = pttl(&mut conn, &key).await else {
+                continue;
+            };
+            match left.checked_sub(by).filter(|d| !d.is_zero()) {
+                Some(left) => {
+                    let _: bool = conn.pexpire(&key, left.as_millis() as i64).await.unwrap();
+                }
+                None => {
+                    let _: usize = conn.del(&key).await.unwrap();
+                }
+            }
+        }
+    }
+
+    async fn ttls(&self, cid: CorrelationId) -> Option<[Option<Duration>; 2]> {
+        let mut conn = self.probe.clone();
+        let [map, status] = self.keys(cid);
+        Some([pttl(&mut conn, &map).await, pttl(&mut conn, &status).await])
+    }
+}
+
+/// Asserts that the status (and the map, when `map_expected`) carry a TTL within the configured one.
+async fn assert_ttls(subject: &dyn Subject, cid: CorrelationId, map_expected: bool) {
+    let Some([map, status]) = subject.ttls(cid).await else {
+        return;
+    };
+    let fresh = |ttl: Option<Duration>| ttl.is_some_and(|t| !t.is_zero() && t <= TTL);
+    assert!(fresh(status), "status TTL {status:?} not in (0, {TTL:?}]");
+    if map_expected {
+        assert!(fresh(map), "map TTL {map:?} not in (0, {TTL:?}]");
+    } else {
+        assert_eq!(map, None, "the map must not be recreated");
+    }
+}
+
+async fn record_accepted_sets_owner_and_status_until_the_ttl_passes(subject: &dyn Subject) {
+    let state = subject.state();
+    let cid = CorrelationId::new();
+    let before = Utc::now();
+    state
+        .record_accepted(cid, &user("alice"), order(7))
+        .await
+        .unwrap();
+
+    assert_eq!(state.owner(cid).await.unwrap(), Some(user("alice")));
+    let record = state
+        .status(cid)
+        .await
+        .unwrap()
+        .expect("a status after record_accepted");
+    assert_eq!(record.status, OrderStatus::Accepted);
+    assert_eq!(record.order_id, Some(order(7)));
+    assert!(record.updated_at >= before - chrono::Duration::seconds(1));
+    assert_ttls(subject, cid, true).await;
+
+    subject.age(cid, TTL + Duration::from_secs(1)).await;
+    assert_eq!(state.owner(cid).await.unwrap(), None);
+    assert_eq!(state.status(cid).await.unwrap(), None);
+}
+
+async fn forget_removes_map_and_status(subject: &dyn Subject) {
+    let state = subject.state();
+    let (kept, forgotten) = (CorrelationId::new(), CorrelationId::new());
+    state
+        .record_accepted(kept, &user("alice"), order(1))
+        .await
+        .unwrap();
+    state
+        .record_accepted(forgotten, &user("alice"), order(2))
+        .await
+        .unwrap();
+
+    state.forget(forgotten).await.unwrap();
+
+    assert_eq!(state.owner(forgotten).await.unwrap(), None);
+    assert_eq!(state.status(forgotten).await.unwrap(), None);
+    if let Some(ttls) = subject.ttls(forgotten).await {
+        assert_eq!(ttls, [None, None], "both keys deleted");
+    }
+    assert_eq!(state.owner(kept).await.unwrap(), Some(user("alice")));
+    state
+        .forget(CorrelationId::new())
+        .await
+        .expect("forgetting nothing is fine");
+}
+
+async fn advance_only_moves_forward(subject: &dyn Subject) {
+    use OrderStatus::*;
+    let state = subject.state();
+    let cid = CorrelationId::new();
+    state
+        .record_accepted(cid, &user("alice"), order(3))
+        .await
+        .unwrap();
+
+    assert!(
+        !state.advance(cid, Accepted, None).await.unwrap(),
+        "duplicate"
+    );
+    assert!(
+        state.advance(cid, Processing, None).await.unwrap(),
+        "forward"
+    );
+    assert!(
+        !state.advance(cid, Processing, None).await.unwrap(),
+        "duplicate"
+    );
+    assert!(
+        !state.advance(cid, Accepted, None).await.unwrap(),
+        "backward"
+    );
+    assert!(
+        state.advance(cid, Completed, Some(order(3))).await.unwrap(),
+        "forward"
+    );
+    assert!(
+        !state.advance(cid, Failed, None).await.unwrap(),
+        "a final status never changes"
+    );
+    assert!(
+        !state.advance(cid, Processing, None).await.unwrap(),
+        "backward"
+    );
+
+    let record = state.status(cid).await.unwrap().unwrap();
+    assert_eq!(record.status, Completed);
+    assert_eq!(record.order_id, Some(order(3)));
+
+    let failed = CorrelationId::new();
+    state
+        .record_accepted(failed, &user("alice"), order(4))
+        .await
+        .unwrap();
+    assert!(
+        state.advance(failed, Failed, None).await.unwrap(),
+        "accepted may fail at once"
+    );
+    assert!(
+        !state.advance(failed, Completed, None).await.unwrap(),
+        "failed is final"
+    );
+    assert_eq!(state.status(failed).await.unwrap().unwrap().status, Failed);
+}
+
+async fn advance_keeps_the_known_order_id_when_given_none(subject: &dyn Subject) {
+    let state = subject.state();
+    let cid = CorrelationId::new();
+    state
+        .record_accepted(cid, &user("alice"), order(11))
+        .await
+        .unwrap();
+    assert!(
+        state
+            .advance(cid, OrderStatus::Processing, None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        state.status(cid).await.unwrap().unwrap().order_id,
+        Some(order(11))
+    );
+}
+
+async fn advance_recreates_a_missing_status_but_not_the_map(subject: &dyn Subject) {
+    let state = subject.state();
+    let cid = CorrelationId::new();
+    assert!(
+        state
+            .advance(cid, OrderStatus::Processing, Some(order(9)))
+            .await
+            .unwrap()
+    );
+
+    let record = state.status(cid).await.unwrap().unwrap();
+    assert_eq!(record.status, OrderStatus::Processing);
+    assert_eq!(record.order_id, Some(order(9)));
+    assert_eq!(state.owner(cid).await.unwrap(), None);
+    assert_ttls(subject, cid, false).await;
+}
+
+async fn advance_refreshes_the_ttl_of_map_and_status_and_a_refused_one_does_not(
+    subject: &dyn Subject,
+) {
+    let state = subject.state();
+    let cid = CorrelationId::new();
+    state
+        .record_accepted(cid, &user("alice"), order(5))
+        .await
+        .unwrap();
+
+    subject.age(cid, TTL * 3 / 4).await;
+    assert!(
+        state
+            .advance(cid, OrderStatus::Processing, None)
+            .await
+            .unwrap()
+    );
+    assert_ttls(subject, cid, true).await;
+    subject.age(cid, TTL * 3 / 4).await;
+    assert_eq!(
+        state.owner(cid).await.unwrap(),
+        Some(user("alice")),
+        "map refreshed"
+    );
+    assert!(
+        state.status(cid).await.unwrap().is_some(),
+        "status refreshed"
+    );
+
+    assert!(
+        !state
+            .advance(cid, OrderStatus::Accepted, None)
+            .await
+            .unwrap()
+    );
+    subject.age(cid, TTL / 2).await;
+    assert_eq!(
+        state.owner(cid).await.unwrap(),
+        None,
+        "a refused advance changes nothing"
+    );
+    assert_eq!(state.status(cid).await.unwrap(), None);
+}
+
+async fn concurrent_advances_end_at_the_highest_status(subject: &dyn Subject) {
+    use OrderStatus::*;
+    let state = subject.state();
+    let cid = CorrelationId::new();
+    state
+        .record_accepted(cid, &user("alice"), order(8))
+        .await
+        .unwrap();
+
+    let targets = [Processing, Accepted, Completed, Processing];
+    let tasks: Vec<_> = (0..48)
+        .map(|i| {
+            let state = state.clone();
+            let target = targets[i % targets.len()];
+            tokio::spawn(async move { (target, state.advance(cid, target, None).await.unwrap()) })
+        })
+        .collect();
+    let mut moved = Vec::new();
+    for task in tasks {
+        let (target, advanced) = task.await.unwrap();
+        if advanced {
+            moved.push(target);
+        }
+    }
+
+    assert_eq!(
+        moved.iter().filter(|s| **s == Completed).count(),
+        1,
+        "{moved:?}"
+    );
+    assert!(
+        moved.iter().filter(|s| **s == Processing).count() <= 1,
+        "{moved:?}"
+    );
+    assert!(!moved.contains(&Accepted), "{moved:?}");
+    assert_eq!(state.status(cid).await.unwrap().unwrap().status, Completed);
+}
+
+async fn idempotency_keys_are_claimed_once_completed_for_good_or_released(subject: &dyn Subject) {
+    let state = subject.state();
+    let (alice, bob) = (user("alice"), user("bob"));
+
+    assert_eq!(
+        state.claim_idempotency_key(&alice, "k1").await.unwrap(),
+        IdempotencyClaim::Claimed
+    );
+    assert_eq!(
+        state.claim_idempotency_key(&alice, "k1").await.unwrap(),
+        IdempotencyClaim::InFlight
+    );
+    assert_eq!(
+        state.claim_idempotency_key(&bob, "k1").await.unwrap(),
+        IdempotencyClaim::Claimed,
+        "keys are per user"
+    );
+
+    state.release_idempotency_key(&alice, "k1").await.unwrap();
+    assert_eq!(
+        state.claim_idempotency_key(&alice, "k1").await.unwrap(),
+        IdempotencyClaim::Claimed
+    );
+
+    state
+        .complete_idempotency_key(&alice, "k1", b"\x00order 42\xff")
+        .await
+        .unwrap();
+    let done = IdempotencyClaim::Completed(b"\x00order 42\xff".to_vec());
+    assert_eq!(
+        state.claim_idempotency_key(&alice, "k1").await.unwrap(),
+        done
+    );
+    state.release_idempotency_key(&alice, "k1").await.unwrap();
+    assert_eq!(
+        state.claim_idempotency_key(&alice, "k1").await.unwrap(),
+        done,
+        "release never drops a completed result"
+    );
+
+    state.claim_idempotency_key(&alice, "empty").await.unwrap();
+    state
+        .complete_idempotency_key(&alice, "empty", b"")
+        .await
+        .unwrap();
+    assert_eq!(
+        state.claim_idempotency_key(&alice, "empty").await.unwrap(),
+        IdempotencyClaim::Completed(Vec::new())
+    );
+    state
+        .release_idempotency_key(&alice, "never-claimed")
+        .await
+        .unwrap();
+}
+
+async fn is_ready_while_reachable(subject: &dyn Subject) {
+    assert!(subject.state().is_ready().await);
+}
+
+/// Each contract test runs twice: `in_memory::name` and `on_redis::name`.
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod in_memory {
+            $(
+                #[tokio::test(start_paused = true)]
+                async fn $name() {
+                    let subject = super::Memory(std::sync::Arc::new(
+                        contoso_platform::state::MemoryState::new(super::TTL),
+                    ));
+                    super::$name(&subject).await;
+                }
+            )*
+        }
+        mod on_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(&super::Redis::connect().await).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    record_accepted_sets_owner_and_status_until_the_ttl_passes,
+    forget_removes_map_and_status,
+    advance_only_moves_forward,
+    advance_keeps_the_known_order_id_when_given_none,
+    advance_recreates_a_missing_status_but_not_the_map,
+    advance_refreshes_the_ttl_of_map_and_status_and_a_refused_one_does_not,
+    concurrent_advances_end_at_the_highest_status,
+    idempotency_keys_are_claimed_once_completed_for_good_or_released,
+    is_ready_while_reachable,
+);
+
+// What only the Redis adapter has: its key layout, TTLs of idempotency keys, and its errors.
+
+#[tokio::test]
+async fn redis_keys_follow_the_documented_layout() {
+    let prefix = format!("{}:", contoso_testkit::unique_name("layout"));
+    let state = RedisState::connect(&contoso_testkit::redis_url(), &prefix, TTL)
+        .await
+        .unwrap();
+    let mut conn = probe().await;
+    let cid = CorrelationId::new();
+    state
+        .record_accepted(cid, &user("alice"), order(42))
+        .await
+        .unwrap();
+    state
+        .claim_idempotency_key(&user("alice"), "k")
+        .await
+        .unwrap();
+
+    let owner: String = conn.get(format!("{prefix}order:map:{cid}")).await.unwrap();
+    assert_eq!(owner, "alice");
+    let status: std::collections::HashMap<String, String> = conn
+        .hgetall(format!("{prefix}order:status:{cid}"))
+        .await
+        .unwrap();
+    assert_eq!(status.get("status").map(String::as_str), Some("ACCEPTED"));
+    assert_eq!(status.get("order_id").map(String::as_str), Some("42"));
+    assert!(status.contains_key("updated_at"));
+    let exists: bool = conn.exists(format!("{prefix}idem:alice:k")).await.unwrap();
+    assert!(exists);
+}
+
+#[tokio::test]
+async fn redis_claims_expire_soon_but_completed_results_live_for_the_full_ttl() {
+    let prefix = format!("{}:", contoso_testkit::unique_name("claim"));
+    let claim_ttl = Duration::from_secs(10);
+    let state = RedisState::connect(&contoso_testkit::redis_url(), &prefix, TTL)
+        .await
+        .unwrap()
+        .with_claim_ttl(claim_ttl);
+    let mut conn = probe().await;
+    let key = state.idempotency_key(&user("alice"), "k");
+
+    state
+        .claim_idempotency_key(&user("alice"), "k")
+        .await
+        .unwrap();
+    let pending = pttl(&mut conn, &key).await.unwrap();
+    assert!(pending <= claim_ttl, "claim TTL {pending:?}");
+
+    state
+        .complete_idempotency_key(&user("alice"), "k", b"r")
+        .await
+        .unwrap();
+    let done = pttl(&mut conn, &key).await.unwrap();
+    assert!(done > claim_ttl && done <= TTL, "result TTL {done:?}");
+}
+
+#[tokio::test]
+async fn redis_reports_unreadable_values_as_corrupt() {
+    let prefix = format!("{}:", contoso_testkit::unique_name("corrupt"));
+    let state = RedisState::connect(&contoso_testkit::redis_url(), &prefix, TTL)
+        .await
+        .unwrap();
+    let mut conn = probe().await;
+
+    let wrong_type = CorrelationId::new();
+    let _: () = conn
+        .set_ex(state.status_key(wrong_type), "ACCEPTED", 60)
+        .await
+        .unwrap();
+    assert!(matches!(
+        state.status(wrong_type).await,
+        Err(StateError::Corrupt { .. })
+    ));
+    assert!(matches!(
+        state
+            .advance(wrong_type, OrderStatus::Processing, None)
+            .await,
+        Err(StateError::Corrupt { .. })
+    ));
+
+    let unknown = CorrelationId::new();
+    let _: () = conn
+        .hset_multiple(
+            state.status_key(unknown),
+            &[("status", "SHIPPED"), ("updated_at", "x")],
+        )
+        .await
+        .unwrap();
+    let _: bool = conn.expire(state.status_key(unknown), 60).await.unwrap();
+    assert!(matches!(
+        state.advance(unknown, OrderStatus::Processing, None).await,
+        Err(StateError::Corrupt { .. })
+    ));
+    assert!(matches!(
+        state.status(unknown).await,
+        Err(StateError::Corrupt { .. })
+    ));
+
+    let bad_owner = CorrelationId::new();
+    let _: () = conn
+        .set_ex(state.map_key(bad_owner), "   ", 60)
+        .await
+        .unwrap();
+    assert!(matches!(
+        state.owner(bad_owner).await,
+        Err(StateError::Corrupt { .. })
+    ));
+}
+
+#[tokio::test]
+async fn redis_connect_fails_with_unavailable_when_nothing_listens() {
+    let url = format!("redis://127.0.0.1:{}", contoso_testkit::free_port());
+    let err = RedisState::connect(&url, "x:", TTL).await.unwrap_err();
+    assert!(matches!(err, StateError::Unavailable(_)), "{err:?}");
+}

@@ -1,0 +1,118 @@
+//! The process-svc binary: reads its configuration from flags or the environment, connects
+//! Postgres, NATS and Redis, and runs the worker until SIGTERM or SIGINT.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use clap::Parser;
+
+use contoso_platform::{
+    config::{NatsArgs, RedisArgs, SealArgs},
+    server::{Readiness, bind},
+};
+use contoso_store::PgStore;
+use process_svc::{Deps, Settings};
+
+/// Records accepted orders in Postgres and publishes `orders.processed`.
+#[derive(Debug, Parser)]
+#[command(name = "process-svc", version, about)]
+struct Args {
+    /// Address of the health server (gRPC health, reflection, /healthz, /readyz).
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8081")]
+    listen: SocketAddr,
+    /// Postgres URL of the system of record.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// Size of the Postgres connection pool.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    database_max_connections: u32,
+    /// Apply the database migrations (and seed the catalog) before starting.
+    #[arg(long = "migrate", env = "MIGRATE_ON_START",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    migrate: bool,
+    /// Orders worked on at once by this replica.
+    #[arg(long, env = "PROCESS_CONCURRENCY", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    process_concurrency: u32,
+    /// Deliveries of one message before the broker dead-letters it.
+    #[arg(long, env = "MAX_DELIVER", default_value_t = 10,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    max_deliver: i64,
+    /// How often the outbox relay polls without being woken, in milliseconds.
+    #[arg(long, env = "OUTBOX_POLL_INTERVAL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    outbox_poll_interval_ms: u64,
+    #[command(flatten)]
+    nats: NatsArgs,
+    #[command(flatten)]
+    redis: RedisArgs,
+    #[command(flatten)]
+    seal: SealArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    contoso_platform::telemetry::init();
+    let args = Args::parse();
+
+    let sealer = args.seal.sealer()?;
+    if args.migrate {
+        contoso_store::postgres::migrate(&args.database_url)
+            .await
+            .context("migrating the database")?;
+        tracing::info!("database migrated");
+    }
+    let store = Arc::new(
+        PgStore::connect(&args.database_url, args.database_max_connections as usize)
+            .await
+            .context("connecting to Postgres")?,
+    );
+    let bus = args.nats.connect().await?;
+    let state = args.redis.connect_state().await?;
+
+    let readiness = Readiness::new()
+        .with_check("postgres", {
+            let store = store.clone();
+            move || {
+                let store = store.clone();
+                Box::pin(async move { store.is_ready().await })
+            }
+        })
+        .with_check("redis", {
+            let state = state.clone();
+            move || {
+                let state = state.clone();
+                Box::pin(async move { state.is_ready().await })
+            }
+        })
+        .with_check("nats", {
+            let bus = bus.clone();
+            move || {
+                let bus = bus.clone();
+                Box::pin(async move { bus.is_ready().await })
+            }
+        });
+
+    let settings = Settings {
+        concurrency: args.process_concurrency as usize,
+        max_deliver: args.max_deliver,
+        outbox_poll_interval: Duration::from_millis(args.outbox_poll_interval_ms),
+        ..Settings::default()
+    };
+    let deps = Deps {
+        bus,
+        state,
+        store,
+        sealer,
+        readiness,
+    };
+    let listener = bind(args.listen).await?;
+    process_svc::run(
+        listener,
+        deps,
+        settings,
+        contoso_platform::shutdown::on_signal(),
+    )
+    .await
+}

@@ -1,0 +1,130 @@
+//! The outbox relay: publishes `orders.processed` for every committed order and marks it
+//! COMPLETED. Several replicas may relay at once: leases make them skip each other's entries, and
+//! the broker's deduplication (message id `{cid}:processed`) covers a crash between publishing an
+//! entry and completing it.
+
+use std::sync::Arc;
+
+use tokio::{sync::Notify, time::MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use contoso_platform::{
+    bus::{Bus, Envelope, Topic},
+    domain::OrderStatus,
+    state::WorkflowState,
+};
+use contoso_store::{OutboxEntry, Store};
+
+use crate::{Settings, event};
+
+#[derive(Debug)]
+pub(crate) struct Relay {
+    pub(crate) bus: Arc<dyn Bus>,
+    pub(crate) state: Arc<dyn WorkflowState>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) settings: Arc<Settings>,
+}
+
+/// How relaying one batch ended.
+#[derive(Debug, PartialEq, Eq)]
+enum BatchEnd {
+    /// Every leased entry was published; `full` when the batch was as large as allowed, so more
+    /// may be waiting.
+    Relayed { full: bool },
+    /// The store or the bus failed: the rest waits for the next wake-up or tick.
+    Stalled,
+}
+
+impl Relay {
+    /// Relays on every wake-up and every poll tick until `stop` fires, then relays one last
+    /// batch (the orders the draining consumer just recorded) within the drain deadline.
+    pub(crate) async fn run(self, wake: Arc<Notify>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.settings.outbox_poll_interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = wake.notified() => {},
+                _ = tick.tick() => {},
+            }
+            while self.relay_batch().await == (BatchEnd::Relayed { full: true }) {
+                if stop.is_cancelled() {
+                    break;
+                }
+            }
+        }
+        if tokio::time::timeout(self.settings.drain_deadline, self.relay_batch())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the outbox relay's last batch did not finish within the drain deadline"
+            );
+        }
+        tracing::info!("outbox relay stopped");
+    }
+
+    async fn relay_batch(&self) -> BatchEnd {
+        let limit = self.settings.outbox_batch_size;
+        let entries = match self
+            .store
+            .lease_pending(limit, self.settings.outbox_lease)
+            .await
+        {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::warn!(error = %e, "leasing outbox entries failed");
+                return BatchEnd::Stalled;
+            }
+        };
+        let full = i64::try_from(entries.len()).is_ok_and(|n| n >= limit);
+        for entry in &entries {
+            let span = tracing::info_span!(
+                "outbox",
+                correlation_id = %entry.correlation_id,
+                order_id = %entry.order_id,
+                outbox_id = entry.id,
+            );
+            if !self.relay(entry).instrument(span).await {
+                // Entries left behind keep their lease until it expires; then any relay retries.
+                return BatchEnd::Stalled;
+            }
+        }
+        BatchEnd::Relayed { full }
+    }
+
+    /// Publishes one entry, completes it and moves the status to COMPLETED. False when the bus or
+    /// the store failed, so the rest of the batch is left for later.
+    async fn relay(&self, entry: &OutboxEntry) -> bool {
+        let envelope = Envelope {
+            topic: Topic::OrderProcessed,
+            message_id: event::processed_message_id(entry.correlation_id),
+            payload: entry.payload.clone().into(),
+        };
+        if let Err(e) = self.bus.publish(envelope).await {
+            tracing::warn!(error = %e, "publishing orders.processed failed; will retry");
+            return false;
+        }
+        if let Err(e) = self.store.complete(entry).await {
+            // Published but not marked: republished after the lease, and the broker drops the copy.
+            tracing::warn!(error = %e, "completing the outbox entry failed; will retry");
+            return false;
+        }
+        match self
+            .state
+            .advance(
+                entry.correlation_id,
+                OrderStatus::Completed,
+                Some(entry.order_id),
+            )
+            .await
+        {
+            Ok(_) => tracing::info!("order completed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "order completed, but recording COMPLETED in workflow state failed")
+            }
+        }
+        true
+    }
+}

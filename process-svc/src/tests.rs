@@ -1,0 +1,764 @@
+//! The whole worker (`run`) over the in-memory adapters: the bus and the workflow state are
+//! wrapped to record what the worker told them, and the store can be scripted to fail or stall.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::Utc;
+use futures::StreamExt;
+use prost::Message;
+use tokio::{
+    sync::{Notify, Semaphore},
+    task::JoinHandle,
+    time::Instant,
+};
+use tokio_util::sync::CancellationToken;
+
+use contoso_platform::{
+    bus::{
+        Acknowledge, Bus, BusError, ConsumerSpec, Deliveries, Delivery, Envelope, MemoryBus, Topic,
+    },
+    domain::{CorrelationId, OrderId, OrderStatus, UserId, to_timestamp},
+    seal::{CustomerSealer, DEV_SEAL_KEYS},
+    server::Readiness,
+    state::{IdempotencyClaim, MemoryState, StateError, StatusRecord, WorkflowState},
+};
+use contoso_proto::{events::v1 as ev, orders::v1 as pb};
+use contoso_store::{
+    CatalogSource, IdBlock, MemoryStore, NewOrder, OrderIdSource, OrderReader, OrderRecord,
+    OrderWriter, Outbox, OutboxEntry, Page, Product, RecordOutcome, StoreError,
+};
+
+use crate::{Deps, Settings, run};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Polls `check` until it holds, failing the test after [`DEADLINE`].
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let until = Instant::now() + DEADLINE;
+    while !check().await {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Settled {
+    Ack,
+    Nack(Duration),
+}
+
+/// How the worker settled one `orders.accepted` delivery.
+#[derive(Debug, Clone)]
+struct Settlement {
+    message_id: Option<String>,
+    settled: Settled,
+}
+
+/// A bus that records every ack and nack the worker sends, then forwards it.
+#[derive(Debug)]
+struct RecordingBus {
+    inner: MemoryBus,
+    settlements: Arc<Mutex<Vec<Settlement>>>,
+}
+
+struct RecordingAck {
+    inner: Delivery,
+    settlements: Arc<Mutex<Vec<Settlement>>>,
+}
+
+impl RecordingAck {
+    fn record(&self, settled: Settled) {
+        let message_id = self.inner.message_id.clone();
+        lock(&self.settlements).push(Settlement {
+            message_id,
+            settled,
+        });
+    }
+}
+
+#[async_trait]
+impl Acknowledge for RecordingAck {
+    async fn ack(&self) -> Result<(), BusError> {
+        self.record(Settled::Ack);
+        self.inner.ack().await
+    }
+
+    async fn nack(&self, delay: Duration) -> Result<(), BusError> {
+        self.record(Settled::Nack(delay));
+        self.inner.nack(delay).await
+    }
+
+    async fn in_progress(&self) -> Result<(), BusError> {
+        self.inner.in_progress().await
+    }
+}
+
+#[async_trait]
+impl Bus for RecordingBus {
+    async fn publish(&self, envelope: Envelope) -> Result<(), BusError> {
+        self.inner.publish(envelope).await
+    }
+
+    async fn consume(&self, spec: &ConsumerSpec) -> Result<Deliveries, BusError> {
+        let settlements = self.settlements.clone();
+        let deliveries = self.inner.consume(spec).await?.map(move |delivery| {
+            delivery.map(|inner| {
+                let (topic, id, payload, attempt) = (
+                    inner.topic,
+                    inner.message_id.clone(),
+                    inner.payload.clone(),
+                    inner.attempt,
+                );
+                let acker = RecordingAck {
+                    inner,
+                    settlements: settlements.clone(),
+                };
+                Delivery::new(topic, id, payload, attempt, Box::new(acker))
+            })
+        });
+        Ok(deliveries.boxed())
+    }
+
+    async fn is_ready(&self) -> bool {
+        self.inner.is_ready().await
+    }
+}
+
+/// Workflow state that records every `advance` and whether it moved the status.
+#[derive(Debug)]
+struct RecordingState {
+    inner: MemoryState,
+    advances: Arc<Mutex<Vec<(OrderStatus, bool)>>>,
+}
+
+#[async_trait]
+impl WorkflowState for RecordingState {
+    async fn record_accepted(
+        &self,
+        cid: CorrelationId,
+        owner: &UserId,
+        order_id: OrderId,
+    ) -> Result<(), StateError> {
+        self.inner.record_accepted(cid, owner, order_id).await
+    }
+
+    async fn forget(&self, cid: CorrelationId) -> Result<(), StateError> {
+        self.inner.forget(cid).await
+    }
+
+    async fn owner(&self, cid: CorrelationId) -> Result<Option<UserId>, StateError> {
+        self.inner.owner(cid).await
+    }
+
+    async fn advance(
+        &self,
+        cid: CorrelationId,
+        status: OrderStatus,
+        order_id: Option<OrderId>,
+    ) -> Result<bool, StateError> {
+        let advanced = self.inner.advance(cid, status, order_id).await?;
+        lock(&self.advances).push((status, advanced));
+        Ok(advanced)
+    }
+
+    async fn status(&self, cid: CorrelationId) -> Result<Option<StatusRecord>, StateError> {
+        self.inner.status(cid).await
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        user: &UserId,
+        key: &str,
+    ) -> Result<IdempotencyClaim, StateError> {
+        self.inner.claim_idempotency_key(user, key).await
+    }
+
+    async fn complete_idempotency_key(
+        &self,
+        user: &UserId,
+        key: &str,
+        result: &[u8],
+    ) -> Result<(), StateError> {
+        self.inner.complete_idempotency_key(user, key, result).await
+    }
+
+    async fn release_idempotency_key(&self, user: &UserId, key: &str) -> Result<(), StateError> {
+        self.inner.release_idempotency_key(user, key).await
+    }
+
+    async fn is_ready(&self) -> bool {
+        self.inner.is_ready().await
+    }
+}
+
+/// A memory store whose `record_order` can fail a number of times, or wait for a permit.
+#[derive(Debug)]
+struct ScriptedStore {
+    inner: MemoryStore,
+    outages_left: AtomicU32,
+    entered: Notify,
+    gate: Option<Semaphore>,
+}
+
+impl Default for ScriptedStore {
+    fn default() -> Self {
+        Self {
+            inner: MemoryStore::new().expect("the catalog loads"),
+            outages_left: AtomicU32::new(0),
+            entered: Notify::new(),
+            gate: None,
+        }
+    }
+}
+
+#[async_trait]
+impl CatalogSource for ScriptedStore {
+    async fn all_products(&self) -> Result<Vec<Product>, StoreError> {
+        self.inner.all_products().await
+    }
+}
+
+#[async_trait]
+impl OrderIdSource for ScriptedStore {
+    async fn reserve_block(&self) -> Result<IdBlock, StoreError> {
+        self.inner.reserve_block().await
+    }
+}
+
+#[async_trait]
+impl OrderWriter for ScriptedStore {
+    async fn record_order(
+        &self,
+        order: &NewOrder,
+        processed_event: &[u8],
+    ) -> Result<RecordOutcome, StoreError> {
+        self.entered.notify_one();
+        if let Some(gate) = &self.gate {
+            let _permit = gate
+                .acquire()
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        }
+        let outage = self
+            .outages_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if outage.is_ok() {
+            return Err(StoreError::Unavailable("scripted outage".into()));
+        }
+        self.inner.record_order(order, processed_event).await
+    }
+}
+
+#[async_trait]
+impl OrderReader for ScriptedStore {
+    async fn list_orders(
+        &self,
+        customer: &UserId,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Page<OrderRecord>, StoreError> {
+        self.inner.list_orders(customer, offset, limit).await
+    }
+
+    async fn get_order(&self, order_id: OrderId) -> Result<Option<OrderRecord>, StoreError> {
+        self.inner.get_order(order_id).await
+    }
+
+    async fn get_order_by_correlation(
+        &self,
+        cid: CorrelationId,
+    ) -> Result<Option<OrderRecord>, StoreError> {
+        self.inner.get_order_by_correlation(cid).await
+    }
+
+    async fn soft_delete(&self, customer: &UserId, order_id: OrderId) -> Result<bool, StoreError> {
+        self.inner.soft_delete(customer, order_id).await
+    }
+}
+
+#[async_trait]
+impl Outbox for ScriptedStore {
+    async fn lease_pending(
+        &self,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.inner.lease_pending(limit, lease).await
+    }
+
+    async fn complete(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
+        self.inner.complete(entry).await
+    }
+}
+
+/// One running worker and handles on everything it talks to.
+struct Harness {
+    bus: MemoryBus,
+    state: MemoryState,
+    store: Arc<ScriptedStore>,
+    sealer: CustomerSealer,
+    settings: Settings,
+    settlements: Arc<Mutex<Vec<Settlement>>>,
+    advances: Arc<Mutex<Vec<(OrderStatus, bool)>>>,
+    addr: std::net::SocketAddr,
+    shutdown: CancellationToken,
+    running: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Harness {
+    async fn start() -> Self {
+        Self::start_with(ScriptedStore::default(), Settings::default()).await
+    }
+
+    async fn start_with(store: ScriptedStore, settings: Settings) -> Self {
+        let bus = MemoryBus::new();
+        let state = MemoryState::new(Duration::from_secs(60));
+        let store = Arc::new(store);
+        let sealer = CustomerSealer::from_spec(DEV_SEAL_KEYS).expect("dev seal key");
+        let settlements = Arc::new(Mutex::new(Vec::new()));
+        let advances = Arc::new(Mutex::new(Vec::new()));
+        let deps = Deps {
+            bus: Arc::new(RecordingBus {
+                inner: bus.clone(),
+                settlements: settlements.clone(),
+            }),
+            state: Arc::new(RecordingState {
+                inner: state.clone(),
+                advances: advances.clone(),
+            }),
+            store: store.clone(),
+            sealer: sealer.clone(),
+            readiness: Readiness::new(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
+        let addr = listener.local_addr().expect("local addr");
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(run(listener, deps, settings.clone(), shutdown.clone()));
+        Self {
+            bus,
+            state,
+            store,
+            sealer,
+            settings,
+            settlements,
+            advances,
+            addr,
+            shutdown,
+            running,
+        }
+    }
+
+    /// An `OrderAccepted` for two catalog products, as accept-svc would publish it, with the
+    /// workflow state it would have written.
+    async fn accepted_order(&self, user: &str) -> (NewOrder, ev::OrderAccepted) {
+        let products = self.store.all_products().await.expect("catalog");
+        let block = self.store.reserve_block().await.expect("id block");
+        let cid = CorrelationId::new();
+        let customer = UserId::parse(user).expect("user id");
+        let order_id = OrderId::new(block.start).expect("positive id");
+        let lines: Vec<ev::OrderAcceptedLine> = products
+            .iter()
+            .take(2)
+            .zip(1..)
+            .map(|(p, quantity)| ev::OrderAcceptedLine {
+                product_id: p.id.clone(),
+                product_name: p.name.clone(),
+                quantity,
+                unit_price_cents: p.effective_price_cents(),
+            })
+            .collect();
+        let total_cents = lines
+            .iter()
+            .map(|l| l.unit_price_cents * i64::from(l.quantity))
+            .sum();
+        let accepted_at = Utc::now();
+        let event = ev::OrderAccepted {
+            correlation_id: cid.to_string(),
+            order_id: order_id.get(),
+            customer: Some(self.sealer.seal(cid, &customer).expect("seal")),
+            lines: lines.clone(),
+            total_cents,
+            currency: "USD".into(),
+            accepted_at: Some(to_timestamp(accepted_at)),
+        };
+        self.state
+            .record_accepted(cid, &customer, order_id)
+            .await
+            .expect("record accepted");
+        let order = NewOrder {
+            order_id,
+            correlation_id: cid,
+            customer,
+            lines: lines
+                .into_iter()
+                .map(|l| contoso_store::OrderLine {
+                    product_id: l.product_id,
+                    product_name: l.product_name,
+                    quantity: l.quantity,
+                    unit_price_cents: l.unit_price_cents,
+                })
+                .collect(),
+            total_cents,
+            currency: "USD".into(),
+            accepted_at,
+        };
+        (order, event)
+    }
+
+    async fn publish(&self, message_id: &str, payload: Vec<u8>) {
+        let envelope = Envelope {
+            topic: Topic::OrderAccepted,
+            message_id: message_id.to_owned(),
+            payload: Bytes::from(payload),
+        };
+        self.bus
+            .publish(envelope)
+            .await
+            .expect("publish OrderAccepted");
+    }
+
+    fn settlements(&self) -> Vec<Settlement> {
+        lock(&self.settlements).clone()
+    }
+
+    async fn wait_for_settlements(&self, count: usize) -> Vec<Settlement> {
+        eventually(&format!("{count} settled deliveries"), || async {
+            self.settlements().len() >= count
+        })
+        .await;
+        self.settlements()
+    }
+
+    async fn wait_until_completed(&self, order_id: OrderId) -> OrderRecord {
+        eventually("the order to be COMPLETED", || async {
+            matches!(
+                self.store.get_order(order_id).await,
+                Ok(Some(OrderRecord {
+                    status: OrderStatus::Completed,
+                    ..
+                }))
+            )
+        })
+        .await;
+        self.store
+            .get_order(order_id)
+            .await
+            .expect("get order")
+            .expect("order exists")
+    }
+
+    /// Everything published on the status topics, read through a group of its own.
+    async fn observer(&self) -> Deliveries {
+        let spec = ConsumerSpec::new("observer", [Topic::OrderProcessing, Topic::OrderProcessed]);
+        self.bus.consume(&spec).await.expect("observer group")
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let stopped = tokio::time::timeout(DEADLINE, self.running).await;
+        assert!(
+            matches!(stopped, Ok(Ok(Ok(())))),
+            "run did not stop cleanly: {stopped:?}"
+        );
+    }
+}
+
+async fn next_delivery(deliveries: &mut Deliveries) -> Delivery {
+    let next = tokio::time::timeout(DEADLINE, deliveries.next()).await;
+    let delivery = next
+        .expect("a delivery within the deadline")
+        .expect("stream open")
+        .expect("delivery");
+    delivery.ack().await.expect("ack");
+    delivery
+}
+
+#[tokio::test]
+async fn an_accepted_order_is_recorded_completed_and_announced_on_both_status_topics() {
+    let harness = Harness::start().await;
+    let (order, event) = harness.accepted_order("alice").await;
+    let cid = order.correlation_id;
+    harness
+        .publish(&cid.to_string(), event.encode_to_vec())
+        .await;
+
+    let recorded = harness.wait_until_completed(order.order_id).await;
+    assert_eq!(recorded.correlation_id, cid);
+    assert_eq!(recorded.customer.as_str(), "alice");
+    assert_eq!(recorded.lines, order.lines);
+    assert_eq!(recorded.total_cents, order.total_cents);
+
+    let mut observer = harness.observer().await;
+    let mut published = HashMap::new();
+    for _ in 0..2 {
+        let delivery = next_delivery(&mut observer).await;
+        published.insert(delivery.topic, delivery);
+    }
+    let processing = &published[&Topic::OrderProcessing];
+    assert_eq!(
+        processing.message_id.as_deref(),
+        Some(format!("{cid}:processing").as_str())
+    );
+    let changed = ev::OrderStatusChanged::decode(processing.payload.clone()).expect("decode");
+    assert_eq!(changed.status(), pb::OrderStatus::Processing);
+    assert_eq!(changed.order_id, order.order_id.get());
+
+    let processed = &published[&Topic::OrderProcessed];
+    assert_eq!(
+        processed.message_id.as_deref(),
+        Some(format!("{cid}:processed").as_str())
+    );
+    let done = ev::OrderProcessed::decode(processed.payload.clone()).expect("decode");
+    assert_eq!(done.correlation_id, cid.to_string());
+    assert_eq!(done.order_id, order.order_id.get());
+
+    let settlements = harness.wait_for_settlements(1).await;
+    assert_eq!(settlements[0].settled, Settled::Ack);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn the_workflow_status_moves_from_accepted_through_processing_to_completed() {
+    let harness = Harness::start().await;
+    let (order, event) = harness.accepted_order("bob").await;
+    let cid = order.correlation_id;
+    let before = harness
+        .state
+        .status(cid)
+        .await
+        .expect("status")
+        .expect("recorded");
+    assert_eq!(before.status, OrderStatus::Accepted);
+
+    harness
+        .publish(&cid.to_string(), event.encode_to_vec())
+        .await;
+    harness.wait_until_completed(order.order_id).await;
+    eventually("COMPLETED in the workflow state", || async {
+        matches!(
+            harness.state.status(cid).await,
+            Ok(Some(StatusRecord {
+                status: OrderStatus::Completed,
+                ..
+            }))
+        )
+    })
+    .await;
+
+    let after = harness
+        .state
+        .status(cid)
+        .await
+        .expect("status")
+        .expect("recorded");
+    assert_eq!(after.order_id, Some(order.order_id));
+    assert_eq!(
+        *lock(&harness.advances),
+        [
+            (OrderStatus::Processing, true),
+            (OrderStatus::Completed, true)
+        ]
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_redelivered_order_accepted_creates_no_second_order_and_is_acked() {
+    let harness = Harness::start().await;
+    let (order, event) = harness.accepted_order("carol").await;
+    let cid = order.correlation_id;
+    let payload = event.encode_to_vec();
+    harness.publish(&cid.to_string(), payload.clone()).await;
+    harness.wait_until_completed(order.order_id).await;
+
+    // A different message id gets past the broker's deduplication, as a redelivery would.
+    harness.publish(&format!("{cid}:again"), payload).await;
+    let settlements = harness.wait_for_settlements(2).await;
+
+    assert!(
+        settlements.iter().all(|s| s.settled == Settled::Ack),
+        "{settlements:?}"
+    );
+    assert_eq!(
+        settlements[1].message_id.as_deref(),
+        Some(format!("{cid}:again").as_str())
+    );
+    let customer = UserId::parse("carol").expect("user id");
+    let orders = harness
+        .store
+        .list_orders(&customer, 0, 10)
+        .await
+        .expect("list");
+    assert_eq!(orders.total, 1);
+    assert_eq!(orders.items[0].order_id, order.order_id);
+    assert_eq!(orders.items[0].status, OrderStatus::Completed);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_whose_sealed_customer_does_not_open_is_never_acked_nor_recorded() {
+    let settings = Settings {
+        max_deliver: 3,
+        unprocessable_delay: Duration::from_millis(20),
+        ..Settings::default()
+    };
+    let harness = Harness::start_with(ScriptedStore::default(), settings).await;
+    let (order, mut event) = harness.accepted_order("dave").await;
+    let stranger = UserId::parse("mallory").expect("user id");
+    event.customer = Some(
+        harness
+            .sealer
+            .seal(CorrelationId::new(), &stranger)
+            .expect("seal"),
+    );
+    harness
+        .publish(&order.correlation_id.to_string(), event.encode_to_vec())
+        .await;
+
+    // Nacked on every delivery until the broker runs out of them (and dead-letters it).
+    let settlements = harness.wait_for_settlements(3).await;
+    let delay = harness.settings.unprocessable_delay;
+    assert!(
+        settlements
+            .iter()
+            .all(|s| s.settled == Settled::Nack(delay)),
+        "{settlements:?}"
+    );
+    assert_eq!(
+        harness.store.get_order(order.order_id).await.expect("get"),
+        None
+    );
+    assert_eq!(
+        harness
+            .store
+            .get_order_by_correlation(order.correlation_id)
+            .await
+            .expect("get"),
+        None
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_payload_that_is_not_protobuf_is_nacked_for_the_dead_letter_queue() {
+    let harness = Harness::start().await;
+    harness
+        .publish("garbage", vec![0xff, 0xff, 0xff, 0xff])
+        .await;
+
+    let settlements = harness.wait_for_settlements(1).await;
+    assert_eq!(
+        settlements[0].settled,
+        Settled::Nack(harness.settings.unprocessable_delay)
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn an_unavailable_database_is_retried_with_backoff_until_the_order_is_recorded() {
+    let store = ScriptedStore {
+        outages_left: AtomicU32::new(2),
+        ..ScriptedStore::default()
+    };
+    let settings = Settings {
+        max_retry_backoff: Duration::from_millis(30),
+        ..Settings::default()
+    };
+    let harness = Harness::start_with(store, settings).await;
+    let (order, event) = harness.accepted_order("erin").await;
+    harness
+        .publish(&order.correlation_id.to_string(), event.encode_to_vec())
+        .await;
+
+    harness.wait_until_completed(order.order_id).await;
+    let settlements = harness.wait_for_settlements(3).await;
+    let retry = Settled::Nack(Duration::from_millis(30));
+    let settled: Vec<_> = settlements.into_iter().map(|s| s.settled).collect();
+    assert_eq!(settled, [retry.clone(), retry, Settled::Ack]);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_order_finish_and_acks_it() {
+    let store = ScriptedStore {
+        gate: Some(Semaphore::new(0)),
+        ..ScriptedStore::default()
+    };
+    let harness = Harness::start_with(store, Settings::default()).await;
+    let (order, event) = harness.accepted_order("frank").await;
+    harness
+        .publish(&order.correlation_id.to_string(), event.encode_to_vec())
+        .await;
+
+    tokio::time::timeout(DEADLINE, harness.store.entered.notified())
+        .await
+        .expect("the order reaches the store");
+    harness.shutdown.cancel();
+    if let Some(gate) = &harness.store.gate {
+        gate.add_permits(1);
+    }
+
+    let stopped = tokio::time::timeout(DEADLINE, harness.running).await;
+    assert!(
+        matches!(stopped, Ok(Ok(Ok(())))),
+        "run did not stop cleanly: {stopped:?}"
+    );
+    let settled: Vec<_> = lock(&harness.settlements)
+        .iter()
+        .map(|s| s.settled.clone())
+        .collect();
+    assert_eq!(settled, [Settled::Ack]);
+    let recorded = harness
+        .store
+        .get_order(order.order_id)
+        .await
+        .expect("get")
+        .expect("recorded");
+    // The relay's last batch ran after the consumer drained.
+    assert_eq!(recorded.status, OrderStatus::Completed);
+}
+
+#[tokio::test]
+async fn the_listener_serves_the_standard_grpc_health_service() {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+
+    let harness = Harness::start().await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", harness.addr))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect to the health server");
+    let reply = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health check")
+        .into_inner();
+    assert_eq!(reply.status(), ServingStatus::Serving);
+    harness.stop().await;
+}

@@ -1,0 +1,279 @@
+//! The system of record. Small traits ([`CatalogSource`], [`OrderIdSource`], [`OrderWriter`],
+//! [`OrderReader`], [`Outbox`]) with a Postgres implementation ([`PgStore`]) and an in-memory one
+//! ([`MemoryStore`]) for the embedded dev mode and fast tests. The catalog comes from one data
+//! file ([`catalog::PRODUCTS_JSON`]) that both seed.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use contoso_platform::domain::{CorrelationId, OrderId, OrderStatus, UserId};
+
+pub mod catalog;
+pub mod memory;
+pub mod postgres;
+mod schema;
+
+pub use memory::MemoryStore;
+pub use postgres::PgStore;
+
+/// How many order ids one [`OrderIdSource::reserve_block`] hands out. Must equal the
+/// `INCREMENT BY` of the `order_id_blocks` sequence: each `nextval` is the first id of a block.
+pub const ORDER_ID_BLOCK_SIZE: i64 = 100;
+
+/// The outbox `kind` of the event [`OrderWriter::record_order`] stores.
+pub const PROCESSED_EVENT_KIND: &str = "orders.processed";
+
+/// The most rows one call returns (a page of [`OrderReader::list_orders`], a batch of
+/// [`Outbox::lease_pending`]); larger requests are clamped, so no caller can ask for everything.
+pub const MAX_BATCH: i64 = 500;
+
+/// How often a product is billed (subscriptions) or how long access lasts (one-time purchases).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BillingPeriod {
+    /// Billed every month.
+    Monthly,
+    /// Billed, or granted, for a year.
+    Annual,
+}
+
+/// One catalog product. Prices are in minor units (cents).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Product {
+    /// Public id: the exam code, e.g. `AZ-700`.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Kind of content: Practice Exam, Lab, Study Guide, Video Course or Bundle.
+    pub category: String,
+    /// Certification vendor, e.g. `Microsoft`.
+    pub vendor: String,
+    /// Path of the product image, served by the gateway.
+    pub image_url: String,
+    /// 0..=100.
+    pub discount_percent: i32,
+    /// Billing period, see [`BillingPeriod`].
+    pub billing_period: BillingPeriod,
+    /// True for recurring subscriptions, false for one-time purchases.
+    pub subscription: bool,
+    /// List price before the discount, in minor units.
+    pub price_cents: i64,
+    /// ISO 4217 code, e.g. `USD`.
+    pub currency: String,
+    /// Inactive products stay readable (old orders name them) but cannot be ordered.
+    pub active: bool,
+}
+
+impl Product {
+    /// What one unit costs after the discount, rounded half up to the cent.
+    pub fn effective_price_cents(&self) -> i64 {
+        (self.price_cents * i64::from(100 - self.discount_percent) + 50) / 100
+    }
+}
+
+/// A contiguous block of reserved order ids: `start..start + len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdBlock {
+    /// First id of the block.
+    pub start: i64,
+    /// Number of ids in the block ([`ORDER_ID_BLOCK_SIZE`]).
+    pub len: i64,
+}
+
+/// An order line as accepted: the name and unit price are the snapshot taken at intake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    /// The product's exam code.
+    pub product_id: String,
+    /// Product name at intake.
+    pub product_name: String,
+    /// 1..=100 (`order_items_quantity_check`).
+    pub quantity: i32,
+    /// Discounted unit price at intake, in minor units.
+    pub unit_price_cents: i64,
+}
+
+impl OrderLine {
+    /// Unit price times quantity.
+    pub fn total_cents(&self) -> i64 {
+        self.unit_price_cents * i64::from(self.quantity)
+    }
+}
+
+/// An accepted order, as process-svc records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrder {
+    /// Id reserved at intake from an [`IdBlock`].
+    pub order_id: OrderId,
+    /// Workflow key; recording is idempotent on it.
+    pub correlation_id: CorrelationId,
+    /// The ordering user (JWT `sub`).
+    pub customer: UserId,
+    /// Lines in the order the customer gave them; stored as line numbers 1, 2, ...
+    pub lines: Vec<OrderLine>,
+    /// Sum of the line totals, in minor units.
+    pub total_cents: i64,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// When accept-svc accepted the order.
+    pub accepted_at: DateTime<Utc>,
+}
+
+/// An order as the system of record holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRecord {
+    /// Business id.
+    pub order_id: OrderId,
+    /// Workflow key.
+    pub correlation_id: CorrelationId,
+    /// Owner.
+    pub customer: UserId,
+    /// Current status; only moves forward.
+    pub status: OrderStatus,
+    /// Lines by line number.
+    pub lines: Vec<OrderLine>,
+    /// Order total, in minor units.
+    pub total_cents: i64,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// When the order was recorded (orders list newest first by this).
+    pub created_at: DateTime<Utc>,
+    /// Last status change or deletion.
+    pub updated_at: DateTime<Utc>,
+    /// Soft-deleted: hidden from the owner's list, still readable by id.
+    pub deleted: bool,
+}
+
+/// What recording an accepted order did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordOutcome {
+    /// The order, its items and its outbox row were committed now.
+    Inserted,
+    /// An order with this correlation id was already recorded (a redelivery): nothing changed.
+    AlreadyRecorded(OrderId),
+}
+
+/// A message waiting in the outbox to be published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Position in the outbox; entries are leased oldest first.
+    pub id: i64,
+    /// Correlation id of the order the event is about.
+    pub correlation_id: CorrelationId,
+    /// The order the event is about; [`Outbox::complete`] marks it COMPLETED.
+    pub order_id: OrderId,
+    /// Event kind, e.g. `orders.processed`.
+    pub kind: String,
+    /// Encoded event.
+    pub payload: Vec<u8>,
+    /// When the entry was written.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A page of results and the number of matches over all pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    /// This page's items.
+    pub items: Vec<T>,
+    /// Matches over all pages.
+    pub total: i64,
+}
+
+/// Why a store call failed. Messages are for logs, not for clients.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached (connect, pool timeout, dropped connection): retryable.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The database rejected a statement; a violated constraint is named as
+    /// `(constraint <name>)` in the message, e.g. `order_items_product_id_fkey` for an unknown
+    /// product.
+    #[error("database query failed: {0}")]
+    Query(String),
+    /// The reserved order id is already recorded under a different correlation id.
+    #[error("order {0} is recorded with another correlation id")]
+    OrderIdTaken(OrderId),
+    /// Stored data (or the catalog file) does not form valid domain values.
+    #[error("stored data is malformed: {0}")]
+    Corrupt(String),
+}
+
+/// Reads the catalog (accept-svc caches it in memory).
+#[async_trait]
+pub trait CatalogSource: Send + Sync + fmt::Debug {
+    /// Every product, active or not, ordered by id.
+    async fn all_products(&self) -> Result<Vec<Product>, StoreError>;
+}
+
+/// Reserves order ids in blocks (hi/lo): one round trip per block.
+#[async_trait]
+pub trait OrderIdSource: Send + Sync + fmt::Debug {
+    /// A block of [`ORDER_ID_BLOCK_SIZE`] ids no other caller (in any process) receives.
+    async fn reserve_block(&self) -> Result<IdBlock, StoreError>;
+}
+
+/// Records accepted orders (process-svc).
+#[async_trait]
+pub trait OrderWriter: Send + Sync + fmt::Debug {
+    /// In one transaction: upserts the customer, inserts the order under its reserved id with
+    /// status PROCESSING, its items, and an outbox row of kind [`PROCESSED_EVENT_KIND`] carrying
+    /// `processed_event`. Idempotent on the correlation id: a second call returns
+    /// [`RecordOutcome::AlreadyRecorded`] and writes nothing. Fails with
+    /// [`StoreError::OrderIdTaken`] when the order id belongs to another correlation id, and with
+    /// [`StoreError::Query`] naming the constraint when a line is invalid (nothing is written).
+    async fn record_order(
+        &self,
+        order: &NewOrder,
+        processed_event: &[u8],
+    ) -> Result<RecordOutcome, StoreError>;
+}
+
+/// Reads and soft-deletes a customer's orders (accept-svc).
+#[async_trait]
+pub trait OrderReader: Send + Sync + fmt::Debug {
+    /// The customer's orders that are not deleted, newest first; `limit` is clamped to
+    /// 0..=[`MAX_BATCH`] and a negative `offset` counts as 0.
+    async fn list_orders(
+        &self,
+        customer: &UserId,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Page<OrderRecord>, StoreError>;
+
+    /// One order by id, whoever owns it, deleted or not.
+    async fn get_order(&self, order_id: OrderId) -> Result<Option<OrderRecord>, StoreError>;
+
+    /// One order by correlation id, whoever owns it, deleted or not.
+    async fn get_order_by_correlation(
+        &self,
+        cid: CorrelationId,
+    ) -> Result<Option<OrderRecord>, StoreError>;
+
+    /// Marks the order deleted if `customer` owns it. Returns false when it does not exist for
+    /// that customer or is already deleted.
+    async fn soft_delete(&self, customer: &UserId, order_id: OrderId) -> Result<bool, StoreError>;
+}
+
+/// The transactional outbox (process-svc's relay).
+#[async_trait]
+pub trait Outbox: Send + Sync + fmt::Debug {
+    /// Leases up to `limit` unpublished entries, oldest first, for `lease`; entries leased by
+    /// another relay are skipped, so replicas do not publish the same entry at once.
+    async fn lease_pending(
+        &self,
+        limit: i64,
+        lease: std::time::Duration,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Marks the entry published and its order COMPLETED (unless its status is already final), in
+    /// one transaction. Completing an entry twice is harmless.
+    async fn complete(&self, entry: &OutboxEntry) -> Result<(), StoreError>;
+}
+
+/// Everything a full store offers.
+pub trait Store: CatalogSource + OrderIdSource + OrderWriter + OrderReader + Outbox {}
+
+impl<T: CatalogSource + OrderIdSource + OrderWriter + OrderReader + Outbox> Store for T {}

@@ -1,0 +1,406 @@
+//! The in-memory store behind `contoso dev` and fast tests. It keeps the Postgres store's
+//! semantics (hi/lo id blocks, idempotent recording, the same constraint names in its errors,
+//! leased outbox entries, soft delete) so code tested against it behaves the same in production;
+//! `tests/postgres.rs` runs one contract against both to keep it that way.
+
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, HashMap},
+    fmt,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use chrono::Utc;
+
+use contoso_platform::domain::{CorrelationId, OrderId, OrderStatus, UserId};
+
+use crate::{
+    CatalogSource, IdBlock, MAX_BATCH, NewOrder, ORDER_ID_BLOCK_SIZE, OrderIdSource, OrderReader,
+    OrderRecord, OrderWriter, Outbox, OutboxEntry, PROCESSED_EVENT_KIND, Page, Product,
+    RecordOutcome, StoreError, catalog,
+};
+
+/// How many orders a [`MemoryStore`] holds before it refuses new ones, so a long `contoso dev`
+/// session or a benchmark cannot grow the process without bound.
+pub const DEFAULT_MAX_ORDERS: usize = 100_000;
+
+/// A [`Store`](crate::Store) held in process memory. Clones share the same data, the way two
+/// replicas share one database.
+#[derive(Clone)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.lock();
+        f.debug_struct("MemoryStore")
+            .field("products", &state.products.len())
+            .field("orders", &state.orders.len())
+            .field("pending_outbox", &state.outbox.len())
+            .finish()
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    products: BTreeMap<String, Product>,
+    next_block_start: i64,
+    orders: BTreeMap<OrderId, StoredOrder>,
+    by_correlation: HashMap<CorrelationId, OrderId>,
+    /// Unpublished entries only: a published entry has nothing left to do in memory.
+    outbox: BTreeMap<i64, PendingEntry>,
+    next_outbox_id: i64,
+    next_seq: u64,
+    max_orders: usize,
+}
+
+#[derive(Debug)]
+struct StoredOrder {
+    record: OrderRecord,
+    /// Insertion order, to break ties between equal `created_at` like Postgres' `id DESC` does.
+    seq: u64,
+}
+
+#[derive(Debug)]
+struct PendingEntry {
+    entry: OutboxEntry,
+    leased_until: Option<Instant>,
+}
+
+impl MemoryStore {
+    /// A store serving the catalog from `products.json`, with no orders.
+    pub fn new() -> Result<Self, StoreError> {
+        Self::with_products(catalog::products()?)
+    }
+
+    /// A store serving `products` (checked with [`catalog::validate`]), with no orders.
+    pub fn with_products(products: Vec<Product>) -> Result<Self, StoreError> {
+        catalog::validate(&products)?;
+        let products = products.into_iter().map(|p| (p.id.clone(), p)).collect();
+        Ok(Self {
+            state: Arc::new(Mutex::new(State {
+                products,
+                next_block_start: 1,
+                orders: BTreeMap::new(),
+                by_correlation: HashMap::new(),
+                outbox: BTreeMap::new(),
+                next_outbox_id: 1,
+                next_seq: 0,
+                max_orders: DEFAULT_MAX_ORDERS,
+            })),
+        })
+    }
+
+    /// Caps the number of orders held; recording beyond it fails with
+    /// [`StoreError::Unavailable`].
+    pub fn with_max_orders(self, max_orders: usize) -> Self {
+        self.lock().max_orders = max_orders;
+        self
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every mutation below validates before it writes, so a panic elsewhere while holding
+        // the lock cannot leave half an order behind; the data stays usable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn constraint_violation(what: &str, constraint: &str) -> StoreError {
+    StoreError::Query(format!("{what} (constraint {constraint})"))
+}
+
+impl State {
+    /// Mirrors the order in which Postgres would reject the insert: row checks on the order,
+    /// the correlation id (ON CONFLICT DO NOTHING), the primary key, the item checks, the FK.
+    fn check_new_order(&self, order: &NewOrder) -> Result<Option<OrderId>, StoreError> {
+        if order.total_cents < 0 {
+            return Err(constraint_violation(
+                "negative order total",
+                "orders_total_cents_check",
+            ));
+        }
+        if order.currency.len() != 3 || !order.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(constraint_violation(
+                "invalid currency",
+                "orders_currency_check",
+            ));
+        }
+        if let Some(existing) = self.by_correlation.get(&order.correlation_id) {
+            return Ok(Some(*existing));
+        }
+        if self.orders.contains_key(&order.order_id) {
+            return Err(StoreError::OrderIdTaken(order.order_id));
+        }
+        for line in &order.lines {
+            if !(1..=100).contains(&line.quantity) {
+                return Err(constraint_violation(
+                    "quantity outside 1..=100",
+                    "order_items_quantity_check",
+                ));
+            }
+            if line.unit_price_cents < 0 {
+                return Err(constraint_violation(
+                    "negative unit price",
+                    "order_items_unit_price_cents_check",
+                ));
+            }
+        }
+        if let Some(line) = order
+            .lines
+            .iter()
+            .find(|l| !self.products.contains_key(&l.product_id))
+        {
+            return Err(constraint_violation(
+                &format!("unknown product {:?}", line.product_id),
+                "order_items_product_id_fkey",
+            ));
+        }
+        if self.orders.len() >= self.max_orders {
+            return Err(StoreError::Unavailable(format!(
+                "the in-memory store holds its maximum of {} orders",
+                self.max_orders
+            )));
+        }
+        Ok(None)
+    }
+}
+
+#[async_trait]
+impl CatalogSource for MemoryStore {
+    async fn all_products(&self) -> Result<Vec<Product>, StoreError> {
+        Ok(self.lock().products.values().cloned().collect())
+    }
+}
+
+#[async_trait]
+impl OrderIdSource for MemoryStore {
+    async fn reserve_block(&self) -> Result<IdBlock, StoreError> {
+        let mut state = self.lock();
+        let start = state.next_block_start;
+        state.next_block_start = start
+            .checked_add(ORDER_ID_BLOCK_SIZE)
+            .ok_or_else(|| StoreError::Unavailable("order id blocks exhausted".into()))?;
+        Ok(IdBlock {
+            start,
+            len: ORDER_ID_BLOCK_SIZE,
+        })
+    }
+}
+
+#[async_trait]
+impl OrderWriter for MemoryStore {
+    async fn record_order(
+        &self,
+        order: &NewOrder,
+        processed_event: &[u8],
+    ) -> Result<RecordOutcome, StoreError> {
+        let mut state = self.lock();
+        if let Some(existing) = state.check_new_order(order)? {
+            return Ok(RecordOutcome::AlreadyRecorded(existing));
+        }
+        let now = Utc::now();
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        let record = OrderRecord {
+            order_id: order.order_id,
+            correlation_id: order.correlation_id,
+            customer: order.customer.clone(),
+            status: OrderStatus::Processing,
+            lines: order.lines.clone(),
+            total_cents: order.total_cents,
+            currency: order.currency.clone(),
+            created_at: now,
+            updated_at: now,
+            deleted: false,
+        };
+        state
+            .orders
+            .insert(order.order_id, StoredOrder { record, seq });
+        state
+            .by_correlation
+            .insert(order.correlation_id, order.order_id);
+        let id = state.next_outbox_id;
+        state.next_outbox_id += 1;
+        let entry = OutboxEntry {
+            id,
+            correlation_id: order.correlation_id,
+            order_id: order.order_id,
+            kind: PROCESSED_EVENT_KIND.to_owned(),
+            payload: processed_event.to_vec(),
+            created_at: now,
+        };
+        state.outbox.insert(
+            id,
+            PendingEntry {
+                entry,
+                leased_until: None,
+            },
+        );
+        Ok(RecordOutcome::Inserted)
+    }
+}
+
+#[async_trait]
+impl OrderReader for MemoryStore {
+    async fn list_orders(
+        &self,
+        customer: &UserId,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Page<OrderRecord>, StoreError> {
+        let state = self.lock();
+        let mut mine: Vec<&StoredOrder> = state
+            .orders
+            .values()
+            .filter(|o| &o.record.customer == customer && !o.record.deleted)
+            .collect();
+        mine.sort_by_key(|o| Reverse((o.record.created_at, o.seq)));
+        let total = i64::try_from(mine.len()).unwrap_or(i64::MAX);
+        let offset = usize::try_from(offset.max(0)).unwrap_or(usize::MAX);
+        let limit = usize::try_from(limit.clamp(0, MAX_BATCH)).unwrap_or(0);
+        let items = mine
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .map(|o| o.record.clone())
+            .collect();
+        Ok(Page { items, total })
+    }
+
+    async fn get_order(&self, order_id: OrderId) -> Result<Option<OrderRecord>, StoreError> {
+        Ok(self.lock().orders.get(&order_id).map(|o| o.record.clone()))
+    }
+
+    async fn get_order_by_correlation(
+        &self,
+        cid: CorrelationId,
+    ) -> Result<Option<OrderRecord>, StoreError> {
+        let state = self.lock();
+        let order = state
+            .by_correlation
+            .get(&cid)
+            .and_then(|id| state.orders.get(id));
+        Ok(order.map(|o| o.record.clone()))
+    }
+
+    async fn soft_delete(&self, customer: &UserId, order_id: OrderId) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        match state.orders.get_mut(&order_id) {
+            Some(o) if &o.record.customer == customer && !o.record.deleted => {
+                o.record.deleted = true;
+                o.record.updated_at = Utc::now();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+#[async_trait]
+impl Outbox for MemoryStore {
+    async fn lease_pending(
+        &self,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let limit = usize::try_from(limit.clamp(0, MAX_BATCH)).unwrap_or(0);
+        let now = Instant::now();
+        let until = now.checked_add(lease).unwrap_or(now);
+        let mut state = self.lock();
+        Ok(state
+            .outbox
+            .values_mut()
+            .filter(|p| p.leased_until.is_none_or(|t| t < now))
+            .take(limit)
+            .map(|p| {
+                p.leased_until = Some(until);
+                p.entry.clone()
+            })
+            .collect())
+    }
+
+    async fn complete(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        state.outbox.remove(&entry.id);
+        if let Some(o) = state.orders.get_mut(&entry.order_id)
+            && !o.record.status.is_final()
+        {
+            o.record.status = OrderStatus::Completed;
+            o.record.updated_at = Utc::now();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn new_serves_the_data_file_catalog_ordered_by_id() {
+        let store = MemoryStore::new().expect("catalog loads");
+        let products = store.all_products().await.expect("products");
+        assert_eq!(products.len(), 145);
+        assert!(products.windows(2).all(|w| w[0].id < w[1].id));
+    }
+
+    #[tokio::test]
+    async fn clones_share_id_blocks() {
+        let a = MemoryStore::new().expect("catalog loads");
+        let b = a.clone();
+        let first = a.reserve_block().await.expect("block");
+        let second = b.reserve_block().await.expect("block");
+        assert_eq!(
+            first,
+            IdBlock {
+                start: 1,
+                len: ORDER_ID_BLOCK_SIZE
+            }
+        );
+        assert_eq!(second.start, first.start + ORDER_ID_BLOCK_SIZE);
+    }
+
+    #[tokio::test]
+    async fn refuses_orders_beyond_its_capacity() {
+        let store = MemoryStore::new()
+            .expect("catalog loads")
+            .with_max_orders(1);
+        let order = |id: i64| NewOrder {
+            order_id: OrderId::new(id).expect("positive"),
+            correlation_id: CorrelationId::new(),
+            customer: UserId::parse("alice").expect("user"),
+            lines: Vec::new(),
+            total_cents: 0,
+            currency: "USD".into(),
+            accepted_at: Utc::now(),
+        };
+        let first = order(1);
+        assert_eq!(
+            store.record_order(&first, b"").await.ok(),
+            Some(RecordOutcome::Inserted)
+        );
+        assert!(matches!(
+            store.record_order(&order(2), b"").await,
+            Err(StoreError::Unavailable(_))
+        ));
+        // A redelivery of a recorded order still answers, full or not.
+        assert_eq!(
+            store.record_order(&first, b"").await.ok(),
+            Some(RecordOutcome::AlreadyRecorded(first.order_id))
+        );
+        assert!(format!("{store:?}").contains("orders: 1"));
+    }
+
+    #[tokio::test]
+    async fn with_products_rejects_an_invalid_catalog() {
+        let mut products = catalog::products().expect("catalog");
+        products[0].discount_percent = 101;
+        assert!(matches!(
+            MemoryStore::with_products(products),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+}

@@ -1,0 +1,807 @@
+//! The store contract, run against [`PgStore`] (a fresh database per test, migrated with
+//! `migrate`) and against [`MemoryStore`], so the in-memory store is held to what Postgres does.
+//! Each contract function gets two handles on the same data ("replicas": two pools on one
+//! database, or two clones of one memory store) and, for Postgres, raw SQL to count rows.
+//! Postgres-only behaviour (migrations, constraints, connecting) has its own tests at the end.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use diesel::{QueryableByName, sql_types::BigInt};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+use contoso_platform::domain::{CorrelationId, OrderId, OrderStatus, UserId};
+use contoso_store::{
+    MemoryStore, NewOrder, ORDER_ID_BLOCK_SIZE, OrderLine, OutboxEntry, PROCESSED_EVENT_KIND,
+    PgStore, RecordOutcome, Store, StoreError, catalog,
+    postgres::{MigrationReport, migrate},
+};
+use contoso_testkit::TestDatabase;
+
+/// Two handles on one store's data, plus SQL access when it is Postgres.
+struct World {
+    a: Box<dyn Store>,
+    b: Box<dyn Store>,
+    sql: Option<Sql>,
+    // Last, so the database outlives the pools that point at it.
+    _db: Option<TestDatabase>,
+}
+
+impl World {
+    async fn postgres() -> Self {
+        let db = TestDatabase::create().await;
+        migrate(db.url()).await.expect("migrating a fresh database");
+        let a = PgStore::connect(db.url(), 4)
+            .await
+            .expect("connecting store a");
+        let b = PgStore::connect(db.url(), 4)
+            .await
+            .expect("connecting store b");
+        Self {
+            a: Box::new(a),
+            b: Box::new(b),
+            sql: Some(Sql {
+                url: db.url().to_owned(),
+            }),
+            _db: Some(db),
+        }
+    }
+
+    fn memory() -> Self {
+        let a = MemoryStore::new().expect("catalog loads");
+        let b = a.clone();
+        Self {
+            a: Box::new(a),
+            b: Box::new(b),
+            sql: None,
+            _db: None,
+        }
+    }
+
+    /// Asserts `query` (a `SELECT count(*) AS n ...`) returns `expected`, when this is Postgres.
+    async fn assert_rows(&self, query: &str, expected: i64) {
+        if let Some(sql) = &self.sql {
+            assert_eq!(sql.count(query).await, expected, "{query}");
+        }
+    }
+}
+
+struct Sql {
+    url: String,
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+impl Sql {
+    async fn conn(&self) -> AsyncPgConnection {
+        AsyncPgConnection::establish(&self.url)
+            .await
+            .expect("connecting for raw SQL")
+    }
+
+    async fn count(&self, query: &str) -> i64 {
+        let mut conn = self.conn().await;
+        let row: Count = diesel::sql_query(query)
+            .get_result(&mut conn)
+            .await
+            .expect(query);
+        row.n
+    }
+
+    async fn run(&self, statement: &str) -> Result<usize, diesel::result::Error> {
+        diesel::sql_query(statement)
+            .execute(&mut self.conn().await)
+            .await
+    }
+}
+
+fn user(name: &str) -> UserId {
+    UserId::parse(name).expect("valid user id")
+}
+
+fn line(product_id: &str, quantity: i32) -> OrderLine {
+    let products = catalog::products().expect("catalog");
+    let product = products.iter().find(|p| p.id == product_id);
+    OrderLine {
+        product_id: product_id.to_owned(),
+        product_name: product.map_or_else(|| "Unknown".to_owned(), |p| p.name.clone()),
+        quantity,
+        unit_price_cents: product.map_or(999, |p| p.effective_price_cents()),
+    }
+}
+
+fn new_order(id: i64, customer: &str, lines: Vec<OrderLine>) -> NewOrder {
+    NewOrder {
+        order_id: OrderId::new(id).expect("positive id"),
+        correlation_id: CorrelationId::new(),
+        customer: user(customer),
+        total_cents: lines.iter().map(OrderLine::total_cents).sum(),
+        lines,
+        currency: "USD".to_owned(),
+        accepted_at: Utc::now(),
+    }
+}
+
+fn event(order: &NewOrder) -> Vec<u8> {
+    format!("processed {}", order.correlation_id).into_bytes()
+}
+
+async fn record(store: &dyn Store, order: &NewOrder) -> RecordOutcome {
+    store
+        .record_order(order, &event(order))
+        .await
+        .expect("recording an order")
+}
+
+/// Leases until something is offered or `deadline` passes.
+async fn lease_until_offered(
+    store: &dyn Store,
+    lease: Duration,
+    deadline: Duration,
+) -> Vec<OutboxEntry> {
+    let until = Instant::now() + deadline;
+    loop {
+        let leased = store.lease_pending(10, lease).await.expect("leasing");
+        if !leased.is_empty() || Instant::now() > until {
+            return leased;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn ids(entries: &[OutboxEntry]) -> Vec<i64> {
+    entries.iter().map(|e| e.order_id.get()).collect()
+}
+
+// ---- the contract ------------------------------------------------------------------------
+
+async fn all_products_returns_the_whole_catalog_ordered_by_id(w: World) {
+    let products = w.a.all_products().await.expect("products");
+    let mut expected = catalog::products().expect("catalog");
+    expected.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(products, expected);
+    assert_eq!(products.iter().filter(|p| !p.active).count(), 3);
+}
+
+async fn reserve_block_returns_disjoint_blocks_of_100_across_two_store_instances(w: World) {
+    let mut blocks = Vec::new();
+    for _ in 0..3 {
+        blocks.push(w.a.reserve_block().await.expect("block from a"));
+        blocks.push(w.b.reserve_block().await.expect("block from b"));
+    }
+    assert!(
+        blocks
+            .iter()
+            .all(|b| b.len == ORDER_ID_BLOCK_SIZE && b.start > 0),
+        "{blocks:?}"
+    );
+    blocks.sort_by_key(|b| b.start);
+    for pair in blocks.windows(2) {
+        assert!(
+            pair[0].start + pair[0].len <= pair[1].start,
+            "overlap in {blocks:?}"
+        );
+    }
+}
+
+async fn record_order_inserts_order_items_and_outbox_exactly_once(w: World) {
+    let start = w.a.reserve_block().await.expect("block").start;
+    let order = new_order(start, "alice", vec![line("AZ-104", 1), line("SAA-C03", 3)]);
+    assert_eq!(record(&*w.a, &order).await, RecordOutcome::Inserted);
+
+    let stored =
+        w.b.get_order(order.order_id)
+            .await
+            .expect("get")
+            .expect("recorded");
+    assert_eq!(stored.correlation_id, order.correlation_id);
+    assert_eq!(stored.customer, order.customer);
+    assert_eq!(stored.status, OrderStatus::Processing);
+    assert_eq!(stored.lines, order.lines);
+    assert_eq!(
+        (stored.total_cents, stored.currency.as_str()),
+        (order.total_cents, "USD")
+    );
+    assert!(!stored.deleted);
+    let by_cid =
+        w.b.get_order_by_correlation(order.correlation_id)
+            .await
+            .expect("get by cid");
+    assert_eq!(by_cid, Some(stored));
+
+    let leased =
+        w.b.lease_pending(10, Duration::from_secs(60))
+            .await
+            .expect("lease");
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].kind, PROCESSED_EVENT_KIND);
+    assert_eq!(leased[0].payload, event(&order));
+    assert_eq!(
+        (leased[0].order_id, leased[0].correlation_id),
+        (order.order_id, order.correlation_id)
+    );
+
+    let cid = order.correlation_id;
+    w.assert_rows(
+        &format!("SELECT count(*) AS n FROM orders WHERE correlation_id = '{cid}'"),
+        1,
+    )
+    .await;
+    w.assert_rows(
+        &format!("SELECT count(*) AS n FROM order_items WHERE order_id = {start}"),
+        2,
+    )
+    .await;
+    w.assert_rows(
+        &format!("SELECT count(*) AS n FROM outbox WHERE correlation_id = '{cid}'"),
+        1,
+    )
+    .await;
+    w.assert_rows(
+        "SELECT count(*) AS n FROM customers WHERE external_id = 'alice'",
+        1,
+    )
+    .await;
+}
+
+async fn recording_the_same_correlation_id_twice_returns_already_recorded_and_leaves_one_row(
+    w: World,
+) {
+    let start = w.a.reserve_block().await.expect("block").start;
+    let order = new_order(start, "alice", vec![line("AZ-900", 2)]);
+    assert_eq!(record(&*w.a, &order).await, RecordOutcome::Inserted);
+    assert_eq!(
+        record(&*w.b, &order).await,
+        RecordOutcome::AlreadyRecorded(order.order_id)
+    );
+
+    // A redelivery racing the first delivery on another replica.
+    let racing = new_order(start + 1, "alice", vec![line("AZ-900", 1)]);
+    let (x, y) = tokio::join!(record(&*w.a, &racing), record(&*w.b, &racing));
+    let mut outcomes = [x, y];
+    outcomes.sort_by_key(|o| matches!(o, RecordOutcome::AlreadyRecorded(_)));
+    assert_eq!(
+        outcomes,
+        [
+            RecordOutcome::Inserted,
+            RecordOutcome::AlreadyRecorded(racing.order_id)
+        ]
+    );
+
+    let leased =
+        w.a.lease_pending(10, Duration::from_secs(60))
+            .await
+            .expect("lease");
+    assert_eq!(
+        ids(&leased),
+        [start, start + 1],
+        "one outbox entry per order"
+    );
+    for o in [&order, &racing] {
+        let cid = o.correlation_id;
+        w.assert_rows(
+            &format!("SELECT count(*) AS n FROM orders WHERE correlation_id = '{cid}'"),
+            1,
+        )
+        .await;
+        w.assert_rows(
+            &format!("SELECT count(*) AS n FROM outbox WHERE correlation_id = '{cid}'"),
+            1,
+        )
+        .await;
+    }
+    w.assert_rows(
+        &format!("SELECT count(*) AS n FROM order_items WHERE order_id = {start}"),
+        1,
+    )
+    .await;
+}
+
+async fn recording_a_different_correlation_id_under_a_taken_order_id_is_order_id_taken(w: World) {
+    let start = w.a.reserve_block().await.expect("block").start;
+    let first = new_order(start, "alice", vec![line("200-301", 1)]);
+    record(&*w.a, &first).await;
+    let impostor = new_order(start, "bob", vec![line("N10-009", 1)]);
+    let err =
+        w.b.record_order(&impostor, b"x")
+            .await
+            .expect_err("the id is taken");
+    assert!(
+        matches!(err, StoreError::OrderIdTaken(id) if id == first.order_id),
+        "{err:?}"
+    );
+
+    assert_eq!(
+        w.a.get_order_by_correlation(impostor.correlation_id)
+            .await
+            .expect("get"),
+        None
+    );
+    let kept =
+        w.a.get_order(first.order_id)
+            .await
+            .expect("get")
+            .expect("first order");
+    assert_eq!(kept.correlation_id, first.correlation_id);
+    w.assert_rows("SELECT count(*) AS n FROM outbox", 1).await;
+    w.assert_rows(
+        "SELECT count(*) AS n FROM customers WHERE external_id = 'bob'",
+        0,
+    )
+    .await;
+}
+
+async fn an_unknown_product_rolls_back_the_whole_order(w: World) {
+    let start = w.a.reserve_block().await.expect("block").start;
+    let order = new_order(start, "carol", vec![line("AZ-104", 1), line("NOPE-404", 1)]);
+    let err =
+        w.a.record_order(&order, &event(&order))
+            .await
+            .expect_err("unknown product");
+    assert!(
+        matches!(&err, StoreError::Query(msg) if msg.contains("order_items_product_id_fkey")),
+        "{err:?}"
+    );
+    assert_eq!(w.b.get_order(order.order_id).await.expect("get"), None);
+    assert_eq!(
+        w.b.get_order_by_correlation(order.correlation_id)
+            .await
+            .expect("get"),
+        None
+    );
+    assert_eq!(
+        w.b.lease_pending(10, Duration::from_secs(60))
+            .await
+            .expect("lease"),
+        []
+    );
+    w.assert_rows("SELECT count(*) AS n FROM orders", 0).await;
+    w.assert_rows("SELECT count(*) AS n FROM order_items", 0)
+        .await;
+    w.assert_rows("SELECT count(*) AS n FROM outbox", 0).await;
+    w.assert_rows("SELECT count(*) AS n FROM customers", 0)
+        .await;
+
+    // Nothing was left behind: the same id and correlation id record fine once corrected.
+    let fixed = NewOrder {
+        lines: vec![line("AZ-104", 1)],
+        ..order
+    };
+    assert_eq!(record(&*w.b, &fixed).await, RecordOutcome::Inserted);
+}
+
+async fn record_order_rejects_quantities_outside_1_to_100(w: World) {
+    let start = w.a.reserve_block().await.expect("block").start;
+    for (offset, quantity) in [(0, 0), (1, 101), (2, -1)] {
+        let mut order = new_order(start + offset, "dave", vec![line("CKA", quantity)]);
+        // Keep the total valid so the line's own check is what fails.
+        order.total_cents = order.total_cents.max(0);
+        let err =
+            w.a.record_order(&order, b"x")
+                .await
+                .expect_err("bad quantity");
+        assert!(
+            matches!(&err, StoreError::Query(msg) if msg.contains("order_items_quantity_check")),
+            "quantity {quantity}: {err:?}"
+        );
+        assert_eq!(w.a.get_order(order.order_id).await.expect("get"), None);
+    }
+    let max = new_order(start + 3, "dave", vec![line("CKA", 100)]);
+    assert_eq!(record(&*w.a, &max).await, RecordOutcome::Inserted);
+}
+
+async fn list_orders_pages_newest_first_with_total_and_excludes_deleted(w: World) {
+    let start = w.a.reserve_block().await.expect("block").start;
+    let alice = user("alice");
+    let mut placed = Vec::new();
+    for k in 0..5 {
+        let order = new_order(
+            start + k,
+            "alice",
+            vec![line("SY0-701", 1), line("CISSP", 2)],
+        );
+        record(if k % 2 == 0 { &*w.a } else { &*w.b }, &order).await;
+        placed.push(order);
+    }
+    record(&*w.a, &new_order(start + 10, "bob", vec![line("PCA", 1)])).await;
+    let page_ids = |page: &contoso_store::Page<contoso_store::OrderRecord>| {
+        page.items
+            .iter()
+            .map(|o| o.order_id.get())
+            .collect::<Vec<_>>()
+    };
+
+    let first = w.b.list_orders(&alice, 0, 2).await.expect("page 1");
+    assert_eq!(
+        (page_ids(&first), first.total),
+        (vec![start + 4, start + 3], 5)
+    );
+    assert!(
+        first
+            .items
+            .iter()
+            .all(|o| o.lines == placed[0].lines && o.customer == alice)
+    );
+    let second = w.b.list_orders(&alice, 2, 2).await.expect("page 2");
+    assert_eq!(
+        (page_ids(&second), second.total),
+        (vec![start + 2, start + 1], 5)
+    );
+    let last = w.b.list_orders(&alice, 4, 2).await.expect("page 3");
+    assert_eq!((page_ids(&last), last.total), (vec![start], 5));
+    let beyond = w.b.list_orders(&alice, 50, 2).await.expect("past the end");
+    assert_eq!((beyond.items.len(), beyond.total), (0, 5));
+
+    assert!(
+        w.a.soft_delete(&alice, placed[2].order_id)
+            .await
+            .expect("delete")
+    );
+    let after = w.b.list_orders(&alice, 0, 10).await.expect("after delete");
+    assert_eq!(
+        (page_ids(&after), after.total),
+        (vec![start + 4, start + 3, start + 1, start], 4)
+    );
+    let deleted =
+        w.b.get_order(placed[2].order_id)
+            .await
+            .expect("get")
+            .expect("still readable");
+    assert!(deleted.deleted);
+
+    let nobody =
+        w.b.list_orders(&user("nobody"), 0, 10)
+            .await
+            .expect("no orders");
+    assert_eq!((nobody.items.len(), nobody.total), (0, 0));
+    let bob = w.b.list_orders(&user("bob"), 0, 10).await.expect("bob");
+    assert_eq!((page_ids(&bob), bob.total), (vec![start + 10], 1));
+}
+
+async fn soft_delete_only_for_the_owner(w: World) {
+    let start = w.a.reserve_block().await.expect("block").start;
+    let order = new_order(start, "alice", vec![line("AZ-700", 1)]);
+    record(&*w.a, &order).await;
+    let (alice, mallory) = (user("alice"), user("mallory"));
+    // mallory must exist as a customer too, so the check is ownership and not existence.
+    record(
+        &*w.a,
+        &new_order(start + 1, "mallory", vec![line("AZ-700", 1)]),
+    )
+    .await;
+
+    assert!(
+        !w.b.soft_delete(&mallory, order.order_id)
+            .await
+            .expect("delete by another")
+    );
+    let untouched =
+        w.a.get_order(order.order_id)
+            .await
+            .expect("get")
+            .expect("order");
+    assert!(!untouched.deleted);
+    assert_eq!(w.a.list_orders(&alice, 0, 10).await.expect("list").total, 1);
+
+    assert!(
+        w.b.soft_delete(&alice, order.order_id)
+            .await
+            .expect("delete by owner")
+    );
+    assert!(
+        !w.b.soft_delete(&alice, order.order_id)
+            .await
+            .expect("delete again")
+    );
+    let missing = OrderId::new(start + 99).expect("id");
+    assert!(
+        !w.b.soft_delete(&alice, missing)
+            .await
+            .expect("delete a missing order")
+    );
+    assert_eq!(w.a.list_orders(&alice, 0, 10).await.expect("list").total, 0);
+}
+
+async fn lease_pending_skips_entries_leased_by_another_store_instance_and_re_offers_them_after_the_lease_expires(
+    w: World,
+) {
+    let start = w.a.reserve_block().await.expect("block").start;
+    for k in 0..3 {
+        record(&*w.a, &new_order(start + k, "erin", vec![line("CKAD", 1)])).await;
+    }
+    let long = Duration::from_secs(600);
+    let by_a = w.a.lease_pending(2, long).await.expect("a leases");
+    assert_eq!(
+        ids(&by_a),
+        [start, start + 1],
+        "oldest first, up to the limit"
+    );
+    let by_b = w.b.lease_pending(10, long).await.expect("b leases");
+    assert_eq!(ids(&by_b), [start + 2], "b skips what a holds");
+    assert_eq!(w.b.lease_pending(10, long).await.expect("b again"), []);
+
+    record(&*w.a, &new_order(start + 3, "erin", vec![line("CKAD", 1)])).await;
+    let short = Duration::from_secs(2);
+    assert_eq!(
+        ids(&w.a.lease_pending(10, short).await.expect("a, short lease")),
+        [start + 3]
+    );
+    assert_eq!(
+        w.b.lease_pending(10, long).await.expect("b while leased"),
+        []
+    );
+    let reoffered = lease_until_offered(&*w.b, long, Duration::from_secs(20)).await;
+    assert_eq!(
+        ids(&reoffered),
+        [start + 3],
+        "only the expired lease comes back"
+    );
+}
+
+async fn complete_marks_order_completed_and_entry_published(w: World) {
+    let start = w.a.reserve_block().await.expect("block").start;
+    let done = new_order(start, "frank", vec![line("EX200", 1)]);
+    let pending = new_order(start + 1, "frank", vec![line("EX294", 1)]);
+    record(&*w.a, &done).await;
+    record(&*w.a, &pending).await;
+    let blink = Duration::from_millis(1);
+    let leased = w.a.lease_pending(10, blink).await.expect("lease");
+    assert_eq!(ids(&leased), [start, start + 1]);
+
+    w.b.complete(&leased[0]).await.expect("complete");
+    w.b.complete(&leased[0])
+        .await
+        .expect("completing twice is harmless");
+    let completed =
+        w.a.get_order(done.order_id)
+            .await
+            .expect("get")
+            .expect("order");
+    assert_eq!(completed.status, OrderStatus::Completed);
+    let still =
+        w.a.get_order(pending.order_id)
+            .await
+            .expect("get")
+            .expect("order");
+    assert_eq!(still.status, OrderStatus::Processing);
+    w.assert_rows(
+        &format!(
+            "SELECT count(*) AS n FROM outbox WHERE order_id = {start} AND published_at IS NOT NULL"
+        ),
+        1,
+    )
+    .await;
+
+    // Once the short lease lapses only the unpublished entry is offered again.
+    let again = lease_until_offered(&*w.b, Duration::from_secs(60), Duration::from_secs(20)).await;
+    assert_eq!(ids(&again), [start + 1]);
+}
+
+macro_rules! contract_tests {
+    ($($name:ident),+ $(,)?) => {
+        mod in_postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::World::postgres().await).await;
+            })+
+        }
+        mod in_memory {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::World::memory()).await;
+            })+
+        }
+    };
+}
+
+contract_tests!(
+    all_products_returns_the_whole_catalog_ordered_by_id,
+    reserve_block_returns_disjoint_blocks_of_100_across_two_store_instances,
+    record_order_inserts_order_items_and_outbox_exactly_once,
+    recording_the_same_correlation_id_twice_returns_already_recorded_and_leaves_one_row,
+    recording_a_different_correlation_id_under_a_taken_order_id_is_order_id_taken,
+    an_unknown_product_rolls_back_the_whole_order,
+    record_order_rejects_quantities_outside_1_to_100,
+    list_orders_pages_newest_first_with_total_and_excludes_deleted,
+    soft_delete_only_for_the_owner,
+    lease_pending_skips_entries_leased_by_another_store_instance_and_re_offers_them_after_the_lease_expires,
+    complete_marks_order_completed_and_entry_published,
+);
+
+// ---- Postgres only -----------------------------------------------------------------------
+
+#[tokio::test]
+async fn migrate_is_idempotent_and_loads_145_products() {
+    let db = TestDatabase::create().await;
+    let first = migrate(db.url()).await.expect("first migrate");
+    assert_eq!(first.applied, ["20261124000001"]);
+    assert_eq!(
+        (first.products_changed, first.products_deactivated),
+        (145, 0)
+    );
+
+    let second = migrate(db.url()).await.expect("second migrate");
+    let nothing = MigrationReport {
+        applied: vec![],
+        products_changed: 0,
+        products_deactivated: 0,
+    };
+    assert_eq!(second, nothing);
+
+    let sql = Sql {
+        url: db.url().to_owned(),
+    };
+    assert_eq!(sql.count("SELECT count(*) AS n FROM products").await, 145);
+    assert_eq!(
+        sql.count("SELECT count(*) AS n FROM products WHERE active")
+            .await,
+        142
+    );
+    assert_eq!(
+        sql.count("SELECT count(*) AS n FROM __diesel_schema_migrations")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn migrate_restores_edited_products_and_deactivates_ones_missing_from_the_data_file() {
+    let db = TestDatabase::create().await;
+    migrate(db.url()).await.expect("migrate");
+    let sql = Sql {
+        url: db.url().to_owned(),
+    };
+    sql.run("UPDATE products SET price_cents = 1, name = 'edited' WHERE id = 'AZ-900'")
+        .await
+        .expect("edit a product");
+    sql.run(
+        "INSERT INTO products (id, name, category, vendor, image_url, discount_percent, \
+         billing_period, subscription, price_cents, currency) \
+         VALUES ('OLD-001', 'Gone', 'Lab', 'Nobody', '/x.svg', 0, 'Monthly', true, 100, 'USD')",
+    )
+    .await
+    .expect("insert a product the file does not list");
+
+    let report = migrate(db.url()).await.expect("migrate again");
+    assert_eq!(
+        (report.products_changed, report.products_deactivated),
+        (1, 1)
+    );
+    assert_eq!(
+        sql.count("SELECT count(*) AS n FROM products WHERE id = 'AZ-900' AND price_cents <> 1")
+            .await,
+        1
+    );
+    assert_eq!(
+        sql.count("SELECT count(*) AS n FROM products WHERE id = 'OLD-001' AND NOT active")
+            .await,
+        1
+    );
+    assert_eq!(
+        migrate(db.url())
+            .await
+            .expect("third migrate")
+            .products_deactivated,
+        0
+    );
+}
+
+#[tokio::test]
+async fn migrating_twice_concurrently_succeeds() {
+    let db = TestDatabase::create().await;
+    let (x, y) = tokio::join!(migrate(db.url()), migrate(db.url()));
+    let (x, y) = (x.expect("first replica"), y.expect("second replica"));
+    let mut applied = [x.applied.len(), y.applied.len()];
+    applied.sort_unstable();
+    assert_eq!(applied, [0, 1], "exactly one replica applied the migration");
+    assert_eq!(x.products_changed + y.products_changed, 145);
+
+    let sql = Sql {
+        url: db.url().to_owned(),
+    };
+    assert_eq!(sql.count("SELECT count(*) AS n FROM products").await, 145);
+    assert_eq!(
+        sql.count("SELECT count(*) AS n FROM __diesel_schema_migrations")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn check_constraints_reject_quantity_0_and_101_and_discount_101() {
+    let db = TestDatabase::create().await;
+    migrate(db.url()).await.expect("migrate");
+    let sql = Sql {
+        url: db.url().to_owned(),
+    };
+    sql.run("INSERT INTO customers (id, external_id) VALUES (1, 'alice')")
+        .await
+        .expect("customer");
+    sql.run(
+        "INSERT INTO orders (id, correlation_id, customer_id, status, total_cents, currency, accepted_at) \
+         VALUES (1, gen_random_uuid(), 1, 'PROCESSING', 0, 'USD', now())",
+    )
+    .await
+    .expect("order");
+    let item = |line_no: i32, quantity: i32| {
+        format!(
+            "INSERT INTO order_items (order_id, line_no, product_id, product_name, quantity, unit_price_cents) \
+             VALUES (1, {line_no}, 'AZ-900', 'x', {quantity}, 100)"
+        )
+    };
+    let violated = |result: Result<usize, diesel::result::Error>| match result {
+        Err(diesel::result::Error::DatabaseError(_, info)) => {
+            info.constraint_name().map(str::to_owned)
+        }
+        other => panic!("expected a constraint violation, got {other:?}"),
+    };
+
+    assert_eq!(
+        violated(sql.run(&item(1, 0)).await).as_deref(),
+        Some("order_items_quantity_check")
+    );
+    assert_eq!(
+        violated(sql.run(&item(1, 101)).await).as_deref(),
+        Some("order_items_quantity_check")
+    );
+    assert_eq!(
+        sql.run(&item(1, 100))
+            .await
+            .expect("quantity 100 is allowed"),
+        1
+    );
+    assert_eq!(
+        violated(
+            sql.run("UPDATE products SET discount_percent = 101 WHERE id = 'AZ-900'")
+                .await
+        )
+        .as_deref(),
+        Some("products_discount_percent_check")
+    );
+    assert_eq!(
+        violated(
+            sql.run("UPDATE orders SET status = 'SHIPPED' WHERE id = 1")
+                .await
+        )
+        .as_deref(),
+        Some("orders_status_check")
+    );
+}
+
+#[tokio::test]
+async fn both_stores_serve_the_same_catalog() {
+    let pg = World::postgres().await;
+    let memory = World::memory();
+    assert_eq!(
+        pg.a.all_products().await.expect("postgres catalog"),
+        memory.a.all_products().await.expect("memory catalog")
+    );
+}
+
+#[tokio::test]
+async fn connecting_to_an_unreachable_database_is_unavailable() {
+    let free = contoso_testkit::free_port();
+    let down = PgStore::connect(&format!("postgres://postgres@127.0.0.1:{free}/postgres"), 2).await;
+    assert!(matches!(down, Err(StoreError::Unavailable(_))), "{down:?}");
+    let garbage = PgStore::connect("definitely not a url", 2).await;
+    assert!(
+        matches!(garbage, Err(StoreError::Unavailable(_))),
+        "{garbage:?}"
+    );
+    let migrate_down = migrate(&format!("postgres://postgres@127.0.0.1:{free}/postgres")).await;
+    assert!(
+        matches!(migrate_down, Err(StoreError::Unavailable(_))),
+        "{migrate_down:?}"
+    );
+}
+
+#[tokio::test]
+async fn is_ready_answers_for_a_live_database() {
+    let db = TestDatabase::create().await;
+    let store = PgStore::connect(db.url(), 1).await.expect("connect");
+    assert!(store.is_ready().await);
+}

@@ -1,0 +1,165 @@
+//! Fixtures for tests that own their world. Each test gets its own `nats-server` (temp store, free
+//! port, killed on drop), its own Postgres database (dropped on drop), and its own Redis key
+//! prefix. Nothing here sleeps to synchronise: readiness is polled with a deadline.
+//!
+//! Environment: `NATS_SERVER_BIN` (default: `nats-server` on `PATH`, must be 2.10 or newer),
+//! `TEST_DATABASE_ADMIN_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`),
+//! `TEST_REDIS_URL` (default `redis://127.0.0.1:6379`).
+
+use std::{
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0 to find a free port")
+}
+
+/// Waits until something accepts TCP connections on `addr`, or panics after `deadline`.
+pub fn wait_for_port(addr: SocketAddr, deadline: Duration) {
+    let until = Instant::now() + deadline;
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < until, "nothing listened on {addr} within {deadline:?}");
+        std::thread::yield_now();
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+}
+
+/// A unique prefix for Redis keys, channels and NATS subjects/streams of one test.
+pub fn unique_name(label: &str) -> String {
+    format!("t{}{}", label, &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// The `nats-server` binary to run: `NATS_SERVER_BIN`, else the one on `PATH`.
+pub fn nats_server_bin() -> PathBuf {
+    std::env::var_os("NATS_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("nats-server"))
+}
+
+/// A private JetStream-enabled `nats-server` on a free port with a temporary store.
+#[derive(Debug)]
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    pub fn start() -> Self {
+        let store = tempfile::tempdir().expect("creating a temp dir for JetStream");
+        let port = free_port();
+        let mut server = Self { child: None, port, store };
+        server.restart();
+        server
+    }
+
+    /// `nats://127.0.0.1:{port}`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server (its store stays, so a restart keeps the streams).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and store, and waits until it listens.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new(nats_server_bin())
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "starting {} (set NATS_SERVER_BIN to a 2.10+ nats-server): {e}",
+                    nats_server_bin().display()
+                )
+            });
+        self.child = Some(child);
+        wait_for_port(SocketAddr::from(([127, 0, 0, 1], self.port)), Duration::from_secs(15));
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_ADMIN_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A fresh, empty Postgres database for one test, dropped when this value drops.
+#[derive(Debug)]
+pub struct TestDatabase {
+    name: String,
+    url: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        let admin = admin_url();
+        let name = unique_name("db_");
+        let mut conn = AsyncPgConnection::establish(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {admin} to create a test database: {e}"));
+        diesel::sql_query(format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .await
+            .expect("CREATE DATABASE for a test");
+        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+        let url = format!("{base}/{name}");
+        Self { name, url }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop may run inside a runtime, which cannot block on another; a plain thread can.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                let mut conn = AsyncPgConnection::establish(&admin_url()).await.ok()?;
+                diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
