@@ -78,10 +78,13 @@ pub(crate) fn idempotency_key(raw: &str) -> Result<Option<String>, ApiError> {
     let key = raw.trim();
     if key.is_empty() {
         Ok(None)
-    } else if key.len() > MAX_IDEMPOTENCY_KEY_LEN || key.chars().any(char::is_control) {
+    } else if key.len() > MAX_IDEMPOTENCY_KEY_LEN
+        // No `:`, so `{user}:{key}` names one (user, key) pair only.
+        || !key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
         Err(ApiError::invalid(
             "idempotency_key",
-            format!("at most {MAX_IDEMPOTENCY_KEY_LEN} printable characters"),
+            format!("at most {MAX_IDEMPOTENCY_KEY_LEN} characters of A-Z, a-z, 0-9, '-', '_', '.'"),
         ))
     } else {
         Ok(Some(key.to_owned()))
@@ -180,5 +183,6 @@ mod tests {
         assert_eq!(idempotency_key("k-1").unwrap().as_deref(), Some("k-1"));
         assert!(idempotency_key(&"k".repeat(129)).is_err());
         assert!(idempotency_key("a\nb").is_err());
+        assert!(idempotency_key("b:c").is_err());
     }
 }

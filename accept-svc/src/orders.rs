@@ -195,7 +195,7 @@ fn order_pb(
 
 fn record_pb(record: OrderRecord) -> pb::Order {
     let priced = PricedOrder { lines: record.lines, total_cents: record.total_cents, currency: record.currency };
-    order_pb(record.order_id, record.correlation_id, record.status, record.created_at, &priced)
+    order_pb(record.order_id, record.correlation_id, record.status, record.accepted_at, &priced)
 }
 
 #[tonic::async_trait]

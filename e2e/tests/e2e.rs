@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::{
     rpc::{
-        Client, Code, DELETE_ORDER, GET_ORDER, GET_ORDER_STATUS, GET_PRODUCT, LIST_ORDERS, LIST_PRODUCTS,
-        PLACE_ORDER,
+        Client, Code, DELETE_ORDER, GET_ORDER, GET_ORDER_STATUS, GET_PRODUCT, LIST_ORDERS,
+        LIST_PRODUCTS, PLACE_ORDER,
     },
     system::{DevSystem, System},
 };
@@ -33,14 +33,19 @@ const RECOVERY: Duration = Duration::from_secs(60);
 const TWO_LINES: [(&str, i64); 2] = [("AZ-700", 2), ("SAA-C03", 1)];
 
 fn order_request(lines: &[(&str, i64)]) -> Value {
-    let lines: Vec<Value> = lines.iter().map(|(id, quantity)| json!({ "productId": id, "quantity": quantity })).collect();
+    let lines: Vec<Value> = lines
+        .iter()
+        .map(|(id, quantity)| json!({ "productId": id, "quantity": quantity }))
+        .collect();
     json!({ "lines": lines })
 }
 
 /// proto3 JSON prints int64 as a string; a missing field is the default 0.
 fn int64(value: &Value) -> i64 {
     match value {
-        Value::String(s) => s.parse().unwrap_or_else(|e| panic!("not an int64: {s:?}: {e}")),
+        Value::String(s) => s
+            .parse()
+            .unwrap_or_else(|e| panic!("not an int64: {s:?}: {e}")),
         Value::Number(n) => n.as_i64().unwrap_or_else(|| panic!("not an int64: {n}")),
         Value::Null => 0,
         other => panic!("not an int64: {other}"),
@@ -48,53 +53,89 @@ fn int64(value: &Value) -> i64 {
 }
 
 fn text(value: &Value) -> &str {
-    value.as_str().unwrap_or_else(|| panic!("not a string: {value}"))
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a string: {value}"))
 }
 
 /// Checks an accepted order against what was asked and against the catalog's own prices.
 fn assert_priced_as_in_catalog(catalog: Client, token: &str, order: &Value, asked: &[(&str, i64)]) {
-    let lines = order["lines"].as_array().unwrap_or_else(|| panic!("no lines in {order}"));
+    let lines = order["lines"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no lines in {order}"));
     assert_eq!(lines.len(), asked.len(), "lines of {order}");
     let mut total = 0;
     for (line, (id, quantity)) in lines.iter().zip(asked) {
         let product = &catalog.ok(GET_PRODUCT, Some(token), json!({ "id": id }))["product"];
         assert_eq!(line["productId"], *id, "{line}");
-        assert_eq!(line["productName"], product["name"], "the name snapshot of {id}");
+        assert_eq!(
+            line["productName"], product["name"],
+            "the name snapshot of {id}"
+        );
         assert_eq!(int64(&line["quantity"]), *quantity, "{line}");
         let unit = int64(&line["unitPriceCents"]);
         assert!(unit > 0, "{id} has no price: {line}");
-        assert_eq!(unit, int64(&product["effectivePriceCents"]), "{id} is charged its discounted price");
+        assert_eq!(
+            unit,
+            int64(&product["effectivePriceCents"]),
+            "{id} is charged its discounted price"
+        );
         assert_eq!(int64(&line["lineTotalCents"]), unit * quantity, "{line}");
         total += unit * quantity;
     }
-    assert_eq!(int64(&order["totalCents"]), total, "the total is the sum of the lines: {order}");
+    assert_eq!(
+        int64(&order["totalCents"]),
+        total,
+        "the total is the sum of the lines: {order}"
+    );
 }
 
 /// Opens a status stream with `watcher`, places the two-line order with `orders`, and follows
-/// it to COMPLETED. Returns the accepted order and the COMPLETED update.
-fn place_and_follow(orders: Client, watcher: Client, token: &str) -> (Value, Value) {
+/// it through ACCEPTED, PROCESSING and COMPLETED. Returns the accepted order.
+fn place_and_follow(orders: Client, watcher: Client, token: &str) -> Value {
     let mut stream = watcher.watch(token, &[]);
     stream.wait_until_open(STREAM_OPEN);
 
     let order = orders.ok(PLACE_ORDER, Some(token), order_request(&TWO_LINES))["order"].clone();
     assert_eq!(order["status"], ACCEPTED, "{order}");
-    assert!(int64(&order["orderId"]) > 0, "the order id is reserved at intake: {order}");
+    assert!(
+        int64(&order["orderId"]) > 0,
+        "the order id is reserved at intake: {order}"
+    );
     assert!(order["createdAt"].is_string(), "{order}");
     assert_priced_as_in_catalog(orders, token, &order, &TWO_LINES);
 
     let cid = text(&order["correlationId"]);
     let completed = stream.wait_for(cid, COMPLETED, FLOW);
-    assert_eq!(stream.statuses_of(cid), [ACCEPTED, PROCESSING, COMPLETED], "statuses of {cid}, in order");
-    assert_eq!(int64(&completed["orderId"]), int64(&order["orderId"]), "COMPLETED names the order id");
-    (order, completed)
+    assert_eq!(
+        stream.statuses_of(cid),
+        [ACCEPTED, PROCESSING, COMPLETED],
+        "statuses of {cid}, in order"
+    );
+    assert_eq!(
+        int64(&completed["orderId"]),
+        int64(&order["orderId"]),
+        "COMPLETED names the order id"
+    );
+    order
 }
 
 /// GetOrder answers the lines and total that PlaceOrder answered.
 fn assert_recorded_as_accepted(orders: Client, token: &str, accepted: &Value) {
-    let recorded = &orders.ok(GET_ORDER, Some(token), json!({ "orderId": accepted["orderId"] }))["order"];
-    assert_eq!(recorded["correlationId"], accepted["correlationId"], "{recorded}");
+    let recorded = &orders.ok(
+        GET_ORDER,
+        Some(token),
+        json!({ "orderId": accepted["orderId"] }),
+    )["order"];
+    assert_eq!(
+        recorded["correlationId"], accepted["correlationId"],
+        "{recorded}"
+    );
     assert_eq!(recorded["lines"], accepted["lines"], "recorded lines");
-    assert_eq!(recorded["totalCents"], accepted["totalCents"], "recorded total");
+    assert_eq!(
+        recorded["totalCents"], accepted["totalCents"],
+        "recorded total"
+    );
 }
 
 #[test]
@@ -103,7 +144,7 @@ fn order_flows_end_to_end_over_grpc_on_real_infrastructure() {
     let (alice, bob) = (system.token("alice"), system.token("bob"));
     let orders = system.accept();
 
-    let (order, _) = place_and_follow(orders, system.notify(), &alice);
+    let order = place_and_follow(orders, system.notify(), &alice);
     let cid = text(&order["correlationId"]);
     let order_id = json!({ "orderId": order["orderId"] });
     assert_recorded_as_accepted(orders, &alice, &order);
@@ -112,24 +153,50 @@ fn order_flows_end_to_end_over_grpc_on_real_infrastructure() {
     assert_eq!(system.count(by_cid, &[cid]), 1, "one row in orders");
     let items = "SELECT count(*) AS n FROM order_items i JOIN orders o ON o.id = i.order_id \
                  WHERE o.correlation_id = $1::uuid";
-    assert_eq!(system.count(items, &[cid]), 2, "one row in order_items per line");
+    assert_eq!(
+        system.count(items, &[cid]),
+        2,
+        "one row in order_items per line"
+    );
 
-    let status = orders.ok(GET_ORDER_STATUS, Some(&alice), json!({ "correlationId": cid }));
+    let status = orders.ok(
+        GET_ORDER_STATUS,
+        Some(&alice),
+        json!({ "correlationId": cid }),
+    );
     assert_eq!(status["status"], COMPLETED, "{status}");
     assert_eq!(status["orderId"], order["orderId"], "{status}");
 
     let listed = orders.ok(LIST_ORDERS, Some(&alice), json!({}));
-    let listed_ids: Vec<&Value> = listed["orders"].as_array().into_iter().flatten().map(|o| &o["orderId"]).collect();
+    let listed_ids: Vec<&Value> = listed["orders"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| &o["orderId"])
+        .collect();
     assert_eq!(listed_ids, [&order["orderId"]], "alice's orders: {listed}");
 
     let denied = orders.err(GET_ORDER, Some(&bob), order_id.clone());
-    assert_eq!(denied.code, Code::PermissionDenied, "bob reads alice's order: {}", denied.output);
+    assert_eq!(
+        denied.code,
+        Code::PermissionDenied,
+        "bob reads alice's order: {}",
+        denied.output
+    );
 
     orders.ok(DELETE_ORDER, Some(&alice), order_id.clone());
     let gone = orders.err(GET_ORDER, Some(&alice), order_id);
-    assert_eq!(gone.code, Code::NotFound, "a deleted order: {}", gone.output);
+    assert_eq!(
+        gone.code,
+        Code::NotFound,
+        "a deleted order: {}",
+        gone.output
+    );
     let listed = orders.ok(LIST_ORDERS, Some(&alice), json!({}));
-    assert!(listed["orders"].as_array().is_none_or(Vec::is_empty), "deleted orders are not listed: {listed}");
+    assert!(
+        listed["orders"].as_array().is_none_or(Vec::is_empty),
+        "deleted orders are not listed: {listed}"
+    );
 }
 
 #[test]
@@ -138,13 +205,27 @@ fn order_flows_end_to_end_over_grpc_web_through_the_gateway() {
     let web = system.gateway_web();
 
     let page = web.ok(LIST_PRODUCTS, None, json!({ "size": 5 }));
-    let products = page["products"].as_array().unwrap_or_else(|| panic!("no products in {page}"));
+    let products = page["products"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no products in {page}"));
     assert_eq!(products.len(), 5, "a page of the requested size: {page}");
-    assert!(products.iter().all(|p| p["id"].is_string() && p["name"].is_string()), "{page}");
-    assert!(page["total"].as_i64().unwrap_or_default() >= 5, "the total counts every match: {page}");
+    assert!(
+        products
+            .iter()
+            .all(|p| p["id"].is_string() && p["name"].is_string()),
+        "{page}"
+    );
+    assert!(
+        page["total"].as_i64().unwrap_or_default() >= 5,
+        "the total counts every match: {page}"
+    );
+
+    // The catalog is public; orders are not, and the gateway keeps it that way.
+    let refused = web.err(PLACE_ORDER, None, order_request(&TWO_LINES));
+    assert_eq!(refused.code, Code::Unauthenticated, "{}", refused.output);
 
     let alice = system.token("alice");
-    let (order, _) = place_and_follow(web, web, &alice);
+    let order = place_and_follow(web, web, &alice);
     assert_recorded_as_accepted(web, &alice, &order);
 }
 
@@ -159,24 +240,41 @@ fn contoso_dev_runs_the_whole_flow_on_embedded_defaults() {
     // Naming the first order makes its current status the stream's first message.
     let mut stream = web.watch(&carol, &[first_cid]);
     stream.wait_until_open(STREAM_OPEN);
+    assert!(
+        !stream.statuses_of(first_cid).is_empty(),
+        "the stream starts with the named order's current status"
+    );
 
-    let second = dev.accept().ok(PLACE_ORDER, Some(&carol), order_request(&[("AZ-900", 1)]))["order"].clone();
+    let second = dev
+        .accept()
+        .ok(PLACE_ORDER, Some(&carol), order_request(&[("AZ-900", 1)]))["order"]
+        .clone();
     let second_cid = text(&second["correlationId"]);
 
     for (order, cid) in [(&first, first_cid), (&second, second_cid)] {
         let completed = stream.wait_for(cid, COMPLETED, FLOW);
-        assert_eq!(completed["orderId"], order["orderId"], "COMPLETED names the order id of {cid}");
+        assert_eq!(
+            completed["orderId"], order["orderId"],
+            "COMPLETED names the order id of {cid}"
+        );
     }
     let statuses = stream.statuses_of(first_cid);
     assert!(
         statuses.windows(2).all(|w| rank(&w[0]) < rank(&w[1])),
         "statuses of an order only move forward: {statuses:?}"
     );
-    assert_eq!(stream.statuses_of(second_cid), [ACCEPTED, PROCESSING, COMPLETED], "the watched order's statuses");
+    assert_eq!(
+        stream.statuses_of(second_cid),
+        [ACCEPTED, PROCESSING, COMPLETED],
+        "the watched order's statuses"
+    );
 }
 
 fn rank(status: &str) -> usize {
-    [ACCEPTED, PROCESSING, COMPLETED].iter().position(|s| *s == status).unwrap_or(usize::MAX)
+    [ACCEPTED, PROCESSING, COMPLETED]
+        .iter()
+        .position(|s| *s == status)
+        .unwrap_or(usize::MAX)
 }
 
 #[test]
@@ -186,35 +284,101 @@ fn bad_input_gets_a_clear_status_and_leaves_nothing_behind() {
     let orders = system.accept();
 
     let catalog = orders.ok(LIST_PRODUCTS, Some(&alice), json!({ "size": 51 }));
-    let ids: Vec<&str> = catalog["products"].as_array().into_iter().flatten().map(|p| text(&p["id"])).collect();
-    assert_eq!(ids.len(), 51, "51 distinct products to overfill an order with");
+    let ids: Vec<&str> = catalog["products"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| text(&p["id"]))
+        .collect();
+    assert_eq!(
+        ids.len(),
+        51,
+        "51 distinct products to overfill an order with"
+    );
     let too_many: Vec<(&str, i64)> = ids.iter().map(|id| (*id, 1)).collect();
 
     let valid = order_request(&TWO_LINES);
     let cases = [
-        ("quantity 0", Some(alice.clone()), order_request(&[("AZ-700", 0)]), Code::InvalidArgument, "lines[0].quantity"),
-        ("51 lines", Some(alice.clone()), order_request(&too_many), Code::InvalidArgument, "lines:"),
-        ("an unknown product", Some(alice.clone()), order_request(&[("NO-SUCH-EXAM", 1)]), Code::NotFound, "NO-SUCH-EXAM"),
-        ("no token", None, valid.clone(), Code::Unauthenticated, "token"),
-        ("a forged token", Some(system.forged_token("alice")), valid.clone(), Code::Unauthenticated, "token"),
-        ("an expired token", Some(system.expired_token("alice")), valid, Code::Unauthenticated, "expired"),
+        (
+            "quantity 0",
+            Some(alice.clone()),
+            order_request(&[("AZ-700", 0)]),
+            Code::InvalidArgument,
+            "lines[0].quantity",
+        ),
+        (
+            "51 lines",
+            Some(alice.clone()),
+            order_request(&too_many),
+            Code::InvalidArgument,
+            "lines:",
+        ),
+        (
+            "an unknown product",
+            Some(alice.clone()),
+            order_request(&[("NO-SUCH-EXAM", 1)]),
+            Code::NotFound,
+            "NO-SUCH-EXAM",
+        ),
+        (
+            "no token",
+            None,
+            valid.clone(),
+            Code::Unauthenticated,
+            "token",
+        ),
+        (
+            "a forged token",
+            Some(system.forged_token("alice")),
+            valid.clone(),
+            Code::Unauthenticated,
+            "token",
+        ),
+        (
+            "an expired token",
+            Some(system.expired_token("alice")),
+            valid,
+            Code::Unauthenticated,
+            "expired",
+        ),
     ];
     for (case, token, request, code, named) in cases {
         let err = orders.err(PLACE_ORDER, token.as_deref(), request);
         assert_eq!(err.code, code, "{case}: {}", err.output);
-        assert!(err.message.contains(named), "{case}: the message names {named:?}: {}", err.message);
+        assert!(
+            err.message.contains(named),
+            "{case}: the message names {named:?}: {}",
+            err.message
+        );
     }
     // Intake writes Redis before it answers, so refused calls would have left keys by now.
-    assert_eq!(system.redis_keys("*"), Vec::<String>::new(), "keys left by refused calls");
+    assert_eq!(
+        system.redis_keys("*"),
+        Vec::<String>::new(),
+        "keys left by refused calls"
+    );
 
     // A good order behind them: once it is COMPLETED, anything the refused calls had published
     // would have been processed too, so the orders table holding only this one means something.
-    let (order, _) = place_and_follow(orders, system.notify(), &alice);
+    let order = place_and_follow(orders, system.notify(), &alice);
     let cid = text(&order["correlationId"]);
-    assert_eq!(system.count("SELECT count(*) AS n FROM orders", &[]), 1, "orders besides the good one");
-    assert_eq!(system.count("SELECT count(*) AS n FROM orders WHERE correlation_id = $1::uuid", &[cid]), 1);
+    assert_eq!(
+        system.count("SELECT count(*) AS n FROM orders", &[]),
+        1,
+        "orders besides the good one"
+    );
+    assert_eq!(
+        system.count(
+            "SELECT count(*) AS n FROM orders WHERE correlation_id = $1::uuid",
+            &[cid]
+        ),
+        1
+    );
     let keys = system.redis_keys("*");
-    assert!(keys.iter().all(|k| k.ends_with(cid)), "only the good order has workflow keys: {keys:?}");
+    assert!(
+        keys.iter().all(|k| k.ends_with(cid)),
+        "only the good order has workflow keys: {keys:?}"
+    );
 }
 
 #[test]
@@ -227,9 +391,21 @@ fn an_unconfirmed_publish_returns_unavailable_and_leaves_no_redis_keys() {
     let started = Instant::now();
     let err = orders.err(PLACE_ORDER, Some(&alice), order_request(&TWO_LINES));
     assert_eq!(err.code, Code::Unavailable, "{}", err.output);
-    assert!(started.elapsed() < UNAVAILABLE_WITHIN, "UNAVAILABLE took {:?}", started.elapsed());
-    assert_eq!(system.redis_keys("order:map:*"), Vec::<String>::new(), "owner keys of a refused order");
-    assert_eq!(system.redis_keys("order:status:*"), Vec::<String>::new(), "status keys of a refused order");
+    assert!(
+        started.elapsed() < UNAVAILABLE_WITHIN,
+        "UNAVAILABLE took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        system.redis_keys("order:map:*"),
+        Vec::<String>::new(),
+        "owner keys of a refused order"
+    );
+    assert_eq!(
+        system.redis_keys("order:status:*"),
+        Vec::<String>::new(),
+        "status keys of a refused order"
+    );
 
     system.restart_broker();
     system.wait_accept_ready();
@@ -242,11 +418,18 @@ fn an_unconfirmed_publish_returns_unavailable_and_leaves_no_redis_keys() {
             Err(e) if e.code == Code::Unavailable && Instant::now() < until => {
                 std::thread::park_timeout(Duration::from_millis(200));
             }
-            Err(e) => panic!("PlaceOrder after the broker came back: {:?} {}\n{}", e.code, e.message, e.output),
+            Err(e) => panic!(
+                "PlaceOrder after the broker came back: {:?} {}\n{}",
+                e.code, e.message, e.output
+            ),
         }
     };
     let cid = text(&order["correlationId"]);
     stream.wait_for(cid, COMPLETED, RECOVERY);
     // The refused order must not surface later from a client-side buffer either.
-    assert_eq!(system.count("SELECT count(*) AS n FROM orders", &[]), 1, "orders recorded");
+    assert_eq!(
+        system.count("SELECT count(*) AS n FROM orders", &[]),
+        1,
+        "orders recorded"
+    );
 }

@@ -82,7 +82,8 @@ fn respond(result: Result<http::Response<ServeFileSystemResponseBody>, Infallibl
     }
 }
 
-/// gRPC (and grpc-web, which tonic-web has already translated by the time routing runs).
+/// gRPC or grpc-web: tonic-web wraps each known service, so a call to an unknown one arrives here
+/// untranslated.
 fn is_grpc(request: &Request) -> bool {
     request
         .headers()

@@ -46,20 +46,9 @@ async fn main() -> anyhow::Result<()> {
     let backplane = args.redis.connect_backplane().await?;
 
     let readiness = Readiness::new()
-        .with_check("redis", {
-            let (state, backplane) = (state.clone(), backplane.clone());
-            move || {
-                let (state, backplane) = (state.clone(), backplane.clone());
-                Box::pin(async move { state.is_ready().await && backplane.is_ready().await })
-            }
-        })
-        .with_check("nats", {
-            let bus = bus.clone();
-            move || {
-                let bus = bus.clone();
-                Box::pin(async move { bus.is_ready().await })
-            }
-        });
+        .probe("redis", state.clone(), |s| async move { s.is_ready().await })
+        .probe("redis-backplane", backplane.clone(), |b| async move { b.is_ready().await })
+        .probe("nats", bus.clone(), |b| async move { b.is_ready().await });
 
     let settings = Settings {
         heartbeat_interval: Duration::from_secs(args.heartbeat_interval_secs),

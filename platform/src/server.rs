@@ -58,6 +58,17 @@ impl Readiness {
         self
     }
 
+    /// Adds a check that asks a shared adapter, e.g.
+    /// `.probe("redis", state.clone(), |s| async move { s.is_ready().await })`.
+    pub fn probe<T, F, Fut>(self, name: &'static str, target: T, probe: F) -> Self
+    where
+        T: Clone + Send + Sync + 'static,
+        F: Fn(T) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = bool> + Send + 'static,
+    {
+        self.with_check(name, move || Box::pin(probe(target.clone())))
+    }
+
     /// Runs every check; `(all ready, per-check results)`.
     pub async fn report(&self) -> (bool, serde_json::Value) {
         let mut all = !self.draining.load(Ordering::Relaxed);
@@ -71,7 +82,8 @@ impl Readiness {
         (all, serde_json::Value::Object(details))
     }
 
-    fn start_draining(&self) {
+    /// Reports not-ready from now on (shutdown has begun); `serve` calls it when shutdown fires.
+    pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
     }
 }

@@ -72,27 +72,9 @@ async fn main() -> anyhow::Result<()> {
     let state = args.redis.connect_state().await?;
 
     let readiness = Readiness::new()
-        .with_check("postgres", {
-            let store = store.clone();
-            move || {
-                let store = store.clone();
-                Box::pin(async move { store.is_ready().await })
-            }
-        })
-        .with_check("redis", {
-            let state = state.clone();
-            move || {
-                let state = state.clone();
-                Box::pin(async move { state.is_ready().await })
-            }
-        })
-        .with_check("nats", {
-            let bus = bus.clone();
-            move || {
-                let bus = bus.clone();
-                Box::pin(async move { bus.is_ready().await })
-            }
-        });
+        .probe("postgres", store.clone(), |s| async move { s.is_ready().await })
+        .probe("redis", state.clone(), |s| async move { s.is_ready().await })
+        .probe("nats", bus.clone(), |b| async move { b.is_ready().await });
 
     let settings = Settings {
         concurrency: args.process_concurrency as usize,

@@ -139,6 +139,8 @@ pub struct OrderRecord {
     pub total_cents: i64,
     /// ISO 4217 code.
     pub currency: String,
+    /// When accept-svc accepted the order: the customer's "placed at".
+    pub accepted_at: DateTime<Utc>,
     /// When the order was recorded (orders list newest first by this).
     pub created_at: DateTime<Utc>,
     /// Last status change or deletion.

@@ -212,6 +212,7 @@ impl OrderWriter for MemoryStore {
             lines: order.lines.clone(),
             total_cents: order.total_cents,
             currency: order.currency.clone(),
+            accepted_at: order.accepted_at,
             created_at: now,
             updated_at: now,
             deleted: false,

@@ -261,6 +261,7 @@ struct OrderRow {
     total_cents: i64,
     currency: String,
     deleted: bool,
+    accepted_at: DateTime<Utc>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -345,6 +346,7 @@ fn to_record(
         lines,
         total_cents: row.total_cents,
         currency: row.currency,
+        accepted_at: row.accepted_at,
         created_at: row.created_at,
         updated_at: row.updated_at,
         deleted: row.deleted,

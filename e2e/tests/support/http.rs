@@ -19,7 +19,11 @@ pub(crate) fn get(addr: SocketAddr, path: &str) -> io::Result<Response> {
     request(addr, "GET", path, None)
 }
 
-pub(crate) fn post_json(addr: SocketAddr, path: &str, body: &serde_json::Value) -> io::Result<Response> {
+pub(crate) fn post_json(
+    addr: SocketAddr,
+    path: &str,
+    body: &serde_json::Value,
+) -> io::Result<Response> {
     request(addr, "POST", path, Some(&body.to_string()))
 }
 
@@ -29,7 +33,10 @@ fn request(addr: SocketAddr, method: &str, path: &str, json: Option<&str>) -> io
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(body) = json {
-        head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
@@ -38,7 +45,10 @@ fn request(addr: SocketAddr, method: &str, path: &str, json: Option<&str>) -> io
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     parse(&raw).ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidData, format!("malformed HTTP response: {}", String::from_utf8_lossy(&raw)))
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("malformed HTTP response: {}", String::from_utf8_lossy(&raw)),
+        )
     })
 }
 
@@ -46,10 +56,15 @@ fn parse(raw: &[u8]) -> Option<Response> {
     let text = std::str::from_utf8(raw).ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked"));
-    let body = if chunked { dechunk(body)? } else { body.to_owned() };
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:")
+            && l.to_ascii_lowercase().contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_owned()
+    };
     Some(Response { status, body })
 }
 

@@ -22,7 +22,10 @@ const LOG_TAIL_LINES: usize = 60;
 pub(crate) fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable's path");
     // target/debug/deps/e2e-<hash> -> target/debug
-    let dir = exe.parent().and_then(Path::parent).expect("the test executable lives in target/<profile>/deps");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable lives in target/<profile>/deps");
     let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         path.is_file(),
@@ -54,7 +57,13 @@ impl Service {
     /// Starts `program` with exactly `env` (plus `RUST_LOG`), stdout and stderr going to
     /// `{logs}/{name}.log`. The environment is cleared so a developer's `DATABASE_URL` or
     /// `NATS_URL` cannot leak into a test's world.
-    pub(crate) fn start(name: &str, program: &Path, args: &[&str], env: &[(&str, String)], logs: &Path) -> Self {
+    pub(crate) fn start(
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, String)],
+        logs: &Path,
+    ) -> Self {
         let log = logs.join(format!("{name}.log"));
         let out = File::create(&log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
         let err = out.try_clone().expect("cloning a log file handle");
@@ -69,7 +78,11 @@ impl Service {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
-        Self { name: name.to_owned(), child, log }
+        Self {
+            name: name.to_owned(),
+            child,
+            log,
+        }
     }
 
     /// Polls `GET http://{addr}/readyz` until it answers 200. Panics, with the log, if the process
@@ -78,7 +91,11 @@ impl Service {
         let until = Instant::now() + READY_DEADLINE;
         loop {
             if let Some(status) = self.child.try_wait().expect("polling a child process") {
-                panic!("{} exited with {status} before it was ready\n{}", self.name, self.log_tail());
+                panic!(
+                    "{} exited with {status} before it was ready\n{}",
+                    self.name,
+                    self.log_tail()
+                );
             }
             let last = match http::get(addr, "/readyz") {
                 Ok(response) if response.status == 200 => return,
@@ -103,7 +120,11 @@ impl Service {
         }
         let lines: Vec<&str> = text.lines().collect();
         let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
-        format!("----- last lines of {} ({}) -----\n{tail}\n-----", self.name, self.log.display())
+        format!(
+            "----- last lines of {} ({}) -----\n{tail}\n-----",
+            self.name,
+            self.log.display()
+        )
     }
 }
 

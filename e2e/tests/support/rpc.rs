@@ -76,7 +76,12 @@ pub(crate) enum Client {
 
 impl Client {
     /// A unary call; `Ok` holds the response message.
-    pub(crate) fn call(&self, method: &str, token: Option<&str>, request: Value) -> Result<Value, RpcError> {
+    pub(crate) fn call(
+        &self,
+        method: &str,
+        token: Option<&str>,
+        request: Value,
+    ) -> Result<Value, RpcError> {
         let mut command = self.command(method, token, &request, Some(CALL_TIMEOUT_SECS));
         let output = command
             .stdin(Stdio::null())
@@ -85,23 +90,34 @@ impl Client {
         if output.status.success() {
             let stdout = String::from_utf8_lossy(&output.stdout);
             // An empty message prints as `{}`; some clients print nothing for it.
-            let text = if stdout.trim().is_empty() { "{}" } else { stdout.trim() };
-            return Ok(serde_json::from_str(text)
-                .unwrap_or_else(|e| panic!("{method} printed something other than JSON ({e}): {text}")));
+            let text = if stdout.trim().is_empty() {
+                "{}"
+            } else {
+                stdout.trim()
+            };
+            return Ok(serde_json::from_str(text).unwrap_or_else(|e| {
+                panic!("{method} printed something other than JSON ({e}): {text}")
+            }));
         }
         Err(self.error(&output))
     }
 
     /// A unary call that must succeed.
     pub(crate) fn ok(&self, method: &str, token: Option<&str>, request: Value) -> Value {
-        self.call(method, token, request)
-            .unwrap_or_else(|e| panic!("{method} via {self:?} failed: {:?} {}\n{}", e.code, e.message, e.output))
+        self.call(method, token, request).unwrap_or_else(|e| {
+            panic!(
+                "{method} via {self:?} failed: {:?} {}\n{}",
+                e.code, e.message, e.output
+            )
+        })
     }
 
     /// A unary call that must fail; returns the error.
     pub(crate) fn err(&self, method: &str, token: Option<&str>, request: Value) -> RpcError {
         match self.call(method, token, request) {
-            Ok(response) => panic!("{method} via {self:?} succeeded but should have failed: {response}"),
+            Ok(response) => {
+                panic!("{method} via {self:?} succeeded but should have failed: {response}")
+            }
             Err(e) => e,
         }
     }
@@ -109,10 +125,19 @@ impl Client {
     /// Opens `WatchOrderStatus` for the caller, naming `correlation_ids` for the snapshot.
     pub(crate) fn watch(&self, token: &str, correlation_ids: &[&str]) -> StatusStream {
         let request = serde_json::json!({ "correlationIds": correlation_ids });
-        StatusStream::spawn(self.command(WATCH_ORDER_STATUS, Some(token), &request, None), *self)
+        StatusStream::spawn(
+            self.command(WATCH_ORDER_STATUS, Some(token), &request, None),
+            *self,
+        )
     }
 
-    fn command(&self, method: &str, token: Option<&str>, request: &Value, timeout_secs: Option<u64>) -> Command {
+    fn command(
+        &self,
+        method: &str,
+        token: Option<&str>,
+        request: &Value,
+        timeout_secs: Option<u64>,
+    ) -> Command {
         let auth = token.map(|t| format!("authorization: Bearer {t}"));
         match self {
             Self::Grpc(addr) => {
@@ -129,13 +154,19 @@ impl Client {
             }
             Self::GrpcWeb(addr) => {
                 let mut command = Command::new(tool("buf", TOOLS_HINT));
-                command.args(["curl", "--protocol", "grpcweb", "--schema"]).arg(proto_dir());
+                command
+                    .args(["curl", "--protocol", "grpcweb", "--schema"])
+                    .arg(proto_dir());
                 // 0 = no limit: a stream lives until the test drops it.
                 command.args(["--timeout", &format!("{}s", timeout_secs.unwrap_or(0))]);
                 if let Some(auth) = auth {
                     command.args(["-H", &auth]);
                 }
-                command.args(["-d", &request.to_string(), &format!("http://{addr}/{method}")]);
+                command.args([
+                    "-d",
+                    &request.to_string(),
+                    &format!("http://{addr}/{method}"),
+                ]);
                 command
             }
         }
@@ -145,11 +176,17 @@ impl Client {
     /// `{"code": "not_found", "message": ...}`. Either way, on stderr.
     fn error(&self, output: &Output) -> RpcError {
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        let all = format!("exit: {}\nstdout: {}\nstderr: {stderr}", output.status, String::from_utf8_lossy(&output.stdout));
+        let all = format!(
+            "exit: {}\nstdout: {}\nstderr: {stderr}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout)
+        );
         let (code, message) = match self {
             Self::Grpc(_) => {
                 let field = |name: &str| {
-                    stderr.lines().find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_owned()))
+                    stderr
+                        .lines()
+                        .find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_owned()))
                 };
                 (field("Code:"), field("Message:").unwrap_or_default())
             }
@@ -161,14 +198,23 @@ impl Client {
                 Err(_) => (None, String::new()),
             },
         };
-        let code = code.map_or_else(|| Code::Other(format!("client failure ({})", output.status)), |c| Code::parse(&c));
-        RpcError { code, message, output: all }
+        let code = code.map_or_else(
+            || Code::Other(format!("client failure ({})", output.status)),
+            |c| Code::parse(&c),
+        );
+        RpcError {
+            code,
+            message,
+            output: all,
+        }
     }
 }
 
 /// The repository's protos, which buf compiles for the grpc-web calls (no reflection over HTTP/1.1).
 fn proto_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("proto")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("proto")
 }
 
 /// A `WatchOrderStatus` stream read by a client process: messages are parsed as they arrive on a
@@ -195,7 +241,8 @@ impl StatusStream {
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, messages) = mpsc::channel();
         std::thread::spawn(move || {
-            let values = serde_json::Deserializer::from_reader(BufReader::new(stdout)).into_iter::<Value>();
+            let values =
+                serde_json::Deserializer::from_reader(BufReader::new(stdout)).into_iter::<Value>();
             for value in values.map_while(Result::ok) {
                 if tx.send(value).is_err() {
                     break;
@@ -203,7 +250,14 @@ impl StatusStream {
             }
         });
         let stderr = Some(std::thread::spawn(move || read_all(stderr)));
-        Self { child, client, messages, stderr, received: 0, updates: Vec::new() }
+        Self {
+            child,
+            client,
+            messages,
+            stderr,
+            received: 0,
+            updates: Vec::new(),
+        }
     }
 
     /// Waits until the server has sent anything at all (a snapshot entry or a heartbeat): the
@@ -219,7 +273,11 @@ impl StatusStream {
     pub(crate) fn wait_for(&mut self, cid: &str, status: &str, within: Duration) -> Value {
         let until = Instant::now() + within;
         loop {
-            if let Some(found) = self.updates.iter().find(|u| u["correlationId"] == cid && u["status"] == status) {
+            if let Some(found) = self
+                .updates
+                .iter()
+                .find(|u| u["correlationId"] == cid && u["status"] == status)
+            {
                 return found.clone();
             }
             self.receive(until, &format!("{status} for {cid}"));
@@ -236,7 +294,10 @@ impl StatusStream {
     }
 
     fn receive(&mut self, until: Instant, awaited: &str) {
-        let message = match self.messages.recv_timeout(until.saturating_duration_since(Instant::now())) {
+        let message = match self
+            .messages
+            .recv_timeout(until.saturating_duration_since(Instant::now()))
+        {
             Ok(message) => message,
             Err(RecvTimeoutError::Timeout) => panic!(
                 "no {awaited} on the {:?} stream in time; updates so far: {:?}",
@@ -244,7 +305,11 @@ impl StatusStream {
             ),
             Err(RecvTimeoutError::Disconnected) => {
                 let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
-                let stderr = self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
+                let stderr = self
+                    .stderr
+                    .take()
+                    .and_then(|h| h.join().ok())
+                    .unwrap_or_default();
                 panic!(
                     "the {:?} stream ended ({status}) while waiting for {awaited}; updates so far: {:?}\nstderr: {stderr}",
                     self.client, self.updates

@@ -52,7 +52,12 @@ impl System {
         let redis_prefix = format!("{}:", unique_name("e2e"));
         let jwt_secret = unique_name("e2e-jwt-secret-of-this-test-only-");
 
-        run_to_completion(Command::new(binary("contoso")).args(["migrate", "--database-url", database.url()]));
+        run_to_completion(
+            Command::new(binary("contoso"))
+                .args(["migrate", "--database-url", database.url()])
+                .env_clear()
+                .env("RUST_LOG", "warn"),
+        );
 
         let [accept_addr, process_addr, notify_addr, gateway_addr] =
             [(); 4].map(|()| SocketAddr::from(([127, 0, 0, 1], free_port())));
@@ -63,21 +68,33 @@ impl System {
             ("REDIS_URL", redis_url()),
             ("REDIS_KEY_PREFIX", redis_prefix.clone()),
         ];
-        let env = |listen: SocketAddr, extra: &[(&'static str, String)]| -> Vec<(&'static str, String)> {
-            let mut env = vec![("LISTEN_ADDR", listen.to_string()), ("SEAL_KEYS", SEAL_KEYS.to_owned())];
-            env.extend(auth.iter().cloned());
-            env.extend(backends.iter().cloned());
-            env.extend(extra.iter().cloned());
-            env
-        };
+        let env =
+            |listen: SocketAddr, extra: &[(&'static str, String)]| -> Vec<(&'static str, String)> {
+                let mut env = vec![
+                    ("LISTEN_ADDR", listen.to_string()),
+                    ("SEAL_KEYS", SEAL_KEYS.to_owned()),
+                ];
+                env.extend(auth.iter().cloned());
+                env.extend(backends.iter().cloned());
+                env.extend(extra.iter().cloned());
+                env
+            };
         let start = |name: &str, listen, extra: &[(&'static str, String)]| {
             Service::start(name, &binary(name), &[], &env(listen, extra), logs.path())
         };
         // process-svc migrates again on start: replicas do that in production, so it must be a no-op.
-        let mut process = start("process-svc", process_addr, &[("MIGRATE_ON_START", "true".to_owned())]);
+        let mut process = start(
+            "process-svc",
+            process_addr,
+            &[("MIGRATE_ON_START", "true".to_owned())],
+        );
         let mut accept = start("accept-svc", accept_addr, &[]);
         // A heartbeat every second tells a test quickly that its stream is open.
-        let mut notify = start("notify-svc", notify_addr, &[("HEARTBEAT_INTERVAL_SECS", "1".to_owned())]);
+        let mut notify = start(
+            "notify-svc",
+            notify_addr,
+            &[("HEARTBEAT_INTERVAL_SECS", "1".to_owned())],
+        );
         let mut gateway = start(
             "gateway",
             gateway_addr,
@@ -181,7 +198,10 @@ impl System {
             for param in params {
                 query = query.bind::<diesel::sql_types::Text, _>(param.to_string());
             }
-            let count: Count = query.get_result(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let count: Count = query
+                .get_result(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
             count.n
         })
     }
@@ -203,7 +223,9 @@ impl Drop for System {
         // Workflow keys carry a TTL anyway; removing them keeps a shared Redis tidy.
         let keys = self.redis_keys("*");
         if !keys.is_empty() {
-            let _ = redis::cmd("DEL").arg(keys).query::<i64>(&mut redis_connection());
+            let _ = redis::cmd("DEL")
+                .arg(keys)
+                .query::<i64>(&mut redis_connection());
         }
     }
 }
@@ -230,19 +252,30 @@ impl DevSystem {
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         // No environment at all: the embedded defaults, whatever the developer's shell holds.
-        let mut service = Service::start("contoso-dev", &binary("contoso"), &args, &[], logs.path());
+        let mut service =
+            Service::start("contoso-dev", &binary("contoso"), &args, &[], logs.path());
         for addr in [gateway_addr, accept_addr, notify_addr] {
             service.wait_ready(addr);
         }
-        Self { service, gateway_addr, accept_addr, _logs: logs }
+        Self {
+            service,
+            gateway_addr,
+            accept_addr,
+            _logs: logs,
+        }
     }
 
     /// `POST /dev/token` on the gateway with the seed's body shape.
     pub(crate) fn dev_token(&self, user: &str) -> String {
         let response = http::post_json(self.gateway_addr, "/dev/token", &json!({ "userId": user }))
             .unwrap_or_else(|e| panic!("POST /dev/token: {e}\n{}", self.service.log_tail()));
-        assert_eq!(response.status, 200, "POST /dev/token answered {}: {}", response.status, response.body);
-        let body: Value = serde_json::from_str(&response.body).expect("the dev token response is JSON");
+        assert_eq!(
+            response.status, 200,
+            "POST /dev/token answered {}: {}",
+            response.status, response.body
+        );
+        let body: Value =
+            serde_json::from_str(&response.body).expect("the dev token response is JSON");
         body["accessToken"]
             .as_str()
             .unwrap_or_else(|| panic!("no accessToken in {body}"))
@@ -268,9 +301,17 @@ fn auth_env(secret: &str) -> [(&'static str, String); 3] {
 
 fn issue_token(user: &str, secret: &str) -> String {
     let mut command = Command::new(binary("contoso"));
-    command.args(["token", "--sub", user]).env_clear().env("RUST_LOG", "off").envs(auth_env(secret));
+    command
+        .args(["token", "--sub", user])
+        .env_clear()
+        .env("RUST_LOG", "off")
+        .envs(auth_env(secret));
     let token = run_to_completion(&mut command).trim().to_owned();
-    assert_eq!(token.split('.').count(), 3, "`contoso token` printed something other than a JWT: {token}");
+    assert_eq!(
+        token.split('.').count(),
+        3,
+        "`contoso token` printed something other than a JWT: {token}"
+    );
     token
 }
 

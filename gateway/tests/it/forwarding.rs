@@ -350,11 +350,9 @@ async fn the_spa_and_grpc_share_the_port() {
     );
 }
 
-/// Browsers talk HTTP/1.1 to a plain-http origin, and so do kubelet probes. GrpcHost puts
-/// tonic-web's layer in front of every route, and that layer answers 400 to any HTTP/1.1 request
-/// that is not grpc-web, so this fails until GrpcHost applies the layer to the gRPC routes only.
+/// Browsers talk HTTP/1.1 to a plain-http origin, and so do kubelet probes; grpc-web must not
+/// stand in the way of either.
 #[tokio::test]
-#[ignore = "platform GrpcHost answers 400 to every HTTP/1.1 request that is not grpc-web"]
 async fn browsers_get_the_spa_and_the_probes_over_http1() {
     let (_web, gateway) = gateway_with_spa().await;
     let http = http_client(HttpVersion::Http1);

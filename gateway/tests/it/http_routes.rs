@@ -229,3 +229,30 @@ async fn without_a_web_dir_the_root_says_the_spa_is_not_built() {
     );
     assert!(answer.text().contains("not built"), "{}", answer.text());
 }
+
+#[tokio::test]
+async fn run_refuses_a_web_dir_without_an_index_html() {
+    let empty = tempfile::tempdir().expect("tempdir");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let settings = Settings {
+        web_dir: Some(empty.path().to_owned()),
+        ..Settings::default()
+    };
+
+    let result = tokio::time::timeout(
+        crate::support::DEADLINE,
+        gateway::run(
+            listener,
+            deps(),
+            settings,
+            tokio_util::sync::CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("run returns at once");
+
+    let err = result.expect_err("a web dir without index.html is a configuration error");
+    assert!(format!("{err:#}").contains("index.html"), "{err:#}");
+}

@@ -45,6 +45,9 @@ pub struct NatsSettings {
     pub duplicate_window: Duration,
     /// Longest wait for the broker to confirm a publish (also bounds JetStream API calls).
     pub publish_timeout: Duration,
+    /// How long the stream keeps a message; long enough to replay or inspect dead letters, short
+    /// enough that the stream's disk use stays bounded.
+    pub max_age: Duration,
 }
 
 impl Default for NatsSettings {
@@ -56,6 +59,7 @@ impl Default for NatsSettings {
             replicas: 1,
             duplicate_window: Duration::from_secs(120),
             publish_timeout: Duration::from_secs(5),
+            max_age: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -69,6 +73,7 @@ impl fmt::Debug for NatsSettings {
             .field("replicas", &self.replicas)
             .field("duplicate_window", &self.duplicate_window)
             .field("publish_timeout", &self.publish_timeout)
+            .field("max_age", &self.max_age)
             .finish()
     }
 }
@@ -129,6 +134,7 @@ impl NatsBus {
             storage: stream::StorageType::File,
             num_replicas: settings.replicas.max(1),
             duplicate_window: settings.duplicate_window,
+            max_age: settings.max_age,
             ..Default::default()
         };
         jetstream
