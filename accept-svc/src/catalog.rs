@@ -29,7 +29,10 @@ struct Snapshot {
 impl Snapshot {
     fn new(products: Vec<Product>) -> Self {
         let products: Vec<Arc<Product>> = products.into_iter().map(Arc::new).collect();
-        let by_id = products.iter().map(|p| (p.id.to_ascii_uppercase(), p.clone())).collect();
+        let by_id = products
+            .iter()
+            .map(|p| (p.id.to_ascii_uppercase(), p.clone()))
+            .collect();
         Self { products, by_id }
     }
 }
@@ -69,11 +72,17 @@ impl CatalogCache {
                     Err(poisoned) => *poisoned.into_inner() = fresh,
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "catalog refresh failed; keeping the previous catalog"),
+            Err(e) => {
+                tracing::warn!(error = %e, "catalog refresh failed; keeping the previous catalog")
+            }
         }
     }
 
-    pub(crate) fn spawn_refresh(self, every: Duration, shutdown: CancellationToken) -> JoinHandle<()> {
+    pub(crate) fn spawn_refresh(
+        self,
+        every: Duration,
+        shutdown: CancellationToken,
+    ) -> JoinHandle<()> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
@@ -88,15 +97,27 @@ impl CatalogCache {
 
     /// A product by id (case-insensitive), active or not.
     pub fn get(&self, id: &str) -> Option<Arc<Product>> {
-        self.current().by_id.get(&id.trim().to_ascii_uppercase()).cloned()
+        self.current()
+            .by_id
+            .get(&id.trim().to_ascii_uppercase())
+            .cloned()
     }
 
     /// Active products matching the filter, in id order, and the number of matches.
     fn search(&self, filter: &Filter, paging: Paging) -> (Vec<Arc<Product>>, usize) {
         let snapshot = self.current();
-        let matches: Vec<&Arc<Product>> = snapshot.products.iter().filter(|p| filter.matches(p)).collect();
+        let matches: Vec<&Arc<Product>> = snapshot
+            .products
+            .iter()
+            .filter(|p| filter.matches(p))
+            .collect();
         let total = matches.len();
-        let page = matches.into_iter().skip(paging.offset).take(paging.size).cloned().collect();
+        let page = matches
+            .into_iter()
+            .skip(paging.offset)
+            .take(paging.size)
+            .cloned()
+            .collect();
         (page, total)
     }
 }
@@ -120,10 +141,17 @@ impl Filter {
 
     fn matches(&self, p: &Product) -> bool {
         p.active
-            && self.vendor.as_ref().is_none_or(|v| p.vendor.to_lowercase() == *v)
-            && self.category.as_ref().is_none_or(|c| p.category.to_lowercase() == *c)
+            && self
+                .vendor
+                .as_ref()
+                .is_none_or(|v| p.vendor.to_lowercase() == *v)
+            && self
+                .category
+                .as_ref()
+                .is_none_or(|c| p.category.to_lowercase() == *c)
             && self.query.as_ref().is_none_or(|q| {
-                p.id.to_lowercase().contains(q.as_str()) || p.name.to_lowercase().contains(q.as_str())
+                p.id.to_lowercase().contains(q.as_str())
+                    || p.name.to_lowercase().contains(q.as_str())
             })
     }
 }
@@ -185,8 +213,13 @@ impl CatalogService for CatalogApi {
             return Err(invalid_argument("id", "must not be empty"));
         }
         match self.catalog.get(&id) {
-            Some(p) if p.active => Ok(Response::new(GetProductResponse { product: Some(product_to_pb(&p)) })),
-            _ => Err(Status::not_found(format!("product {:?} not found", id.trim()))),
+            Some(p) if p.active => Ok(Response::new(GetProductResponse {
+                product: Some(product_to_pb(&p)),
+            })),
+            _ => Err(Status::not_found(format!(
+                "product {:?} not found",
+                id.trim()
+            ))),
         }
     }
 }
@@ -202,14 +235,32 @@ mod tests {
     }
 
     async fn list(api: &CatalogApi, req: ListProductsRequest) -> ListProductsResponse {
-        api.list_products(Request::new(req)).await.unwrap().into_inner()
+        api.list_products(Request::new(req))
+            .await
+            .unwrap()
+            .into_inner()
     }
 
     #[tokio::test]
     async fn list_products_pages_with_a_total() {
         let api = api().await;
-        let first = list(&api, ListProductsRequest { size: 10, ..Default::default() }).await;
-        let second = list(&api, ListProductsRequest { offset: 10, size: 10, ..Default::default() }).await;
+        let first = list(
+            &api,
+            ListProductsRequest {
+                size: 10,
+                ..Default::default()
+            },
+        )
+        .await;
+        let second = list(
+            &api,
+            ListProductsRequest {
+                offset: 10,
+                size: 10,
+                ..Default::default()
+            },
+        )
+        .await;
         assert_eq!(first.products.len(), 10);
         assert!(first.total >= 140, "active products: {}", first.total);
         assert_eq!(first.total, second.total);
@@ -219,17 +270,43 @@ mod tests {
     #[tokio::test]
     async fn list_products_searches_id_and_name_case_insensitively() {
         let api = api().await;
-        let found = list(&api, ListProductsRequest { query: "az-70".into(), ..Default::default() }).await;
+        let found = list(
+            &api,
+            ListProductsRequest {
+                query: "az-70".into(),
+                ..Default::default()
+            },
+        )
+        .await;
         assert!(found.products.iter().any(|p| p.id == "AZ-700"));
-        assert!(found.products.iter().all(|p| p.id.to_lowercase().contains("az-70") || p.name.to_lowercase().contains("az-70")));
+        assert!(
+            found
+                .products
+                .iter()
+                .all(|p| p.id.to_lowercase().contains("az-70")
+                    || p.name.to_lowercase().contains("az-70"))
+        );
     }
 
     #[tokio::test]
     async fn list_products_filters_by_vendor() {
         let api = api().await;
-        let found = list(&api, ListProductsRequest { vendor: "cisco".into(), size: 100, ..Default::default() }).await;
+        let found = list(
+            &api,
+            ListProductsRequest {
+                vendor: "cisco".into(),
+                size: 100,
+                ..Default::default()
+            },
+        )
+        .await;
         assert!(!found.products.is_empty());
-        assert!(found.products.iter().all(|p| p.vendor.eq_ignore_ascii_case("cisco")));
+        assert!(
+            found
+                .products
+                .iter()
+                .all(|p| p.vendor.eq_ignore_ascii_case("cisco"))
+        );
         assert_eq!(found.total as usize, found.products.len());
     }
 
@@ -237,7 +314,10 @@ mod tests {
     async fn list_products_rejects_a_page_size_over_100() {
         let api = api().await;
         let err = api
-            .list_products(Request::new(ListProductsRequest { size: 101, ..Default::default() }))
+            .list_products(Request::new(ListProductsRequest {
+                size: 101,
+                ..Default::default()
+            }))
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
@@ -247,9 +327,19 @@ mod tests {
     #[tokio::test]
     async fn get_product_finds_an_exam_code_and_reports_unknown_ones() {
         let api = api().await;
-        let p = api.get_product(Request::new(GetProductRequest { id: "az-700".into() })).await.unwrap();
+        let p = api
+            .get_product(Request::new(GetProductRequest {
+                id: "az-700".into(),
+            }))
+            .await
+            .unwrap();
         assert_eq!(p.into_inner().product.unwrap().id, "AZ-700");
-        let err = api.get_product(Request::new(GetProductRequest { id: "NOPE-1".into() })).await.unwrap_err();
+        let err = api
+            .get_product(Request::new(GetProductRequest {
+                id: "NOPE-1".into(),
+            }))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), tonic::Code::NotFound);
     }
 }

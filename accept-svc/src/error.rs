@@ -38,7 +38,10 @@ pub(crate) enum ApiError {
 
 impl ApiError {
     pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Invalid { field: field.into(), message: message.into() }
+        Self::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -52,7 +55,9 @@ impl From<ApiError> for Status {
             ApiError::NoOrderId => unavailable("order id reservation", &err),
             ApiError::Store(StoreError::Unavailable(e)) => unavailable("the order database", &e),
             ApiError::Store(e) => internal("reading orders", &e),
-            ApiError::State(StateError::Unavailable(e)) => unavailable("the workflow state store", &e),
+            ApiError::State(StateError::Unavailable(e)) => {
+                unavailable("the workflow state store", &e)
+            }
             ApiError::State(e) => internal("reading workflow state", &e),
             ApiError::Bus(e) => unavailable("the order broker", &e),
             ApiError::Seal(e) => internal("sealing the customer reference", &e),
@@ -70,11 +75,17 @@ pub(crate) struct Paging {
 impl Paging {
     /// `size` 0 means the default; negative values and sizes over the maximum are refused.
     pub(crate) fn parse(offset: i32, size: i32) -> Result<Self, Status> {
-        let offset = usize::try_from(offset).map_err(|_| invalid_argument("offset", "must be 0 or more"))?;
+        let offset =
+            usize::try_from(offset).map_err(|_| invalid_argument("offset", "must be 0 or more"))?;
         let size = match usize::try_from(size) {
             Ok(0) => DEFAULT_PAGE_SIZE,
             Ok(s) if s <= MAX_PAGE_SIZE => s,
-            _ => return Err(invalid_argument("size", format!("must be between 1 and {MAX_PAGE_SIZE}"))),
+            _ => {
+                return Err(invalid_argument(
+                    "size",
+                    format!("must be between 1 and {MAX_PAGE_SIZE}"),
+                ));
+            }
         };
         Ok(Self { offset, size })
     }
@@ -86,16 +97,39 @@ mod tests {
 
     #[test]
     fn paging_defaults_and_bounds() {
-        assert_eq!(Paging::parse(0, 0).unwrap(), Paging { offset: 0, size: DEFAULT_PAGE_SIZE });
-        assert_eq!(Paging::parse(5, 100).unwrap(), Paging { offset: 5, size: 100 });
-        assert!(Paging::parse(-1, 10).unwrap_err().message().contains("offset"));
-        assert!(Paging::parse(0, 101).unwrap_err().message().contains("size"));
+        assert_eq!(
+            Paging::parse(0, 0).unwrap(),
+            Paging {
+                offset: 0,
+                size: DEFAULT_PAGE_SIZE
+            }
+        );
+        assert_eq!(
+            Paging::parse(5, 100).unwrap(),
+            Paging {
+                offset: 5,
+                size: 100
+            }
+        );
+        assert!(
+            Paging::parse(-1, 10)
+                .unwrap_err()
+                .message()
+                .contains("offset")
+        );
+        assert!(
+            Paging::parse(0, 101)
+                .unwrap_err()
+                .message()
+                .contains("size")
+        );
         assert!(Paging::parse(0, -3).unwrap_err().message().contains("size"));
     }
 
     #[test]
     fn infrastructure_errors_do_not_leak_their_text() {
-        let status: Status = ApiError::Store(StoreError::Unavailable("password=hunter2".into())).into();
+        let status: Status =
+            ApiError::Store(StoreError::Unavailable("password=hunter2".into())).into();
         assert_eq!(status.code(), tonic::Code::Unavailable);
         assert!(!status.message().contains("hunter2"));
     }

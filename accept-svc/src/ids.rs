@@ -17,7 +17,11 @@ pub struct IdAllocator {
 
 impl IdAllocator {
     /// Starts the reserving task; `buffer` ids are kept ready ahead of demand.
-    pub fn spawn(source: Arc<dyn OrderIdSource>, buffer: usize, shutdown: CancellationToken) -> Self {
+    pub fn spawn(
+        source: Arc<dyn OrderIdSource>,
+        buffer: usize,
+        shutdown: CancellationToken,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(buffer.max(1));
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
@@ -29,9 +33,15 @@ impl IdAllocator {
                 match block {
                     Ok(block) => {
                         backoff = Duration::from_millis(100);
-                        tracing::debug!(start = block.start, len = block.len, "reserved order id block");
+                        tracing::debug!(
+                            start = block.start,
+                            len = block.len,
+                            "reserved order id block"
+                        );
                         for raw in block.start..block.start + block.len {
-                            let Some(id) = OrderId::new(raw) else { continue };
+                            let Some(id) = OrderId::new(raw) else {
+                                continue;
+                            };
                             // Blocks while the buffer is full: that is the prefetch bound.
                             if tx.send(id).await.is_err() {
                                 return;
@@ -49,12 +59,17 @@ impl IdAllocator {
                 }
             }
         });
-        Self { ids: Arc::new(Mutex::new(rx)) }
+        Self {
+            ids: Arc::new(Mutex::new(rx)),
+        }
     }
 
     /// The next id, or `None` when none arrives within `wait` (the id source is down).
     pub async fn next(&self, wait: Duration) -> Option<OrderId> {
-        tokio::time::timeout(wait, async { self.ids.lock().await.recv().await }).await.ok().flatten()
+        tokio::time::timeout(wait, async { self.ids.lock().await.recv().await })
+            .await
+            .ok()
+            .flatten()
     }
 }
 

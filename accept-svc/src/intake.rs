@@ -24,12 +24,21 @@ pub(crate) struct PricedOrder {
 }
 
 /// Validates `lines` and snapshots each product's name and discounted unit price.
-pub(crate) fn price(lines: &[OrderLineRequest], catalog: &CatalogCache) -> Result<PricedOrder, ApiError> {
+pub(crate) fn price(
+    lines: &[OrderLineRequest],
+    catalog: &CatalogCache,
+) -> Result<PricedOrder, ApiError> {
     if lines.is_empty() {
-        return Err(ApiError::invalid("lines", "an order needs at least one line"));
+        return Err(ApiError::invalid(
+            "lines",
+            "an order needs at least one line",
+        ));
     }
     if lines.len() > MAX_LINES {
-        return Err(ApiError::invalid("lines", format!("at most {MAX_LINES} lines per order")));
+        return Err(ApiError::invalid(
+            "lines",
+            format!("at most {MAX_LINES} lines per order"),
+        ));
     }
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut priced = Vec::with_capacity(lines.len());
@@ -37,28 +46,41 @@ pub(crate) fn price(lines: &[OrderLineRequest], catalog: &CatalogCache) -> Resul
     for (i, line) in lines.iter().enumerate() {
         let id = line.product_id.trim();
         if id.is_empty() {
-            return Err(ApiError::invalid(format!("lines[{i}].product_id"), "must not be empty"));
+            return Err(ApiError::invalid(
+                format!("lines[{i}].product_id"),
+                "must not be empty",
+            ));
         }
         if !(1..=MAX_QUANTITY).contains(&line.quantity) {
             return Err(ApiError::invalid(
                 format!("lines[{i}].quantity"),
-                format!("must be between 1 and {MAX_QUANTITY}, got {}", line.quantity),
+                format!(
+                    "must be between 1 and {MAX_QUANTITY}, got {}",
+                    line.quantity
+                ),
             ));
         }
-        let product = catalog
-            .get(id)
-            .filter(|p| p.active)
-            .ok_or_else(|| ApiError::NotFound(format!("lines[{i}].product_id: product {id:?} is not in the catalog")))?;
+        let product = catalog.get(id).filter(|p| p.active).ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "lines[{i}].product_id: product {id:?} is not in the catalog"
+            ))
+        })?;
         if let Some(first) = seen.insert(product.id.clone(), i) {
             return Err(ApiError::invalid(
                 format!("lines[{i}].product_id"),
-                format!("{} is already on lines[{first}]; raise its quantity instead", product.id),
+                format!(
+                    "{} is already on lines[{first}]; raise its quantity instead",
+                    product.id
+                ),
             ));
         }
         match &currency {
             None => currency = Some(product.currency.clone()),
             Some(c) if *c != product.currency => {
-                return Err(ApiError::invalid(format!("lines[{i}].product_id"), "products priced in different currencies"));
+                return Err(ApiError::invalid(
+                    format!("lines[{i}].product_id"),
+                    "products priced in different currencies",
+                ));
             }
             Some(_) => {}
         }
@@ -70,7 +92,11 @@ pub(crate) fn price(lines: &[OrderLineRequest], catalog: &CatalogCache) -> Resul
         });
     }
     let total_cents = priced.iter().map(OrderLine::total_cents).sum();
-    Ok(PricedOrder { lines: priced, total_cents, currency: currency.unwrap_or_default() })
+    Ok(PricedOrder {
+        lines: priced,
+        total_cents,
+        currency: currency.unwrap_or_default(),
+    })
 }
 
 /// The optional idempotency key: empty means none.
@@ -114,7 +140,10 @@ mod tests {
     }
 
     fn line(id: &str, quantity: i32) -> OrderLineRequest {
-        OrderLineRequest { product_id: id.into(), quantity }
+        OrderLineRequest {
+            product_id: id.into(),
+            quantity,
+        }
     }
 
     fn field_of(err: ApiError) -> String {
@@ -131,7 +160,10 @@ mod tests {
         let order = price(&[line("az-700", 3)], &catalog).unwrap();
         assert_eq!(order.lines[0].product_id, "AZ-700");
         assert_eq!(order.lines[0].product_name, product.name);
-        assert_eq!(order.lines[0].unit_price_cents, product.effective_price_cents());
+        assert_eq!(
+            order.lines[0].unit_price_cents,
+            product.effective_price_cents()
+        );
         assert_eq!(order.total_cents, 3 * product.effective_price_cents());
     }
 
@@ -166,7 +198,13 @@ mod tests {
     async fn an_inactive_product_is_not_for_sale() {
         let catalog = catalog().await;
         let store = MemoryStore::new().unwrap();
-        let inactive = store.all_products().await.unwrap().into_iter().find(|p| !p.active).expect("the catalog has inactive products");
+        let inactive = store
+            .all_products()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|p| !p.active)
+            .expect("the catalog has inactive products");
         let err = price(&[line(&inactive.id, 1)], &catalog).unwrap_err();
         assert!(matches!(err, ApiError::NotFound(_)));
     }

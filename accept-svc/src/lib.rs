@@ -13,7 +13,10 @@ use contoso_platform::{
     server::{GrpcHost, Readiness},
     state::WorkflowState,
 };
-use contoso_proto::{catalog::v1::catalog_service_server::CatalogServiceServer, orders::v1::order_service_server::OrderServiceServer};
+use contoso_proto::{
+    catalog::v1::catalog_service_server::CatalogServiceServer,
+    orders::v1::order_service_server::OrderServiceServer,
+};
 use contoso_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +27,7 @@ mod ids;
 mod intake;
 mod orders;
 
-pub use catalog::{CatalogCache, CatalogApi};
+pub use catalog::{CatalogApi, CatalogCache};
 pub use ids::IdAllocator;
 pub use orders::OrdersApi;
 
@@ -69,7 +72,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let catalog = CatalogCache::load(deps.store.clone()).await?;
-    let refresher = catalog.clone().spawn_refresh(settings.catalog_refresh, shutdown.clone());
+    let refresher = catalog
+        .clone()
+        .spawn_refresh(settings.catalog_refresh, shutdown.clone());
     let ids = IdAllocator::spawn(deps.store.clone(), settings.id_buffer, shutdown.clone());
 
     let orders = OrdersApi::new(

@@ -51,10 +51,25 @@ async fn main() -> anyhow::Result<()> {
     let bus = args.nats.connect().await?;
 
     let readiness = Readiness::new()
-        .probe("postgres", store.clone(), |s| async move { s.is_ready().await })
-        .probe("redis", state.clone(), |s| async move { s.is_ready().await })
+        .probe(
+            "postgres",
+            store.clone(),
+            |s| async move { s.is_ready().await },
+        )
+        .probe(
+            "redis",
+            state.clone(),
+            |s| async move { s.is_ready().await },
+        )
         .probe("nats", bus.clone(), |b| async move { b.is_ready().await });
     let listener = bind(args.listen).await?;
-    let deps = Deps { store, state, bus, auth, sealer, readiness };
+    let deps = Deps {
+        store,
+        state,
+        bus,
+        auth,
+        sealer,
+        readiness,
+    };
     accept_svc::run(listener, deps, Settings::default(), shutdown::on_signal()).await
 }

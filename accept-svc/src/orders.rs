@@ -53,7 +53,15 @@ impl OrdersApi {
         sealer: CustomerSealer,
         id_wait: Duration,
     ) -> Self {
-        Self { catalog, ids, store, state, bus, sealer, id_wait }
+        Self {
+            catalog,
+            ids,
+            store,
+            state,
+            bus,
+            sealer,
+            id_wait,
+        }
     }
 
     async fn place(&self, user: &UserId, req: PlaceOrderRequest) -> Result<pb::Order, ApiError> {
@@ -75,7 +83,11 @@ impl OrdersApi {
         }
         let result = self.accept(user, priced).await;
         let settled = match &result {
-            Ok(order) => self.state.complete_idempotency_key(user, &key, &order.encode_to_vec()).await,
+            Ok(order) => {
+                self.state
+                    .complete_idempotency_key(user, &key, &order.encode_to_vec())
+                    .await
+            }
             Err(_) => self.state.release_idempotency_key(user, &key).await,
         };
         if let Err(e) = settled {
@@ -131,7 +143,11 @@ impl OrdersApi {
         .await
     }
 
-    async fn status(&self, user: &UserId, raw_cid: &str) -> Result<GetOrderStatusResponse, ApiError> {
+    async fn status(
+        &self,
+        user: &UserId,
+        raw_cid: &str,
+    ) -> Result<GetOrderStatusResponse, ApiError> {
         let cid: CorrelationId = raw_cid
             .parse()
             .map_err(|_| ApiError::invalid("correlation_id", "must be a UUID"))?;
@@ -156,14 +172,19 @@ impl OrdersApi {
                 status: pb::OrderStatus::from(order.status) as i32,
                 order_id: order.order_id.get(),
             }),
-            None => Err(ApiError::NotFound(format!("no order with correlation id {cid}"))),
+            None => Err(ApiError::NotFound(format!(
+                "no order with correlation id {cid}"
+            ))),
         }
     }
 
     async fn owned_order(&self, user: &UserId, raw_id: i64) -> Result<OrderRecord, ApiError> {
-        let id = OrderId::new(raw_id).ok_or_else(|| ApiError::invalid("order_id", "must be a positive order id"))?;
+        let id = OrderId::new(raw_id)
+            .ok_or_else(|| ApiError::invalid("order_id", "must be a positive order id"))?;
         match self.store.get_order(id).await? {
-            Some(order) if order.deleted => Err(ApiError::NotFound(format!("order {id} not found"))),
+            Some(order) if order.deleted => {
+                Err(ApiError::NotFound(format!("order {id} not found")))
+            }
             Some(order) if order.customer != *user => Err(not_yours()),
             Some(order) => Ok(order),
             None => Err(ApiError::NotFound(format!("order {id} not found"))),
@@ -194,13 +215,26 @@ fn order_pb(
 }
 
 fn record_pb(record: OrderRecord) -> pb::Order {
-    let priced = PricedOrder { lines: record.lines, total_cents: record.total_cents, currency: record.currency };
-    order_pb(record.order_id, record.correlation_id, record.status, record.accepted_at, &priced)
+    let priced = PricedOrder {
+        lines: record.lines,
+        total_cents: record.total_cents,
+        currency: record.currency,
+    };
+    order_pb(
+        record.order_id,
+        record.correlation_id,
+        record.status,
+        record.accepted_at,
+        &priced,
+    )
 }
 
 #[tonic::async_trait]
 impl OrderService for OrdersApi {
-    async fn place_order(&self, request: Request<PlaceOrderRequest>) -> Result<Response<PlaceOrderResponse>, Status> {
+    async fn place_order(
+        &self,
+        request: Request<PlaceOrderRequest>,
+    ) -> Result<Response<PlaceOrderResponse>, Status> {
         let user = caller(&request)?;
         let order = self.place(&user, request.into_inner()).await?;
         Ok(Response::new(PlaceOrderResponse { order: Some(order) }))
@@ -211,10 +245,16 @@ impl OrderService for OrdersApi {
         request: Request<GetOrderStatusRequest>,
     ) -> Result<Response<GetOrderStatusResponse>, Status> {
         let user = caller(&request)?;
-        Ok(Response::new(self.status(&user, &request.get_ref().correlation_id).await?))
+        Ok(Response::new(
+            self.status(&user, &request.get_ref().correlation_id)
+                .await?,
+        ))
     }
 
-    async fn list_orders(&self, request: Request<ListOrdersRequest>) -> Result<Response<ListOrdersResponse>, Status> {
+    async fn list_orders(
+        &self,
+        request: Request<ListOrdersRequest>,
+    ) -> Result<Response<ListOrdersResponse>, Status> {
         let user = caller(&request)?;
         let req = request.into_inner();
         let paging = Paging::parse(req.offset, req.size)?;
@@ -231,19 +271,35 @@ impl OrderService for OrdersApi {
         }))
     }
 
-    async fn get_order(&self, request: Request<GetOrderRequest>) -> Result<Response<GetOrderResponse>, Status> {
+    async fn get_order(
+        &self,
+        request: Request<GetOrderRequest>,
+    ) -> Result<Response<GetOrderResponse>, Status> {
         let user = caller(&request)?;
         let order = self.owned_order(&user, request.get_ref().order_id).await?;
-        Ok(Response::new(GetOrderResponse { order: Some(record_pb(order)) }))
+        Ok(Response::new(GetOrderResponse {
+            order: Some(record_pb(order)),
+        }))
     }
 
-    async fn delete_order(&self, request: Request<DeleteOrderRequest>) -> Result<Response<DeleteOrderResponse>, Status> {
+    async fn delete_order(
+        &self,
+        request: Request<DeleteOrderRequest>,
+    ) -> Result<Response<DeleteOrderResponse>, Status> {
         let user = caller(&request)?;
         let order = self.owned_order(&user, request.get_ref().order_id).await?;
         let span = tracing::info_span!("delete_order", correlation_id = %order.correlation_id, order_id = order.order_id.get());
         async {
-            if !self.store.soft_delete(&user, order.order_id).await.map_err(ApiError::from)? {
-                return Err(Status::from(ApiError::NotFound(format!("order {} not found", order.order_id))));
+            if !self
+                .store
+                .soft_delete(&user, order.order_id)
+                .await
+                .map_err(ApiError::from)?
+            {
+                return Err(Status::from(ApiError::NotFound(format!(
+                    "order {} not found",
+                    order.order_id
+                ))));
             }
             tracing::info!("order soft-deleted");
             Ok(Response::new(DeleteOrderResponse {}))

@@ -55,10 +55,22 @@ async fn start(bus: Arc<dyn Bus>) -> Harness {
         sealer: CustomerSealer::from_spec(DEV_SEAL_KEYS).unwrap(),
         readiness: Readiness::new(),
     };
-    let settings = accept_svc::Settings { id_wait: Duration::from_secs(2), ..Default::default() };
+    let settings = accept_svc::Settings {
+        id_wait: Duration::from_secs(2),
+        ..Default::default()
+    };
     tokio::spawn(accept_svc::run(listener, deps, settings, shutdown.clone()));
-    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
-    Harness { client: OrderServiceClient::new(channel), auth, state, store, bus, shutdown }
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
+    Harness {
+        client: OrderServiceClient::new(channel),
+        auth,
+        state,
+        store,
+        bus,
+        shutdown,
+    }
 }
 
 fn user(name: &str) -> UserId {
@@ -67,18 +79,38 @@ fn user(name: &str) -> UserId {
 
 impl Harness {
     fn request<T>(&self, who: &str, message: T) -> Request<T> {
-        let token = self.auth.issue(&user(who), Duration::from_secs(60)).unwrap();
+        let token = self
+            .auth
+            .issue(&user(who), Duration::from_secs(60))
+            .unwrap();
         let mut request = Request::new(message);
-        request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
         request
     }
 
-    async fn place(&self, who: &str, lines: &[(&str, i32)], key: &str) -> Result<pb::Order, tonic::Status> {
+    async fn place(
+        &self,
+        who: &str,
+        lines: &[(&str, i32)],
+        key: &str,
+    ) -> Result<pb::Order, tonic::Status> {
         let req = PlaceOrderRequest {
-            lines: lines.iter().map(|(id, q)| OrderLineRequest { product_id: (*id).into(), quantity: *q }).collect(),
+            lines: lines
+                .iter()
+                .map(|(id, q)| OrderLineRequest {
+                    product_id: (*id).into(),
+                    quantity: *q,
+                })
+                .collect(),
             idempotency_key: key.into(),
         };
-        let response = self.client.clone().place_order(self.request(who, req)).await?;
+        let response = self
+            .client
+            .clone()
+            .place_order(self.request(who, req))
+            .await?;
         Ok(response.into_inner().order.unwrap())
     }
 }
@@ -96,7 +128,10 @@ async fn next_accepted(deliveries: &mut Deliveries) -> OrderAccepted {
 #[tokio::test]
 async fn place_order_answers_with_the_whole_accepted_order_and_publishes_a_sealed_event() {
     let h = start(Arc::new(MemoryBus::new())).await;
-    let order = h.place("alice", &[("AZ-700", 2), ("SAA-C03", 1)], "").await.unwrap();
+    let order = h
+        .place("alice", &[("AZ-700", 2), ("SAA-C03", 1)], "")
+        .await
+        .unwrap();
 
     assert!(order.order_id > 0);
     assert_eq!(order.status, pb::OrderStatus::Accepted as i32);
@@ -104,21 +139,34 @@ async fn place_order_answers_with_the_whole_accepted_order_and_publishes_a_seale
     assert_eq!(order.lines.len(), 2);
     assert_eq!(order.lines[0].product_id, "AZ-700");
     assert!(!order.lines[0].product_name.is_empty());
-    assert_eq!(order.total_cents, order.lines.iter().map(|l| l.line_total_cents).sum::<i64>());
+    assert_eq!(
+        order.total_cents,
+        order.lines.iter().map(|l| l.line_total_cents).sum::<i64>()
+    );
 
-    let mut deliveries = h.bus.consume(&ConsumerSpec::new("test", [Topic::OrderAccepted])).await.unwrap();
+    let mut deliveries = h
+        .bus
+        .consume(&ConsumerSpec::new("test", [Topic::OrderAccepted]))
+        .await
+        .unwrap();
     let event = next_accepted(&mut deliveries).await;
     assert_eq!(event.correlation_id, order.correlation_id);
     assert_eq!(event.order_id, order.order_id);
     assert_eq!(event.total_cents, order.total_cents);
     let cid: CorrelationId = order.correlation_id.parse().unwrap();
     let sealed = event.customer.unwrap();
-    assert!(!sealed.ciphertext.windows(5).any(|w| w == b"alice"), "the event must not carry a readable user id");
+    assert!(
+        !sealed.ciphertext.windows(5).any(|w| w == b"alice"),
+        "the event must not carry a readable user id"
+    );
     let sealer = CustomerSealer::from_spec(DEV_SEAL_KEYS).unwrap();
     assert_eq!(sealer.open(cid, &sealed).unwrap(), user("alice"));
 
     assert_eq!(h.state.owner(cid).await.unwrap(), Some(user("alice")));
-    assert_eq!(h.state.status(cid).await.unwrap().unwrap().status, OrderStatus::Accepted);
+    assert_eq!(
+        h.state.status(cid).await.unwrap().unwrap().status,
+        OrderStatus::Accepted
+    );
 }
 
 #[tokio::test]
@@ -127,40 +175,95 @@ async fn bad_input_is_refused_and_leaves_nothing_behind() {
     let cases: [(&[(&str, i32)], Code, &str); 4] = [
         (&[], Code::InvalidArgument, "lines"),
         (&[("AZ-700", 0)], Code::InvalidArgument, "lines[0].quantity"),
-        (&[("AZ-700", 101)], Code::InvalidArgument, "lines[0].quantity"),
+        (
+            &[("AZ-700", 101)],
+            Code::InvalidArgument,
+            "lines[0].quantity",
+        ),
         (&[("NOPE-1", 1)], Code::NotFound, "lines[0].product_id"),
     ];
     for (lines, code, field) in cases {
         let err = h.place("alice", lines, "").await.unwrap_err();
         assert_eq!(err.code(), code, "{lines:?}");
-        assert!(err.message().contains(field), "{lines:?}: {}", err.message());
+        assert!(
+            err.message().contains(field),
+            "{lines:?}: {}",
+            err.message()
+        );
     }
     let many: Vec<(&str, i32)> = vec![("AZ-700", 1); 51];
-    assert_eq!(h.place("alice", &many, "").await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(
+        h.place("alice", &many, "").await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
 
     // Nothing was published: the first message this new group sees is the marker order's.
     let marker = h.place("alice", &[("AZ-104", 1)], "").await.unwrap();
-    let mut deliveries = h.bus.consume(&ConsumerSpec::new("test", [Topic::OrderAccepted])).await.unwrap();
-    assert_eq!(next_accepted(&mut deliveries).await.correlation_id, marker.correlation_id);
+    let mut deliveries = h
+        .bus
+        .consume(&ConsumerSpec::new("test", [Topic::OrderAccepted]))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_accepted(&mut deliveries).await.correlation_id,
+        marker.correlation_id
+    );
 }
 
 #[tokio::test]
 async fn missing_forged_and_expired_tokens_are_unauthenticated() {
     let h = start(Arc::new(MemoryBus::new())).await;
-    let req = || PlaceOrderRequest { lines: vec![OrderLineRequest { product_id: "AZ-700".into(), quantity: 1 }], idempotency_key: String::new() };
+    let req = || PlaceOrderRequest {
+        lines: vec![OrderLineRequest {
+            product_id: "AZ-700".into(),
+            quantity: 1,
+        }],
+        idempotency_key: String::new(),
+    };
 
-    let err = h.client.clone().place_order(Request::new(req())).await.unwrap_err();
+    let err = h
+        .client
+        .clone()
+        .place_order(Request::new(req()))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
 
-    let forger = Authenticator::new(&AuthArgs { secret: "x".repeat(40), ..AuthArgs::default() }).unwrap();
-    let forged = forger.issue(&user("alice"), Duration::from_secs(60)).unwrap();
+    let forger = Authenticator::new(&AuthArgs {
+        secret: "x".repeat(40),
+        ..AuthArgs::default()
+    })
+    .unwrap();
+    let forged = forger
+        .issue(&user("alice"), Duration::from_secs(60))
+        .unwrap();
     let mut request = Request::new(req());
-    request.metadata_mut().insert("authorization", format!("Bearer {forged}").parse().unwrap());
-    assert_eq!(h.client.clone().place_order(request).await.unwrap_err().code(), Code::Unauthenticated);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {forged}").parse().unwrap());
+    assert_eq!(
+        h.client
+            .clone()
+            .place_order(request)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
 
     let mut request = Request::new(req());
-    request.metadata_mut().insert("authorization", "Bearer not.a.jwt".parse().unwrap());
-    assert_eq!(h.client.clone().place_order(request).await.unwrap_err().code(), Code::Unauthenticated);
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer not.a.jwt".parse().unwrap());
+    assert_eq!(
+        h.client
+            .clone()
+            .place_order(request)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
 }
 
 /// A broker that never confirms a publish.
@@ -183,9 +286,16 @@ impl Bus for RefusingBus {
 #[tokio::test]
 async fn an_unconfirmed_publish_is_unavailable_and_removes_the_workflow_keys() {
     let h = start(Arc::new(RefusingBus)).await;
-    let err = h.place("alice", &[("AZ-700", 1)], "retry-me").await.unwrap_err();
+    let err = h
+        .place("alice", &[("AZ-700", 1)], "retry-me")
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
-    assert_eq!(h.state.entry_count(), 0, "no workflow key may survive a failed intake");
+    assert_eq!(
+        h.state.entry_count(),
+        0,
+        "no workflow key may survive a failed intake"
+    );
 }
 
 #[tokio::test]
@@ -202,8 +312,15 @@ async fn a_retry_with_the_same_idempotency_key_returns_the_first_order() {
 async fn another_users_order_and_status_are_permission_denied() {
     let h = start(Arc::new(MemoryBus::new())).await;
     let order = h.place("alice", &[("AZ-700", 1)], "").await.unwrap();
-    let status = h.client.clone()
-        .get_order_status(h.request("bob", GetOrderStatusRequest { correlation_id: order.correlation_id.clone() }))
+    let status = h
+        .client
+        .clone()
+        .get_order_status(h.request(
+            "bob",
+            GetOrderStatusRequest {
+                correlation_id: order.correlation_id.clone(),
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
@@ -216,7 +333,12 @@ async fn another_users_order_and_status_are_permission_denied() {
                 order_id,
                 correlation_id: cid,
                 customer: user("alice"),
-                lines: vec![OrderLine { product_id: "AZ-700".into(), product_name: "x".into(), quantity: 1, unit_price_cents: 100 }],
+                lines: vec![OrderLine {
+                    product_id: "AZ-700".into(),
+                    product_name: "x".into(),
+                    quantity: 1,
+                    unit_price_cents: 100,
+                }],
                 total_cents: 100,
                 currency: "USD".into(),
                 accepted_at: chrono::Utc::now(),
@@ -225,11 +347,39 @@ async fn another_users_order_and_status_are_permission_denied() {
         )
         .await
         .unwrap();
-    let err = h.client.clone().get_order(h.request("bob", GetOrderRequest { order_id: order.order_id })).await.unwrap_err();
+    let err = h
+        .client
+        .clone()
+        .get_order(h.request(
+            "bob",
+            GetOrderRequest {
+                order_id: order.order_id,
+            },
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    let mine = h.client.clone().get_order(h.request("alice", GetOrderRequest { order_id: order.order_id })).await.unwrap();
-    assert_eq!(mine.into_inner().order.unwrap().correlation_id, order.correlation_id);
-    let err = h.client.clone().get_order(h.request("alice", GetOrderRequest { order_id: -1 })).await.unwrap_err();
+    let mine = h
+        .client
+        .clone()
+        .get_order(h.request(
+            "alice",
+            GetOrderRequest {
+                order_id: order.order_id,
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        mine.into_inner().order.unwrap().correlation_id,
+        order.correlation_id
+    );
+    let err = h
+        .client
+        .clone()
+        .get_order(h.request("alice", GetOrderRequest { order_id: -1 }))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let _: &dyn Store = h.store.as_ref();
 }

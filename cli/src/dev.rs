@@ -59,28 +59,53 @@ struct Backends {
 async fn backends(args: &DevArgs) -> anyhow::Result<Backends> {
     let store: Arc<dyn Store> = match &args.database_url {
         Some(url) => {
-            let report = contoso_store::postgres::migrate(url).await.context("migrating Postgres")?;
+            let report = contoso_store::postgres::migrate(url)
+                .await
+                .context("migrating Postgres")?;
             tracing::info!(?report, "postgres migrated");
-            Arc::new(PgStore::connect(url, 10).await.context("connecting to Postgres")?)
+            Arc::new(
+                PgStore::connect(url, 10)
+                    .await
+                    .context("connecting to Postgres")?,
+            )
         }
         None => Arc::new(MemoryStore::new()?),
     };
     let (state, backplane): (Arc<dyn WorkflowState>, Arc<dyn Backplane>) = match &args.redis_url {
         Some(url) => (
-            Arc::new(RedisState::connect(url, "", WORKFLOW_TTL).await.context("connecting to Redis")?),
-            Arc::new(RedisBackplane::connect(url, "").await.context("connecting the backplane to Redis")?),
+            Arc::new(
+                RedisState::connect(url, "", WORKFLOW_TTL)
+                    .await
+                    .context("connecting to Redis")?,
+            ),
+            Arc::new(
+                RedisBackplane::connect(url, "")
+                    .await
+                    .context("connecting the backplane to Redis")?,
+            ),
         ),
-        None => (Arc::new(MemoryState::new(WORKFLOW_TTL)), Arc::new(MemoryBackplane::new())),
+        None => (
+            Arc::new(MemoryState::new(WORKFLOW_TTL)),
+            Arc::new(MemoryBackplane::new()),
+        ),
     };
     let bus: Arc<dyn Bus> = match &args.nats_url {
         Some(url) => Arc::new(
-            NatsBus::connect(NatsSettings { url: url.clone(), ..NatsSettings::default() })
-                .await
-                .context("connecting to NATS")?,
+            NatsBus::connect(NatsSettings {
+                url: url.clone(),
+                ..NatsSettings::default()
+            })
+            .await
+            .context("connecting to NATS")?,
         ),
         None => Arc::new(MemoryBus::new()),
     };
-    Ok(Backends { store, state, backplane, bus })
+    Ok(Backends {
+        store,
+        state,
+        backplane,
+        bus,
+    })
 }
 
 pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -138,7 +163,10 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     ));
     services.spawn(gateway::run(
         gateway_listener,
-        gateway::Deps { auth, readiness: Readiness::new() },
+        gateway::Deps {
+            auth,
+            readiness: Readiness::new(),
+        },
         gateway::Settings {
             accept_url: format!("http://{accept_addr}"),
             notify_url: format!("http://{notify_addr}"),

@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 mod dev;
 
 #[derive(Debug, Parser)]
-#[command(name = "contoso", version, about = "Contoso Orders: run, migrate, and get a dev token")]
+#[command(
+    name = "contoso",
+    version,
+    about = "Contoso Orders: run, migrate, and get a dev token"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,10 +53,17 @@ async fn main() -> anyhow::Result<()> {
             println!("{report:?}");
             Ok(())
         }
-        Command::Token { sub, ttl_secs, auth } => {
+        Command::Token {
+            sub,
+            ttl_secs,
+            auth,
+        } => {
             let auth = contoso_platform::auth::Authenticator::new(&auth)?;
             let sub = contoso_platform::domain::UserId::parse(sub)?;
-            println!("{}", auth.issue(&sub, std::time::Duration::from_secs(ttl_secs))?);
+            println!(
+                "{}",
+                auth.issue(&sub, std::time::Duration::from_secs(ttl_secs))?
+            );
             Ok(())
         }
     }

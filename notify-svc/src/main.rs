@@ -46,8 +46,14 @@ async fn main() -> anyhow::Result<()> {
     let backplane = args.redis.connect_backplane().await?;
 
     let readiness = Readiness::new()
-        .probe("redis", state.clone(), |s| async move { s.is_ready().await })
-        .probe("redis-backplane", backplane.clone(), |b| async move { b.is_ready().await })
+        .probe(
+            "redis",
+            state.clone(),
+            |s| async move { s.is_ready().await },
+        )
+        .probe("redis-backplane", backplane.clone(), |b| async move {
+            b.is_ready().await
+        })
         .probe("nats", bus.clone(), |b| async move { b.is_ready().await });
 
     let settings = Settings {

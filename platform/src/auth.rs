@@ -26,7 +26,11 @@ pub struct AuthArgs {
     #[arg(long = "jwt-issuer", env = "JWT_ISSUER", default_value = "contoso-dev")]
     pub issuer: String,
     /// Expected `aud` claim.
-    #[arg(long = "jwt-audience", env = "JWT_AUDIENCE", default_value = "contoso-orders")]
+    #[arg(
+        long = "jwt-audience",
+        env = "JWT_AUDIENCE",
+        default_value = "contoso-orders"
+    )]
     pub audience: String,
 }
 
@@ -202,15 +206,22 @@ mod tests {
             ..AuthArgs::default()
         })
         .unwrap();
-        let token = other.issue(&UserId::parse("alice").unwrap(), Duration::from_secs(60)).unwrap();
+        let token = other
+            .issue(&UserId::parse("alice").unwrap(), Duration::from_secs(60))
+            .unwrap();
         assert!(matches!(auth().verify(&token), Err(AuthError::Invalid(_))));
     }
 
     #[test]
     fn token_for_another_audience_is_rejected() {
-        let other = Authenticator::new(&AuthArgs { audience: "elsewhere".into(), ..AuthArgs::default() })
+        let other = Authenticator::new(&AuthArgs {
+            audience: "elsewhere".into(),
+            ..AuthArgs::default()
+        })
+        .unwrap();
+        let token = other
+            .issue(&UserId::parse("alice").unwrap(), Duration::from_secs(60))
             .unwrap();
-        let token = other.issue(&UserId::parse("alice").unwrap(), Duration::from_secs(60)).unwrap();
         assert!(matches!(auth().verify(&token), Err(AuthError::Invalid(_))));
     }
 
@@ -235,8 +246,14 @@ mod tests {
 
     #[test]
     fn short_secret_is_refused_at_startup() {
-        let args = AuthArgs { secret: "short".into(), ..AuthArgs::default() };
-        assert!(matches!(Authenticator::new(&args), Err(AuthError::WeakSecret)));
+        let args = AuthArgs {
+            secret: "short".into(),
+            ..AuthArgs::default()
+        };
+        assert!(matches!(
+            Authenticator::new(&args),
+            Err(AuthError::WeakSecret)
+        ));
     }
 
     #[test]

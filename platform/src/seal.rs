@@ -63,7 +63,10 @@ impl CustomerSealer {
             if bytes.len() != 32 {
                 return Err(SealError::BadConfig(format!("key {id:?} is not 32 bytes")));
             }
-            keys.insert(id.to_owned(), ChaCha20Poly1305::new(Key::from_slice(&bytes)));
+            keys.insert(
+                id.to_owned(),
+                ChaCha20Poly1305::new(Key::from_slice(&bytes)),
+            );
             active.get_or_insert_with(|| id.to_owned());
         }
         let active = active.ok_or_else(|| SealError::BadConfig("no key given".into()))?;
@@ -75,7 +78,13 @@ impl CustomerSealer {
         let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
         let aad = cid.as_uuid();
         let ciphertext = cipher
-            .encrypt(&nonce, Payload { msg: user.as_str().as_bytes(), aad: aad.as_bytes() })
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: user.as_str().as_bytes(),
+                    aad: aad.as_bytes(),
+                },
+            )
             .map_err(|_| SealError::Encrypt)?;
         Ok(SealedCustomer {
             key_id: self.active.clone(),
@@ -96,7 +105,10 @@ impl CustomerSealer {
         let plain = cipher
             .decrypt(
                 Nonce::from_slice(&sealed.nonce),
-                Payload { msg: &sealed.ciphertext, aad: aad.as_bytes() },
+                Payload {
+                    msg: &sealed.ciphertext,
+                    aad: aad.as_bytes(),
+                },
             )
             .map_err(|_| SealError::Tampered)?;
         let text = String::from_utf8(plain).map_err(|_| SealError::BadUserId)?;
@@ -125,7 +137,10 @@ mod tests {
     fn sealed_customer_does_not_open_for_another_order() {
         let sealer = CustomerSealer::from_spec(DEV_SEAL_KEYS).unwrap();
         let sealed = sealer.seal(CorrelationId::new(), &alice()).unwrap();
-        assert!(matches!(sealer.open(CorrelationId::new(), &sealed), Err(SealError::Tampered)));
+        assert!(matches!(
+            sealer.open(CorrelationId::new(), &sealed),
+            Err(SealError::Tampered)
+        ));
     }
 
     #[test]
@@ -153,6 +168,9 @@ mod tests {
         let cid = CorrelationId::new();
         let mut sealed = sealer.seal(cid, &alice()).unwrap();
         sealed.key_id = "gone".into();
-        assert!(matches!(sealer.open(cid, &sealed), Err(SealError::UnknownKey(_))));
+        assert!(matches!(
+            sealer.open(cid, &sealed),
+            Err(SealError::UnknownKey(_))
+        ));
     }
 }

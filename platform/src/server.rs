@@ -38,7 +38,10 @@ pub struct Readiness {
 impl std::fmt::Debug for Readiness {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Readiness")
-            .field("checks", &self.checks.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .field(
+                "checks",
+                &self.checks.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
             .field("draining", &self.draining)
             .finish()
     }
@@ -74,11 +77,16 @@ impl Readiness {
         let mut all = !self.draining.load(Ordering::Relaxed);
         let mut details = serde_json::Map::new();
         for (name, check) in &self.checks {
-            let ok = tokio::time::timeout(Duration::from_secs(2), check()).await.unwrap_or(false);
+            let ok = tokio::time::timeout(Duration::from_secs(2), check())
+                .await
+                .unwrap_or(false);
             all &= ok;
             details.insert((*name).to_owned(), serde_json::Value::Bool(ok));
         }
-        details.insert("draining".into(), self.draining.load(Ordering::Relaxed).into());
+        details.insert(
+            "draining".into(),
+            self.draining.load(Ordering::Relaxed).into(),
+        );
         (all, serde_json::Value::Object(details))
     }
 
@@ -122,7 +130,10 @@ pub struct GrpcHost {
 
 impl GrpcHost {
     pub fn new(readiness: Readiness) -> Self {
-        Self { readiness, ..Self::default() }
+        Self {
+            readiness,
+            ..Self::default()
+        }
     }
 
     pub fn limits(mut self, limits: ServerLimits) -> Self {
@@ -161,11 +172,17 @@ impl GrpcHost {
 
     /// Serves until `shutdown` fires, then stops accepting, reports NOT_SERVING, and lets in-flight
     /// calls finish within the drain deadline.
-    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         let (health, health_service) = tonic_health::server::health_reporter();
         for name in &self.names {
-            health.set_service_status(*name, ServingStatus::Serving).await;
+            health
+                .set_service_status(*name, ServingStatus::Serving)
+                .await;
         }
         health.set_service_status("", ServingStatus::Serving).await;
 
@@ -174,7 +191,10 @@ impl GrpcHost {
         routes.add_service(web.layer(health_service));
         routes.add_service(web.layer(reflection_v1()?));
         routes.add_service(web.layer(reflection_v1alpha()?));
-        let mut router = routes.routes().into_axum_router().merge(probe_router(self.readiness.clone()));
+        let mut router = routes
+            .routes()
+            .into_axum_router()
+            .merge(probe_router(self.readiness.clone()));
         if let Some(http) = self.http {
             router = router.merge(http);
         }
@@ -196,9 +216,13 @@ impl GrpcHost {
                 shutdown.cancelled().await;
                 readiness.start_draining();
                 for name in &names {
-                    health.set_service_status(*name, ServingStatus::NotServing).await;
+                    health
+                        .set_service_status(*name, ServingStatus::NotServing)
+                        .await;
                 }
-                health.set_service_status("", ServingStatus::NotServing).await;
+                health
+                    .set_service_status("", ServingStatus::NotServing)
+                    .await;
                 tracing::info!(%addr, "server draining");
             }
         };
@@ -225,7 +249,9 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 fn reflection_v1() -> anyhow::Result<
-    tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
 > {
     Ok(tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(contoso_proto::FILE_DESCRIPTOR_SET)
@@ -247,14 +273,21 @@ fn reflection_v1alpha() -> anyhow::Result<
 /// `/healthz` (the process is up) and `/readyz` (dependencies reachable, not draining).
 pub fn probe_router(readiness: Readiness) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
+        )
         .route("/readyz", get(readyz))
         .with_state(readiness)
 }
 
 async fn readyz(State(readiness): State<Readiness>) -> impl IntoResponse {
     let (ready, checks) = readiness.report().await;
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = serde_json::json!({ "status": if ready { "ready" } else { "not ready" }, "checks": checks });
     (status, Json(body))
 }

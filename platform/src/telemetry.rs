@@ -9,7 +9,14 @@ pub fn init() {
     let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let registry = tracing_subscriber::registry().with(filter);
     let result = if json {
-        registry.with(fmt::layer().json().flatten_event(true).with_current_span(true)).try_init()
+        registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true),
+            )
+            .try_init()
     } else {
         registry.with(fmt::layer().with_target(false)).try_init()
     };

@@ -72,8 +72,16 @@ async fn main() -> anyhow::Result<()> {
     let state = args.redis.connect_state().await?;
 
     let readiness = Readiness::new()
-        .probe("postgres", store.clone(), |s| async move { s.is_ready().await })
-        .probe("redis", state.clone(), |s| async move { s.is_ready().await })
+        .probe(
+            "postgres",
+            store.clone(),
+            |s| async move { s.is_ready().await },
+        )
+        .probe(
+            "redis",
+            state.clone(),
+            |s| async move { s.is_ready().await },
+        )
         .probe("nats", bus.clone(), |b| async move { b.is_ready().await });
 
     let settings = Settings {

@@ -4,7 +4,8 @@
 #![allow(unreachable_pub, missing_debug_implementations, clippy::all)]
 
 /// The encoded `FileDescriptorSet` of every contract, for tonic-reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/contoso_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/contoso_descriptor.bin"));
 
 pub mod catalog {
     pub mod v1 {

@@ -27,7 +27,10 @@ pub fn free_port() -> u16 {
 pub fn wait_for_port(addr: SocketAddr, deadline: Duration) {
     let until = Instant::now() + deadline;
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(Instant::now() < until, "nothing listened on {addr} within {deadline:?}");
+        assert!(
+            Instant::now() < until,
+            "nothing listened on {addr} within {deadline:?}"
+        );
         std::thread::yield_now();
         std::thread::park_timeout(Duration::from_millis(20));
     }
@@ -35,7 +38,11 @@ pub fn wait_for_port(addr: SocketAddr, deadline: Duration) {
 
 /// A unique prefix for Redis keys, channels and NATS subjects/streams of one test.
 pub fn unique_name(label: &str) -> String {
-    format!("t{}{}", label, &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "t{}{}",
+        label,
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 pub fn redis_url() -> String {
@@ -61,7 +68,11 @@ impl NatsServer {
     pub fn start() -> Self {
         let store = tempfile::tempdir().expect("creating a temp dir for JetStream");
         let port = free_port();
-        let mut server = Self { child: None, port, store };
+        let mut server = Self {
+            child: None,
+            port,
+            store,
+        };
         server.restart();
         server
     }
@@ -87,7 +98,14 @@ impl NatsServer {
     pub fn restart(&mut self) {
         self.stop();
         let child = Command::new(nats_server_bin())
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(self.store.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -99,7 +117,10 @@ impl NatsServer {
                 )
             });
         self.child = Some(child);
-        wait_for_port(SocketAddr::from(([127, 0, 0, 1], self.port)), Duration::from_secs(15));
+        wait_for_port(
+            SocketAddr::from(([127, 0, 0, 1], self.port)),
+            Duration::from_secs(15),
+        );
     }
 }
 
@@ -151,7 +172,10 @@ impl Drop for TestDatabase {
         let name = self.name.clone();
         // Drop may run inside a runtime, which cannot block on another; a plain thread can.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             rt.block_on(async {
                 let mut conn = AsyncPgConnection::establish(&admin_url()).await.ok()?;
                 diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))

@@ -160,7 +160,13 @@ impl Delivery {
         attempt: u64,
         acker: Box<dyn Acknowledge>,
     ) -> Self {
-        Self { topic, message_id, payload, attempt, acker }
+        Self {
+            topic,
+            message_id,
+            payload,
+            attempt,
+            acker,
+        }
     }
 
     /// Done: never deliver again. Call only after the work is durable.
