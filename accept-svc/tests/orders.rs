@@ -25,6 +25,9 @@ use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, transport::Channel};
 
+/// Order lines as (product id, quantity).
+type Lines<'a> = &'a [(&'a str, i32)];
+
 struct Harness {
     client: OrderServiceClient<Channel>,
     auth: Authenticator,
@@ -172,7 +175,7 @@ async fn place_order_answers_with_the_whole_accepted_order_and_publishes_a_seale
 #[tokio::test]
 async fn bad_input_is_refused_and_leaves_nothing_behind() {
     let h = start(Arc::new(MemoryBus::new())).await;
-    let cases: [(&[(&str, i32)], Code, &str); 4] = [
+    let cases: [(Lines, Code, &str); 4] = [
         (&[], Code::InvalidArgument, "lines"),
         (&[("AZ-700", 0)], Code::InvalidArgument, "lines[0].quantity"),
         (
