@@ -97,6 +97,9 @@ impl Authenticator {
         if args.secret.len() < MIN_SECRET_LEN {
             return Err(AuthError::WeakSecret);
         }
+        if args.secret == DEV_SECRET {
+            tracing::warn!("JWT_SECRET not set: using the public development secret");
+        }
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[&args.issuer]);
         validation.set_audience(&[&args.audience]);

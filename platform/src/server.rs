@@ -101,7 +101,9 @@ impl Readiness {
 pub struct ServerLimits {
     /// Deadline for a unary call (a stream's deadline covers only its start).
     pub request_timeout: Duration,
-    pub concurrency_per_connection: usize,
+    /// Calls in flight on one HTTP/2 connection. There is deliberately no per-connection limit on
+    /// top of this: the gateway multiplexes every user's status stream onto one connection per
+    /// upstream, so such a limit would queue the streams of unrelated users behind each other.
     pub max_concurrent_streams: u32,
     /// How long in-flight calls may take to finish after shutdown fires.
     pub drain_deadline: Duration,
@@ -111,8 +113,7 @@ impl Default for ServerLimits {
     fn default() -> Self {
         Self {
             request_timeout: Duration::from_secs(30),
-            concurrency_per_connection: 256,
-            max_concurrent_streams: 512,
+            max_concurrent_streams: 10_000,
             drain_deadline: Duration::from_secs(10),
         }
     }
@@ -202,7 +203,6 @@ impl GrpcHost {
         let server = tonic::transport::Server::builder()
             .accept_http1(true)
             .timeout(self.limits.request_timeout)
-            .concurrency_limit_per_connection(self.limits.concurrency_per_connection)
             .max_concurrent_streams(self.limits.max_concurrent_streams)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
