@@ -9,7 +9,7 @@ use contoso_platform::{
     bus::{Bus, Envelope, Topic},
     domain::{CorrelationId, OrderId, OrderStatus, UserId, to_timestamp},
     seal::CustomerSealer,
-    state::{IdempotencyClaim, WorkflowState},
+    state::{IdempotencyClaim, StateError, WorkflowState},
 };
 use contoso_proto::{
     events::v1::{OrderAccepted, OrderAcceptedLine},
@@ -19,7 +19,7 @@ use contoso_proto::{
         PlaceOrderRequest, PlaceOrderResponse, order_service_server::OrderService,
     },
 };
-use contoso_store::{OrderRecord, Store};
+use contoso_store::{OrderLine, OrderRecord, Store};
 use prost::Message;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -67,62 +67,101 @@ impl OrdersApi {
     async fn place(&self, user: &UserId, req: PlaceOrderRequest) -> Result<pb::Order, ApiError> {
         let priced = intake::price(&req.lines, &self.catalog)?;
         let Some(key) = intake::idempotency_key(&req.idempotency_key)? else {
-            return self.accept(user, priced).await;
+            let event = self.new_event(user, &priced).await?;
+            return self.publish_accepted(user, &event).await;
         };
-        match self.state.claim_idempotency_key(user, &key).await? {
-            IdempotencyClaim::Completed(stored) => {
-                return pb::Order::decode(stored.as_slice()).map_err(|e| {
-                    ApiError::State(contoso_platform::state::StateError::Corrupt {
-                        key: "idempotency".into(),
-                        detail: e.to_string(),
-                    })
-                });
-            }
+        let event = match self.state.claim_idempotency_key(user, &key).await? {
+            IdempotencyClaim::Completed(stored) => match Remembered::decode(&stored)? {
+                Remembered::Accepted(order) => return Ok(order),
+                // The first attempt's publish was not confirmed, so its event may or may not be
+                // in the stream: publish the very same event again. The broker drops it as a
+                // duplicate inside its window, and process-svc records a correlation id once.
+                Remembered::Unconfirmed(event) => event,
+            },
             IdempotencyClaim::InFlight => return Err(ApiError::InFlight),
-            IdempotencyClaim::Claimed => {}
-        }
-        let result = self.accept(user, priced).await;
-        let settled = match &result {
-            Ok(order) => {
+            IdempotencyClaim::Claimed => match self.new_event(user, &priced).await {
+                Ok(event) => event,
+                Err(e) => {
+                    self.settle(user, &key, None).await;
+                    return Err(e);
+                }
+            },
+        };
+        let result = self.publish_accepted(user, &event).await;
+        let remembered = match &result {
+            Ok(order) => Some(Remembered::Accepted(order.clone())),
+            Err(ApiError::Bus(_)) => Some(Remembered::Unconfirmed(event)),
+            // Nothing was published: a retry may start afresh.
+            Err(_) => None,
+        };
+        self.settle(user, &key, remembered).await;
+        result
+    }
+
+    /// Stores what the key should answer from now on, or frees it.
+    async fn settle(&self, user: &UserId, key: &str, remembered: Option<Remembered>) {
+        let settled = match remembered {
+            Some(r) => {
                 self.state
-                    .complete_idempotency_key(user, &key, &order.encode_to_vec())
+                    .complete_idempotency_key(user, key, &r.encode())
                     .await
             }
-            Err(_) => self.state.release_idempotency_key(user, &key).await,
+            None => self.state.release_idempotency_key(user, key).await,
         };
         if let Err(e) = settled {
             tracing::warn!(error = %e, "settling the idempotency key failed; it expires with its TTL");
         }
-        result
     }
 
-    /// Reserves the id, records the workflow state, publishes `OrderAccepted`; on any failure
-    /// nothing stays behind.
-    async fn accept(&self, user: &UserId, priced: PricedOrder) -> Result<pb::Order, ApiError> {
+    /// A new intake: fresh correlation id, a reserved order id, the sealed customer and the
+    /// priced lines.
+    async fn new_event(
+        &self,
+        user: &UserId,
+        priced: &PricedOrder,
+    ) -> Result<OrderAccepted, ApiError> {
         let cid = CorrelationId::new();
-        let span = tracing::info_span!("accept_order", correlation_id = %cid, order_id = tracing::field::Empty);
+        let order_id = self
+            .ids
+            .next(self.id_wait)
+            .await
+            .ok_or(ApiError::NoOrderId)?;
+        Ok(OrderAccepted {
+            correlation_id: cid.to_string(),
+            order_id: order_id.get(),
+            customer: Some(self.sealer.seal(cid, user)?),
+            lines: priced
+                .lines
+                .iter()
+                .map(|l| OrderAcceptedLine {
+                    product_id: l.product_id.clone(),
+                    product_name: l.product_name.clone(),
+                    quantity: l.quantity,
+                    unit_price_cents: l.unit_price_cents,
+                })
+                .collect(),
+            total_cents: priced.total_cents,
+            currency: priced.currency.clone(),
+            accepted_at: Some(to_timestamp(Utc::now())),
+        })
+    }
+
+    /// Records the workflow state and publishes `OrderAccepted`, answering only once the broker
+    /// confirmed it; if it did not, the workflow keys are removed again.
+    async fn publish_accepted(
+        &self,
+        user: &UserId,
+        event: &OrderAccepted,
+    ) -> Result<pb::Order, ApiError> {
+        let order = accepted_order(event)?;
+        let cid: CorrelationId = order
+            .correlation_id
+            .parse()
+            .map_err(|_| corrupt("correlation id"))?;
+        let order_id = OrderId::new(order.order_id).ok_or_else(|| corrupt("order id"))?;
+        let span =
+            tracing::info_span!("accept_order", correlation_id = %cid, order_id = order_id.get());
         async {
-            let order_id = self.ids.next(self.id_wait).await.ok_or(ApiError::NoOrderId)?;
-            tracing::Span::current().record("order_id", order_id.get());
-            let accepted_at = Utc::now();
-            let event = OrderAccepted {
-                correlation_id: cid.to_string(),
-                order_id: order_id.get(),
-                customer: Some(self.sealer.seal(cid, user)?),
-                lines: priced
-                    .lines
-                    .iter()
-                    .map(|l| OrderAcceptedLine {
-                        product_id: l.product_id.clone(),
-                        product_name: l.product_name.clone(),
-                        quantity: l.quantity,
-                        unit_price_cents: l.unit_price_cents,
-                    })
-                    .collect(),
-                total_cents: priced.total_cents,
-                currency: priced.currency.clone(),
-                accepted_at: Some(to_timestamp(accepted_at)),
-            };
             self.state.record_accepted(cid, user, order_id).await?;
             let envelope = Envelope {
                 topic: Topic::OrderAccepted,
@@ -136,8 +175,8 @@ impl OrdersApi {
                 }
                 return Err(e.into());
             }
-            tracing::info!(lines = priced.lines.len(), total_cents = priced.total_cents, "order accepted");
-            Ok(order_pb(order_id, cid, OrderStatus::Accepted, accepted_at, &priced))
+            tracing::info!(lines = order.lines.len(), total_cents = order.total_cents, "order accepted");
+            Ok(order)
         }
         .instrument(span)
         .await
@@ -190,6 +229,74 @@ impl OrdersApi {
             None => Err(ApiError::NotFound(format!("order {id} not found"))),
         }
     }
+}
+
+fn corrupt(what: &str) -> ApiError {
+    ApiError::State(StateError::Corrupt {
+        key: "idempotency".into(),
+        detail: format!("stored intake has a bad {what}"),
+    })
+}
+
+/// What an idempotency key answers once its first request has settled.
+#[derive(Debug, Clone, PartialEq)]
+enum Remembered {
+    /// The order was accepted: every retry gets this same answer.
+    Accepted(pb::Order),
+    /// The broker did not confirm the publish: a retry publishes this same event again.
+    Unconfirmed(OrderAccepted),
+}
+
+impl Remembered {
+    const ACCEPTED: u8 = b'A';
+    const UNCONFIRMED: u8 = b'U';
+
+    fn encode(&self) -> Vec<u8> {
+        let (tag, body) = match self {
+            Self::Accepted(order) => (Self::ACCEPTED, order.encode_to_vec()),
+            Self::Unconfirmed(event) => (Self::UNCONFIRMED, event.encode_to_vec()),
+        };
+        let mut bytes = Vec::with_capacity(body.len() + 1);
+        bytes.push(tag);
+        bytes.extend(body);
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, ApiError> {
+        let decoded = match bytes.split_first() {
+            Some((&Self::ACCEPTED, body)) => pb::Order::decode(body).map(Self::Accepted),
+            Some((&Self::UNCONFIRMED, body)) => OrderAccepted::decode(body).map(Self::Unconfirmed),
+            _ => return Err(corrupt("tag")),
+        };
+        decoded.map_err(|_| corrupt("body"))
+    }
+}
+
+/// The answer to `PlaceOrder`: the accepted order, as the event describes it.
+fn accepted_order(event: &OrderAccepted) -> Result<pb::Order, ApiError> {
+    let lines: Vec<OrderLine> = event
+        .lines
+        .iter()
+        .map(|l| OrderLine {
+            product_id: l.product_id.clone(),
+            product_name: l.product_name.clone(),
+            quantity: l.quantity,
+            unit_price_cents: l.unit_price_cents,
+        })
+        .collect();
+    Ok(pb::Order {
+        order_id: event.order_id,
+        correlation_id: event.correlation_id.clone(),
+        status: pb::OrderStatus::Accepted as i32,
+        created_at: Some(
+            event
+                .accepted_at
+                .ok_or_else(|| corrupt("acceptance time"))?,
+        ),
+        lines: lines.iter().map(line_to_pb).collect(),
+        total_cents: event.total_cents,
+        currency: event.currency.clone(),
+    })
 }
 
 fn not_yours() -> ApiError {

@@ -1,7 +1,13 @@
 //! OrderService over a real tonic server on port 0, wired to the in-memory adapters (and to a bus
 //! that refuses to confirm, for the rollback path).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use contoso_platform::{
@@ -289,15 +295,71 @@ impl Bus for RefusingBus {
 #[tokio::test]
 async fn an_unconfirmed_publish_is_unavailable_and_removes_the_workflow_keys() {
     let h = start(Arc::new(RefusingBus)).await;
-    let err = h
-        .place("alice", &[("AZ-700", 1)], "retry-me")
-        .await
-        .unwrap_err();
+    let err = h.place("alice", &[("AZ-700", 1)], "").await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
     assert_eq!(
         h.state.entry_count(),
         0,
         "no workflow key may survive a failed intake"
+    );
+}
+
+/// A broker that stores the first message but loses its confirmation, as a timeout would.
+#[derive(Debug)]
+struct LostAckBus {
+    inner: MemoryBus,
+    lose_next: AtomicBool,
+}
+
+#[async_trait]
+impl Bus for LostAckBus {
+    async fn publish(&self, envelope: Envelope) -> Result<(), BusError> {
+        self.inner.publish(envelope).await?;
+        if self.lose_next.swap(false, Ordering::SeqCst) {
+            return Err(BusError::PublishNotConfirmed("timed out".into()));
+        }
+        Ok(())
+    }
+    async fn consume(&self, spec: &ConsumerSpec) -> Result<Deliveries, BusError> {
+        self.inner.consume(spec).await
+    }
+    async fn is_ready(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn a_retry_after_an_unconfirmed_publish_republishes_the_same_order_once() {
+    let bus = Arc::new(LostAckBus {
+        inner: MemoryBus::new(),
+        lose_next: AtomicBool::new(true),
+    });
+    let h = start(bus.clone()).await;
+    let err = h
+        .place("alice", &[("AZ-700", 1)], "cart-7")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+
+    let retried = h.place("alice", &[("AZ-700", 1)], "cart-7").await.unwrap();
+    let again = h.place("alice", &[("AZ-700", 1)], "cart-7").await.unwrap();
+    assert_eq!(retried, again);
+
+    // The lost first publish and the retry carried one message id: one event, for the retried order.
+    let marker = h.place("alice", &[("AZ-104", 1)], "").await.unwrap();
+    let mut deliveries = h
+        .bus
+        .consume(&ConsumerSpec::new("test", [Topic::OrderAccepted]))
+        .await
+        .unwrap();
+    let first = next_accepted(&mut deliveries).await;
+    assert_eq!(
+        (first.correlation_id.as_str(), first.order_id),
+        (retried.correlation_id.as_str(), retried.order_id)
+    );
+    assert_eq!(
+        next_accepted(&mut deliveries).await.correlation_id,
+        marker.correlation_id
     );
 }
 
