@@ -4,12 +4,12 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use async_trait::async_trait;
 use contoso_platform::{
     auth::{AuthArgs, Authenticator},
     backplane::MemoryBackplane,
     bus::{
-        Acknowledge, Bus, BusError, ConsumerSpec, Deliveries, Delivery, Envelope, MemoryBus, Topic,
+        Bus, Envelope, MemoryBus, Topic,
+        recording::{Answer, Answered, RecordingBus},
     },
     domain::{CorrelationId, OrderId, OrderStatus, UserId, to_timestamp},
     server::Readiness,
@@ -23,9 +23,8 @@ use contoso_proto::{
     },
     orders::v1 as orders_pb,
 };
-use futures::StreamExt;
 use prost::Message;
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Status, Streaming, transport::Channel};
 use tonic_types::StatusExt;
@@ -34,92 +33,6 @@ use crate::{Deps, Settings, run};
 
 /// Generous: only a failing test waits this long.
 const DEADLINE: Duration = Duration::from_secs(10);
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Answer {
-    Ack,
-    Nack(Duration),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-struct Answered {
-    message_id: Option<String>,
-    attempt: u64,
-    answer: Answer,
-}
-
-/// A bus that reports every ack and nack of its deliveries.
-#[derive(Debug)]
-struct RecordingBus {
-    inner: MemoryBus,
-    answers: mpsc::UnboundedSender<Answered>,
-}
-
-struct RecordingAcker {
-    delivery: Delivery,
-    answers: mpsc::UnboundedSender<Answered>,
-}
-
-impl RecordingAcker {
-    fn record(&self, answer: Answer) {
-        let _ = self.answers.send(Answered {
-            message_id: self.delivery.message_id.clone(),
-            attempt: self.delivery.attempt,
-            answer,
-        });
-    }
-}
-
-#[async_trait]
-impl Acknowledge for RecordingAcker {
-    async fn ack(&self) -> Result<(), BusError> {
-        self.delivery.ack().await?;
-        self.record(Answer::Ack);
-        Ok(())
-    }
-
-    async fn nack(&self, delay: Duration) -> Result<(), BusError> {
-        self.delivery.nack(delay).await?;
-        self.record(Answer::Nack(delay));
-        Ok(())
-    }
-
-    async fn in_progress(&self) -> Result<(), BusError> {
-        self.delivery.in_progress().await
-    }
-}
-
-#[async_trait]
-impl Bus for RecordingBus {
-    async fn publish(&self, envelope: Envelope) -> Result<(), BusError> {
-        self.inner.publish(envelope).await
-    }
-
-    async fn consume(&self, spec: &ConsumerSpec) -> Result<Deliveries, BusError> {
-        let answers = self.answers.clone();
-        let deliveries = self.inner.consume(spec).await?;
-        Ok(deliveries
-            .map(move |item| {
-                item.map(|delivery| {
-                    Delivery::new(
-                        delivery.topic,
-                        delivery.message_id.clone(),
-                        delivery.payload.clone(),
-                        delivery.attempt,
-                        Box::new(RecordingAcker {
-                            delivery,
-                            answers: answers.clone(),
-                        }),
-                    )
-                })
-            })
-            .boxed())
-    }
-
-    async fn is_ready(&self) -> bool {
-        self.inner.is_ready().await
-    }
-}
 
 /// Settings that make redeliveries and heartbeats quick enough for a test.
 fn fast_settings() -> Settings {
@@ -135,7 +48,6 @@ struct Harness {
     addr: SocketAddr,
     bus: Arc<RecordingBus>,
     state: Arc<MemoryState>,
-    answers: mpsc::UnboundedReceiver<Answered>,
     auth: Authenticator,
     shutdown: CancellationToken,
     server: JoinHandle<anyhow::Result<()>>,
@@ -143,11 +55,7 @@ struct Harness {
 
 impl Harness {
     async fn start(settings: Settings) -> Self {
-        let (tx, answers) = mpsc::unbounded_channel();
-        let bus = Arc::new(RecordingBus {
-            inner: MemoryBus::new(),
-            answers: tx,
-        });
+        let bus = Arc::new(RecordingBus::new(Arc::new(MemoryBus::new())));
         let state = Arc::new(MemoryState::new(Duration::from_secs(600)));
         let auth =
             Authenticator::new(&AuthArgs::default()).expect("the dev JWT settings are valid");
@@ -168,7 +76,6 @@ impl Harness {
             addr,
             bus,
             state,
-            answers,
             auth,
             shutdown,
             server,
@@ -278,22 +185,11 @@ impl Harness {
         id
     }
 
-    /// The next answer given to a delivery of `message_id`.
-    async fn answer_for(&mut self, message_id: &str) -> Answered {
-        tokio::time::timeout(DEADLINE, async {
-            loop {
-                let answered = self
-                    .answers
-                    .recv()
-                    .await
-                    .expect("the recording bus is alive");
-                if answered.message_id.as_deref() == Some(message_id) {
-                    return answered;
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("no answer for {message_id} within {DEADLINE:?}"))
+    /// The first answer given to a delivery of `message_id`.
+    async fn answer_for(&self, message_id: &str) -> Answered {
+        self.bus
+            .first(message_id, DEADLINE, |a| a.is_for(message_id))
+            .await
     }
 
     async fn stop(self) {
@@ -328,12 +224,14 @@ async fn next_update(stream: &mut Streaming<WatchOrderStatusResponse>) -> OrderS
     }
 }
 
-fn assert_update(
-    update: &OrderStatusUpdate,
+/// Reads the next status update (skipping heartbeats) and checks what it says.
+async fn expect_update(
+    stream: &mut Streaming<WatchOrderStatusResponse>,
     cid: CorrelationId,
     status: OrderStatus,
     order_id: i64,
 ) {
+    let update = next_update(stream).await;
     assert_eq!(update.correlation_id, cid.to_string());
     assert_eq!(
         update.status,
@@ -352,50 +250,25 @@ async fn a_stream_gets_the_snapshot_then_live_updates_in_order() {
         .await
         .expect("the stream opens");
 
-    assert_update(
-        &next_update(&mut stream).await,
-        cid,
-        OrderStatus::Accepted,
-        42,
-    );
+    expect_update(&mut stream, cid, OrderStatus::Accepted, 42).await;
     harness.publish_processing(cid, 42, "").await;
-    assert_update(
-        &next_update(&mut stream).await,
-        cid,
-        OrderStatus::Processing,
-        42,
-    );
+    expect_update(&mut stream, cid, OrderStatus::Processing, 42).await;
     harness.publish_processed(cid, 42).await;
-    assert_update(
-        &next_update(&mut stream).await,
-        cid,
-        OrderStatus::Completed,
-        42,
-    );
+    expect_update(&mut stream, cid, OrderStatus::Completed, 42).await;
     harness.stop().await;
 }
 
 #[tokio::test]
 async fn a_late_processing_after_completed_is_not_forwarded() {
-    let mut harness = Harness::start(fast_settings()).await;
+    let harness = Harness::start(fast_settings()).await;
     let cid = harness.accepted("alice", 7).await;
     let mut stream = harness
         .watch("alice", &[cid])
         .await
         .expect("the stream opens");
-    assert_update(
-        &next_update(&mut stream).await,
-        cid,
-        OrderStatus::Accepted,
-        7,
-    );
+    expect_update(&mut stream, cid, OrderStatus::Accepted, 7).await;
     harness.publish_processed(cid, 7).await;
-    assert_update(
-        &next_update(&mut stream).await,
-        cid,
-        OrderStatus::Completed,
-        7,
-    );
+    expect_update(&mut stream, cid, OrderStatus::Completed, 7).await;
 
     // Once the late event is on the backplane, anything published after it reaches the stream
     // after it too: the marker being next proves the late one was dropped.
@@ -403,18 +276,13 @@ async fn a_late_processing_after_completed_is_not_forwarded() {
     assert_eq!(harness.answer_for(&late).await.answer, Answer::Ack);
     let marker = harness.accepted("alice", 8).await;
     harness.publish_accepted(marker, 8).await;
-    assert_update(
-        &next_update(&mut stream).await,
-        marker,
-        OrderStatus::Accepted,
-        8,
-    );
+    expect_update(&mut stream, marker, OrderStatus::Accepted, 8).await;
     harness.stop().await;
 }
 
 #[tokio::test]
 async fn another_users_order_named_in_the_request_is_neither_in_the_snapshot_nor_streamed() {
-    let mut harness = Harness::start(Settings {
+    let harness = Harness::start(Settings {
         heartbeat_interval: Duration::from_millis(50),
         ..fast_settings()
     })
@@ -428,23 +296,13 @@ async fn another_users_order_named_in_the_request_is_neither_in_the_snapshot_nor
         .expect("the stream opens");
 
     // The whole snapshot is queued before the first heartbeat.
-    assert_update(
-        &next_update(&mut stream).await,
-        alices,
-        OrderStatus::Accepted,
-        2,
-    );
+    expect_update(&mut stream, alices, OrderStatus::Accepted, 2).await;
     assert!(matches!(next_event(&mut stream).await, Event::Heartbeat(_)));
 
     let bobs_event = harness.publish_processing(bobs, 1, "").await;
     assert_eq!(harness.answer_for(&bobs_event).await.answer, Answer::Ack);
     harness.publish_processing(alices, 2, "").await;
-    assert_update(
-        &next_update(&mut stream).await,
-        alices,
-        OrderStatus::Processing,
-        2,
-    );
+    expect_update(&mut stream, alices, OrderStatus::Processing, 2).await;
     harness.stop().await;
 }
 
@@ -462,18 +320,8 @@ async fn every_open_stream_of_the_user_receives_the_update() {
         .expect("the second stream opens");
 
     harness.publish_processing(cid, 3, "").await;
-    assert_update(
-        &next_update(&mut first).await,
-        cid,
-        OrderStatus::Processing,
-        3,
-    );
-    assert_update(
-        &next_update(&mut second).await,
-        cid,
-        OrderStatus::Processing,
-        3,
-    );
+    expect_update(&mut first, cid, OrderStatus::Processing, 3).await;
+    expect_update(&mut second, cid, OrderStatus::Processing, 3).await;
     harness.stop().await;
 }
 
@@ -595,7 +443,7 @@ async fn an_idle_stream_gets_heartbeats() {
 
 #[tokio::test]
 async fn an_event_whose_owner_is_unknown_is_nacked_and_delivered_again() {
-    let mut harness = Harness::start(fast_settings()).await;
+    let harness = Harness::start(fast_settings()).await;
     let mut stream = harness.watch("alice", &[]).await.expect("the stream opens");
     let cid = CorrelationId::new();
     let id = harness.publish_processing(cid, 5, "").await;
@@ -609,25 +457,20 @@ async fn an_event_whose_owner_is_unknown_is_nacked_and_delivered_again() {
         .record_accepted(cid, &UserId::parse("alice").expect("user id"), order(5))
         .await
         .expect("recording the map");
-    assert_update(
-        &next_update(&mut stream).await,
-        cid,
-        OrderStatus::Processing,
-        5,
-    );
-    let last = loop {
-        let answered = harness.answer_for(&id).await;
-        if answered.answer == Answer::Ack {
-            break answered;
-        }
-    };
+    expect_update(&mut stream, cid, OrderStatus::Processing, 5).await;
+    let last = harness
+        .bus
+        .first(&format!("an ack of {id}"), DEADLINE, |a| {
+            a.is_for(&id) && a.answer == Answer::Ack
+        })
+        .await;
     assert!(last.attempt >= 2, "{last:?}");
     harness.stop().await;
 }
 
 #[tokio::test]
 async fn a_malformed_event_is_nacked_with_the_long_delay_and_not_acked() {
-    let mut harness = Harness::start(fast_settings()).await;
+    let harness = Harness::start(fast_settings()).await;
     harness
         .publish(
             Topic::OrderProcessed,

@@ -3,22 +3,14 @@
 //! prefix). A user with a stream on each replica sees every update on both, whichever replica
 //! consumed the event.
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use async_trait::async_trait;
 use contoso_platform::{
     auth::{AuthArgs, Authenticator},
     backplane::RedisBackplane,
     bus::{
-        Acknowledge, Bus, BusError, ConsumerSpec, Deliveries, Delivery, Envelope, NatsBus,
-        NatsSettings, Topic,
+        Bus, Envelope, NatsBus, NatsSettings, Topic,
+        recording::{Answer, RecordingBus},
     },
     domain::{CorrelationId, OrderId, UserId, to_timestamp},
     server::Readiness,
@@ -32,8 +24,7 @@ use contoso_proto::{
     },
     orders::v1 as orders_pb,
 };
-use contoso_testkit::{NatsServer, redis_url, unique_name};
-use futures::StreamExt;
+use contoso_testkit::{NatsServer, eventually, redis_url, unique_name};
 use notify_svc::{Deps, Settings, run};
 use prost::Message;
 use tokio::task::JoinHandle;
@@ -44,67 +35,6 @@ const DEADLINE: Duration = Duration::from_secs(15);
 const TTL: Duration = Duration::from_secs(120);
 const EVENTS: i64 = 12;
 
-/// Counts the deliveries this replica acknowledged, to see which replica consumed what.
-#[derive(Debug)]
-struct CountingBus {
-    inner: NatsBus,
-    acked: Arc<AtomicUsize>,
-}
-
-struct CountingAcker {
-    delivery: Delivery,
-    acked: Arc<AtomicUsize>,
-}
-
-#[async_trait]
-impl Acknowledge for CountingAcker {
-    async fn ack(&self) -> Result<(), BusError> {
-        self.delivery.ack().await?;
-        self.acked.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-
-    async fn nack(&self, delay: Duration) -> Result<(), BusError> {
-        self.delivery.nack(delay).await
-    }
-
-    async fn in_progress(&self) -> Result<(), BusError> {
-        self.delivery.in_progress().await
-    }
-}
-
-#[async_trait]
-impl Bus for CountingBus {
-    async fn publish(&self, envelope: Envelope) -> Result<(), BusError> {
-        self.inner.publish(envelope).await
-    }
-
-    async fn consume(&self, spec: &ConsumerSpec) -> Result<Deliveries, BusError> {
-        let acked = self.acked.clone();
-        let deliveries = self.inner.consume(spec).await?;
-        Ok(deliveries
-            .map(move |item| {
-                item.map(|delivery| {
-                    Delivery::new(
-                        delivery.topic,
-                        delivery.message_id.clone(),
-                        delivery.payload.clone(),
-                        delivery.attempt,
-                        Box::new(CountingAcker {
-                            delivery,
-                            acked: acked.clone(),
-                        }),
-                    )
-                })
-            })
-            .boxed())
-    }
-
-    async fn is_ready(&self) -> bool {
-        self.inner.is_ready().await
-    }
-}
-
 fn nats_settings(nats: &NatsServer) -> NatsSettings {
     NatsSettings {
         url: nats.url(),
@@ -114,17 +44,18 @@ fn nats_settings(nats: &NatsServer) -> NatsSettings {
 
 struct Replica {
     addr: SocketAddr,
-    acked: Arc<AtomicUsize>,
+    /// Shows which deliveries this replica acknowledged, to see which replica consumed what.
+    bus: RecordingBus,
     shutdown: CancellationToken,
     server: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Replica {
     async fn start(nats: &NatsServer, prefix: &str, auth: &Authenticator) -> Self {
-        let acked = Arc::new(AtomicUsize::new(0));
         let bus = NatsBus::connect(nats_settings(nats))
             .await
             .expect("connecting to nats-server");
+        let bus = RecordingBus::new(Arc::new(bus));
         let state = RedisState::connect(&redis_url(), prefix, TTL)
             .await
             .expect("connecting Redis state");
@@ -132,10 +63,7 @@ impl Replica {
             .await
             .expect("connecting the Redis backplane");
         let deps = Deps {
-            bus: Arc::new(CountingBus {
-                inner: bus,
-                acked: acked.clone(),
-            }),
+            bus: Arc::new(bus.clone()),
             state: Arc::new(state),
             backplane: Arc::new(backplane),
             authenticator: Arc::new(auth.clone()),
@@ -149,7 +77,7 @@ impl Replica {
         let server = tokio::spawn(run(listener, deps, Settings::default(), shutdown.clone()));
         Self {
             addr,
-            acked,
+            bus,
             shutdown,
             server,
         }
@@ -172,7 +100,8 @@ impl Replica {
     }
 
     fn acked(&self) -> usize {
-        self.acked.load(Ordering::SeqCst)
+        let answers = self.bus.answers();
+        answers.iter().filter(|a| a.answer == Answer::Ack).count()
     }
 
     async fn stop(self) {
@@ -255,13 +184,10 @@ async fn a_users_streams_on_both_replicas_receive_every_update_whichever_replica
 
     // A replica acknowledges just after publishing to the backplane, so the count may trail the
     // updates by a moment.
-    let all_acked = tokio::time::timeout(DEADLINE, async {
-        while first.acked() + second.acked() < EVENTS as usize {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    eventually("every event acknowledged", DEADLINE, || async {
+        first.acked() + second.acked() >= EVENTS as usize
     })
     .await;
-    assert!(all_acked.is_ok(), "not every event was acknowledged");
     let (by_first, by_second) = (first.acked(), second.acked());
     assert_eq!(
         by_first + by_second,

@@ -3,12 +3,7 @@
 //! tests kill connections of, and restart, a private `redis-server` so the shared one is left
 //! alone.
 
-use std::{
-    net::SocketAddr,
-    process::{Child, Command, Stdio},
-    sync::Arc,
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -16,6 +11,7 @@ use contoso_platform::{
     backplane::{Backplane, MemoryBackplane, RedisBackplane, UpdateStream},
     domain::{CorrelationId, OrderId, OrderStatus, StatusUpdate, UserId},
 };
+use contoso_testkit::{RedisServer, eventually};
 use futures::StreamExt;
 use redis::{AsyncCommands, aio::MultiplexedConnection};
 use tokio::time::{Instant, timeout};
@@ -42,22 +38,6 @@ async fn next_update(stream: &mut UpdateStream) -> StatusUpdate {
         .await
         .expect("no update arrived within the deadline")
         .expect("the update stream ended")
-}
-
-/// Polls `condition` until it holds, failing the test at the deadline.
-async fn eventually<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let until = Instant::now() + DEADLINE;
-    while !condition().await {
-        assert!(
-            Instant::now() < until,
-            "not true within {DEADLINE:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// One adapter under test: replicas that share a backplane, and a way to see whether a user is
@@ -194,7 +174,7 @@ async fn dropping_the_last_stream_of_a_user_unsubscribes(subject: &dyn Subject) 
     assert!(subject.subscribed(&alice).await);
 
     drop(second);
-    eventually("alice is no longer subscribed", || async {
+    eventually("alice is no longer subscribed", DEADLINE, || async {
         !subject.subscribed(&alice).await
     })
     .await;
@@ -285,54 +265,6 @@ async fn redis_connect_fails_with_unavailable_when_nothing_listens() {
     assert!(RedisBackplane::connect(&url, "x:").await.is_err());
 }
 
-/// A private `redis-server` on a free port, killed on drop.
-struct PrivateRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl PrivateRedis {
-    fn start() -> Self {
-        let mut server = Self {
-            port: contoso_testkit::free_port(),
-            child: None,
-        };
-        server.restart();
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn restart(&mut self) {
-        self.stop();
-        let child =
-            Command::new(std::env::var("REDIS_SERVER_BIN").unwrap_or("redis-server".into()))
-                .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("starting redis-server (set REDIS_SERVER_BIN)");
-        self.child = Some(child);
-        contoso_testkit::wait_for_port(SocketAddr::from(([127, 0, 0, 1], self.port)), DEADLINE);
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 /// Publishes fresh updates for `user` until one comes out of `stream`: after a reconnect the
 /// re-subscription lands at some unknown moment, and updates before it are lost by design.
 async fn publish_until_received(
@@ -361,7 +293,7 @@ async fn publish_until_received(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_streams_survive_a_killed_pubsub_connection() {
-    let server = PrivateRedis::start();
+    let server = RedisServer::start();
     let subject = Redis::connect(&server.url()).await;
     let [replica, _] = &subject.replicas;
     let (alice, bob) = (user("alice"), user("bob"));
@@ -381,19 +313,22 @@ async fn redis_streams_survive_a_killed_pubsub_connection() {
 
     publish_until_received(replica, &alice, &mut alice_stream).await;
     publish_until_received(replica, &bob, &mut bob_stream).await;
-    eventually("the replica reports ready again", || replica.is_ready()).await;
+    eventually("the replica reports ready again", DEADLINE, || {
+        replica.is_ready()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_streams_survive_a_server_restart() {
-    let mut server = PrivateRedis::start();
+    let mut server = RedisServer::start();
     let subject = Redis::connect(&server.url()).await;
     let [replica, _] = &subject.replicas;
     let alice = user("alice");
     let mut stream = replica.subscribe(&alice).await.unwrap();
 
     server.stop();
-    eventually("the replica notices the outage", || async {
+    eventually("the replica notices the outage", DEADLINE, || async {
         !replica.is_ready().await
     })
     .await;
@@ -404,7 +339,10 @@ async fn redis_streams_survive_a_server_restart() {
     server.restart();
 
     publish_until_received(replica, &alice, &mut stream).await;
-    eventually("the replica reports ready again", || replica.is_ready()).await;
+    eventually("the replica reports ready again", DEADLINE, || {
+        replica.is_ready()
+    })
+    .await;
     let mut carol = replica.subscribe(&user("carol")).await.unwrap();
     let for_carol = update(OrderStatus::Accepted);
     replica.publish(&user("carol"), &for_carol).await.unwrap();

@@ -2,13 +2,13 @@
 //! private `nats-server` per test. Then the JetStream adapter's failure modes: no server at
 //! all, and a server that stops and comes back.
 
-use std::{collections::HashSet, future::Future, sync::Arc, time::Duration};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use contoso_platform::bus::{
     Bus, BusError, ConsumerSpec, Deliveries, Delivery, Envelope, NatsBus, NatsSettings, Topic,
 };
-use contoso_testkit::NatsServer;
+use contoso_testkit::{NatsServer, eventually};
 use futures::StreamExt;
 use tokio::time::{Instant, timeout};
 
@@ -35,15 +35,26 @@ fn id(delivery: &Delivery) -> &str {
     delivery.message_id.as_deref().unwrap_or_default()
 }
 
-/// Polls `condition` until it holds; panics after [`WAIT`].
-async fn eventually<F: Future<Output = bool>>(what: &str, mut condition: impl FnMut() -> F) {
-    let deadline = Instant::now() + WAIT;
-    while !condition().await {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not happen within {WAIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
+/// Opens, or joins, the `intake` group on `orders.accepted`.
+async fn intake(bus: &dyn Bus) -> Deliveries {
+    bus.consume(&ConsumerSpec::new("intake", [Topic::OrderAccepted]))
+        .await
+        .expect("opening the intake group")
+}
+
+/// Publishes `id` on `orders.accepted`; the broker must confirm it.
+async fn publish_accepted(bus: &dyn Bus, id: &str) {
+    bus.publish(envelope(Topic::OrderAccepted, id))
+        .await
+        .expect("publish confirmed");
+}
+
+/// The next deliveries must be `ids`, in order; acks each.
+async fn expect_ids(deliveries: &mut Deliveries, ids: &[&str]) {
+    for expected in ids {
+        let delivery = next(deliveries).await;
+        assert_eq!(id(&delivery), *expected);
+        delivery.ack().await.expect("ack confirmed");
     }
 }
 
@@ -62,14 +73,9 @@ async fn nats_bus(server: &NatsServer) -> Arc<dyn Bus> {
 // ---- The contract: what every adapter must do. ----
 
 async fn publish_is_acknowledged_and_consumed_with_attempt_1(bus: Arc<dyn Bus>) {
-    bus.publish(envelope(Topic::OrderAccepted, "m-1"))
-        .await
-        .expect("publish confirmed");
+    publish_accepted(&*bus, "m-1").await;
 
-    let mut deliveries = bus
-        .consume(&ConsumerSpec::new("intake", [Topic::OrderAccepted]))
-        .await
-        .unwrap();
+    let mut deliveries = intake(&*bus).await;
     let delivery = next(&mut deliveries).await;
 
     assert_eq!(delivery.topic, Topic::OrderAccepted);
@@ -81,22 +87,15 @@ async fn publish_is_acknowledged_and_consumed_with_attempt_1(bus: Arc<dyn Bus>) 
 }
 
 async fn same_message_id_published_twice_is_delivered_once(bus: Arc<dyn Bus>) {
-    bus.publish(envelope(Topic::OrderAccepted, "dup"))
-        .await
-        .unwrap();
+    publish_accepted(&*bus, "dup").await;
     let mut again = envelope(Topic::OrderAccepted, "dup");
     again.payload = Bytes::from_static(b"second copy");
     bus.publish(again)
         .await
         .expect("a duplicate is still confirmed");
-    bus.publish(envelope(Topic::OrderAccepted, "other"))
-        .await
-        .unwrap();
+    publish_accepted(&*bus, "other").await;
 
-    let mut deliveries = bus
-        .consume(&ConsumerSpec::new("intake", [Topic::OrderAccepted]))
-        .await
-        .unwrap();
+    let mut deliveries = intake(&*bus).await;
 
     let first = next(&mut deliveries).await;
     assert_eq!(
@@ -105,19 +104,12 @@ async fn same_message_id_published_twice_is_delivered_once(bus: Arc<dyn Bus>) {
     );
     first.ack().await.unwrap();
     // Order is kept, so a stored duplicate would come here.
-    let second = next(&mut deliveries).await;
-    assert_eq!(id(&second), "other");
-    second.ack().await.unwrap();
+    expect_ids(&mut deliveries, &["other"]).await;
 }
 
 async fn nack_redelivers_with_attempt_2(bus: Arc<dyn Bus>) {
-    bus.publish(envelope(Topic::OrderAccepted, "retry-me"))
-        .await
-        .unwrap();
-    let mut deliveries = bus
-        .consume(&ConsumerSpec::new("intake", [Topic::OrderAccepted]))
-        .await
-        .unwrap();
+    publish_accepted(&*bus, "retry-me").await;
+    let mut deliveries = intake(&*bus).await;
 
     let first = next(&mut deliveries).await;
     assert_eq!(first.attempt, 1);
@@ -145,9 +137,7 @@ async fn two_subscribers_of_one_durable_group_share_the_messages_without_duplica
     let mut both = futures::stream::select(first, second).boxed();
     let published: Vec<String> = (0..20).map(|i| format!("order-{i}")).collect();
     for id in &published {
-        bus.publish(envelope(Topic::OrderAccepted, id))
-            .await
-            .unwrap();
+        publish_accepted(&*bus, id).await;
     }
 
     let mut received = Vec::new();
@@ -172,20 +162,13 @@ async fn two_subscribers_of_one_durable_group_share_the_messages_without_duplica
 }
 
 async fn each_group_receives_every_earlier_message_of_its_topics(bus: Arc<dyn Bus>) {
-    bus.publish(envelope(Topic::OrderAccepted, "accepted-1"))
-        .await
-        .unwrap();
+    publish_accepted(&*bus, "accepted-1").await;
     bus.publish(envelope(Topic::OrderProcessed, "processed-1"))
         .await
         .unwrap();
-    bus.publish(envelope(Topic::OrderAccepted, "accepted-2"))
-        .await
-        .unwrap();
+    publish_accepted(&*bus, "accepted-2").await;
 
-    let mut intake = bus
-        .consume(&ConsumerSpec::new("intake", [Topic::OrderAccepted]))
-        .await
-        .unwrap();
+    let mut intake = intake(&*bus).await;
     let mut notify = bus
         .consume(&ConsumerSpec::new(
             "notify",
@@ -194,11 +177,7 @@ async fn each_group_receives_every_earlier_message_of_its_topics(bus: Arc<dyn Bu
         .await
         .unwrap();
 
-    for expected in ["accepted-1", "accepted-2"] {
-        let delivery = next(&mut intake).await;
-        assert_eq!(id(&delivery), expected);
-        delivery.ack().await.unwrap();
-    }
+    expect_ids(&mut intake, &["accepted-1", "accepted-2"]).await;
     for (expected, topic) in [
         ("accepted-1", Topic::OrderAccepted),
         ("processed-1", Topic::OrderProcessed),
@@ -282,16 +261,9 @@ async fn publish_while_the_server_is_stopped_is_not_confirmed_and_delivery_resum
     })
     .await
     .unwrap();
-    let mut deliveries = bus
-        .consume(&ConsumerSpec::new("intake", [Topic::OrderAccepted]))
-        .await
-        .unwrap();
-    bus.publish(envelope(Topic::OrderAccepted, "before"))
-        .await
-        .unwrap();
-    let before = next(&mut deliveries).await;
-    assert_eq!(id(&before), "before");
-    before.ack().await.unwrap();
+    let mut deliveries = intake(&bus).await;
+    publish_accepted(&bus, "before").await;
+    expect_ids(&mut deliveries, &["before"]).await;
 
     tokio::task::block_in_place(|| server.stop());
     let started = Instant::now();
@@ -301,16 +273,19 @@ async fn publish_while_the_server_is_stopped_is_not_confirmed_and_delivery_resum
         "{refused:?}"
     );
     assert!(started.elapsed() < publish_timeout + Duration::from_millis(500));
-    eventually("the bus reporting not ready", || async {
+    eventually("the bus reporting not ready", WAIT, || async {
         !bus.is_ready().await
     })
     .await;
 
     tokio::task::block_in_place(|| server.restart());
-    eventually("the bus reconnecting", || async { bus.is_ready().await }).await;
+    eventually("the bus reconnecting", WAIT, || async {
+        bus.is_ready().await
+    })
+    .await;
     // The caller's retry of the refused message: same id, so it is stored at most once even if
     // the first attempt did reach the server.
-    eventually("a confirmed publish after the restart", || async {
+    eventually("a confirmed publish after the restart", WAIT, || async {
         bus.publish(envelope(Topic::OrderAccepted, "during"))
             .await
             .is_ok()
@@ -320,24 +295,15 @@ async fn publish_while_the_server_is_stopped_is_not_confirmed_and_delivery_resum
         .await
         .expect("publishing works again");
 
-    for expected in ["during", "after"] {
-        let delivery = next(&mut deliveries).await;
-        assert_eq!(id(&delivery), expected);
-        delivery.ack().await.unwrap();
-    }
+    expect_ids(&mut deliveries, &["during", "after"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_consume_stream_recreates_its_consumer_when_an_operator_deletes_it() {
     let server = NatsServer::start();
     let bus = nats_bus(&server).await;
-    let mut deliveries = bus
-        .consume(&ConsumerSpec::new("intake", [Topic::OrderAccepted]))
-        .await
-        .unwrap();
-    bus.publish(envelope(Topic::OrderAccepted, "first"))
-        .await
-        .unwrap();
+    let mut deliveries = intake(&*bus).await;
+    publish_accepted(&*bus, "first").await;
     next(&mut deliveries).await.ack().await.unwrap();
 
     let operator = async_nats::connect(server.url()).await.unwrap();
@@ -345,9 +311,7 @@ async fn the_consume_stream_recreates_its_consumer_when_an_operator_deletes_it()
         .delete_consumer_from_stream("intake", "ORDERS")
         .await
         .expect("deleting the consumer");
-    bus.publish(envelope(Topic::OrderAccepted, "second"))
-        .await
-        .unwrap();
+    publish_accepted(&*bus, "second").await;
 
     // The re-created consumer starts from the beginning again, so "first" comes back: at least
     // once, never lost.
@@ -369,10 +333,7 @@ async fn the_consume_stream_survives_an_outage_longer_than_its_heartbeat() {
         .try_init();
     let mut server = NatsServer::start();
     let bus = nats_bus(&server).await;
-    let mut deliveries = bus
-        .consume(&ConsumerSpec::new("intake", [Topic::OrderAccepted]))
-        .await
-        .unwrap();
+    let mut deliveries = intake(&*bus).await;
     let reader = tokio::spawn(async move {
         let delivery = next(&mut deliveries).await;
         delivery.ack().await.unwrap();
@@ -386,7 +347,7 @@ async fn the_consume_stream_survives_an_outage_longer_than_its_heartbeat() {
         std::thread::sleep(Duration::from_secs(12));
         server.restart();
     });
-    eventually("a confirmed publish after the restart", || async {
+    eventually("a confirmed publish after the restart", WAIT, || async {
         bus.publish(envelope(Topic::OrderAccepted, "after"))
             .await
             .is_ok()

@@ -3,7 +3,6 @@
 
 use std::{
     collections::HashMap,
-    future::Future,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU32, Ordering},
@@ -19,13 +18,13 @@ use prost::Message;
 use tokio::{
     sync::{Notify, Semaphore},
     task::JoinHandle,
-    time::Instant,
 };
 use tokio_util::sync::CancellationToken;
 
 use contoso_platform::{
     bus::{
-        Acknowledge, Bus, BusError, ConsumerSpec, Deliveries, Delivery, Envelope, MemoryBus, Topic,
+        Bus, ConsumerSpec, Deliveries, Delivery, Envelope, MemoryBus, Topic,
+        recording::{Answer, Answered, RecordingBus},
     },
     domain::{CorrelationId, OrderId, OrderStatus, UserId, to_timestamp},
     seal::{CustomerSealer, DEV_SEAL_KEYS},
@@ -37,6 +36,7 @@ use contoso_store::{
     CatalogSource, IdBlock, MemoryStore, NewOrder, OrderIdSource, OrderReader, OrderRecord,
     OrderWriter, Outbox, OutboxEntry, Page, Product, RecordOutcome, StoreError,
 };
+use contoso_testkit::eventually;
 
 use crate::{Deps, Settings, run};
 
@@ -46,102 +46,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Polls `check` until it holds, failing the test after [`DEADLINE`].
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let until = Instant::now() + DEADLINE;
-    while !check().await {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Settled {
-    Ack,
-    Nack(Duration),
-}
-
-/// How the worker settled one `orders.accepted` delivery.
-#[derive(Debug, Clone)]
-struct Settlement {
-    message_id: Option<String>,
-    settled: Settled,
-}
-
-/// A bus that records every ack and nack the worker sends, then forwards it.
-#[derive(Debug)]
-struct RecordingBus {
-    inner: MemoryBus,
-    settlements: Arc<Mutex<Vec<Settlement>>>,
-}
-
-struct RecordingAck {
-    inner: Delivery,
-    settlements: Arc<Mutex<Vec<Settlement>>>,
-}
-
-impl RecordingAck {
-    fn record(&self, settled: Settled) {
-        let message_id = self.inner.message_id.clone();
-        lock(&self.settlements).push(Settlement {
-            message_id,
-            settled,
-        });
-    }
-}
-
-#[async_trait]
-impl Acknowledge for RecordingAck {
-    async fn ack(&self) -> Result<(), BusError> {
-        self.record(Settled::Ack);
-        self.inner.ack().await
-    }
-
-    async fn nack(&self, delay: Duration) -> Result<(), BusError> {
-        self.record(Settled::Nack(delay));
-        self.inner.nack(delay).await
-    }
-
-    async fn in_progress(&self) -> Result<(), BusError> {
-        self.inner.in_progress().await
-    }
-}
-
-#[async_trait]
-impl Bus for RecordingBus {
-    async fn publish(&self, envelope: Envelope) -> Result<(), BusError> {
-        self.inner.publish(envelope).await
-    }
-
-    async fn consume(&self, spec: &ConsumerSpec) -> Result<Deliveries, BusError> {
-        let settlements = self.settlements.clone();
-        let deliveries = self.inner.consume(spec).await?.map(move |delivery| {
-            delivery.map(|inner| {
-                let (topic, id, payload, attempt) = (
-                    inner.topic,
-                    inner.message_id.clone(),
-                    inner.payload.clone(),
-                    inner.attempt,
-                );
-                let acker = RecordingAck {
-                    inner,
-                    settlements: settlements.clone(),
-                };
-                Delivery::new(topic, id, payload, attempt, Box::new(acker))
-            })
-        });
-        Ok(deliveries.boxed())
-    }
-
-    async fn is_ready(&self) -> bool {
-        self.inner.is_ready().await
-    }
 }
 
 /// Workflow state that records every `advance` and whether it moved the status.
@@ -318,7 +222,8 @@ struct Harness {
     store: Arc<ScriptedStore>,
     sealer: CustomerSealer,
     settings: Settings,
-    settlements: Arc<Mutex<Vec<Settlement>>>,
+    /// The worker's consumer answers through this; `bus` above is for publishing and observing.
+    recording: RecordingBus,
     advances: Arc<Mutex<Vec<(OrderStatus, bool)>>>,
     addr: std::net::SocketAddr,
     shutdown: CancellationToken,
@@ -335,13 +240,10 @@ impl Harness {
         let state = MemoryState::new(Duration::from_secs(60));
         let store = Arc::new(store);
         let sealer = CustomerSealer::from_spec(DEV_SEAL_KEYS).expect("dev seal key");
-        let settlements = Arc::new(Mutex::new(Vec::new()));
+        let recording = RecordingBus::new(Arc::new(bus.clone()));
         let advances = Arc::new(Mutex::new(Vec::new()));
         let deps = Deps {
-            bus: Arc::new(RecordingBus {
-                inner: bus.clone(),
-                settlements: settlements.clone(),
-            }),
+            bus: Arc::new(recording.clone()),
             state: Arc::new(RecordingState {
                 inner: state.clone(),
                 advances: advances.clone(),
@@ -362,7 +264,7 @@ impl Harness {
             store,
             sealer,
             settings,
-            settlements,
+            recording,
             advances,
             addr,
             shutdown,
@@ -439,20 +341,19 @@ impl Harness {
             .expect("publish OrderAccepted");
     }
 
-    fn settlements(&self) -> Vec<Settlement> {
-        lock(&self.settlements).clone()
-    }
-
-    async fn wait_for_settlements(&self, count: usize) -> Vec<Settlement> {
-        eventually(&format!("{count} settled deliveries"), || async {
-            self.settlements().len() >= count
-        })
-        .await;
-        self.settlements()
+    /// Waits until the worker settled (acked or nacked) `count` deliveries, and returns them.
+    async fn wait_for_settlements(&self, count: usize) -> Vec<Answered> {
+        let what = format!("{count} settled deliveries");
+        self.recording
+            .wait_for(&what, DEADLINE, |answers| {
+                let settled = settlements(answers);
+                (settled.len() >= count).then_some(settled)
+            })
+            .await
     }
 
     async fn wait_until_completed(&self, order_id: OrderId) -> OrderRecord {
-        eventually("the order to be COMPLETED", || async {
+        eventually("the order to be COMPLETED", DEADLINE, || async {
             matches!(
                 self.store.get_order(order_id).await,
                 Ok(Some(OrderRecord {
@@ -483,6 +384,15 @@ impl Harness {
             "run did not stop cleanly: {stopped:?}"
         );
     }
+}
+
+/// The acks and nacks among `answers`, leaving out in-progress heartbeats.
+fn settlements(answers: &[Answered]) -> Vec<Answered> {
+    answers
+        .iter()
+        .filter(|a| a.answer.settles())
+        .cloned()
+        .collect()
 }
 
 async fn next_delivery(deliveries: &mut Deliveries) -> Delivery {
@@ -535,7 +445,7 @@ async fn an_accepted_order_is_recorded_completed_and_announced_on_both_status_to
     assert_eq!(done.order_id, order.order_id.get());
 
     let settlements = harness.wait_for_settlements(1).await;
-    assert_eq!(settlements[0].settled, Settled::Ack);
+    assert_eq!(settlements[0].answer, Answer::Ack);
     harness.stop().await;
 }
 
@@ -556,7 +466,7 @@ async fn the_workflow_status_moves_from_accepted_through_processing_to_completed
         .publish(&cid.to_string(), event.encode_to_vec())
         .await;
     harness.wait_until_completed(order.order_id).await;
-    eventually("COMPLETED in the workflow state", || async {
+    eventually("COMPLETED in the workflow state", DEADLINE, || async {
         matches!(
             harness.state.status(cid).await,
             Ok(Some(StatusRecord {
@@ -598,7 +508,7 @@ async fn a_redelivered_order_accepted_creates_no_second_order_and_is_acked() {
     let settlements = harness.wait_for_settlements(2).await;
 
     assert!(
-        settlements.iter().all(|s| s.settled == Settled::Ack),
+        settlements.iter().all(|s| s.answer == Answer::Ack),
         "{settlements:?}"
     );
     assert_eq!(
@@ -641,9 +551,7 @@ async fn a_message_whose_sealed_customer_does_not_open_is_never_acked_nor_record
     let settlements = harness.wait_for_settlements(3).await;
     let delay = harness.settings.unprocessable_delay;
     assert!(
-        settlements
-            .iter()
-            .all(|s| s.settled == Settled::Nack(delay)),
+        settlements.iter().all(|s| s.answer == Answer::Nack(delay)),
         "{settlements:?}"
     );
     assert_eq!(
@@ -670,8 +578,8 @@ async fn a_payload_that_is_not_protobuf_is_nacked_for_the_dead_letter_queue() {
 
     let settlements = harness.wait_for_settlements(1).await;
     assert_eq!(
-        settlements[0].settled,
-        Settled::Nack(harness.settings.unprocessable_delay)
+        settlements[0].answer,
+        Answer::Nack(harness.settings.unprocessable_delay)
     );
     harness.stop().await;
 }
@@ -694,9 +602,9 @@ async fn an_unavailable_database_is_retried_with_backoff_until_the_order_is_reco
 
     harness.wait_until_completed(order.order_id).await;
     let settlements = harness.wait_for_settlements(3).await;
-    let retry = Settled::Nack(Duration::from_millis(30));
-    let settled: Vec<_> = settlements.into_iter().map(|s| s.settled).collect();
-    assert_eq!(settled, [retry.clone(), retry, Settled::Ack]);
+    let retry = Answer::Nack(Duration::from_millis(30));
+    let settled: Vec<_> = settlements.into_iter().map(|s| s.answer).collect();
+    assert_eq!(settled, [retry, retry, Answer::Ack]);
     harness.stop().await;
 }
 
@@ -725,11 +633,11 @@ async fn shutdown_lets_an_in_flight_order_finish_and_acks_it() {
         matches!(stopped, Ok(Ok(Ok(())))),
         "run did not stop cleanly: {stopped:?}"
     );
-    let settled: Vec<_> = lock(&harness.settlements)
-        .iter()
-        .map(|s| s.settled.clone())
+    let settled: Vec<_> = settlements(&harness.recording.answers())
+        .into_iter()
+        .map(|s| s.answer)
         .collect();
-    assert_eq!(settled, [Settled::Ack]);
+    assert_eq!(settled, [Answer::Ack]);
     let recorded = harness
         .store
         .get_order(order.order_id)

@@ -2,7 +2,7 @@
 //! prefix, and a private nats-server per test. Orders are published as accept-svc would publish
 //! them, and the outcome is read back from Postgres, Redis and the stream.
 
-use std::{collections::HashSet, future::Future, sync::Arc, time::Duration};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -25,22 +25,10 @@ use contoso_platform::{
 };
 use contoso_proto::events::v1 as ev;
 use contoso_store::{CatalogSource, OrderIdSource, OrderReader, PgStore, Product};
-use contoso_testkit::{NatsServer, TestDatabase, redis_url, unique_name};
+use contoso_testkit::{NatsServer, TestDatabase, eventually, redis_url, unique_name};
 use process_svc::{Deps, Settings};
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let until = Instant::now() + DEADLINE;
-    while !check().await {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
 
 #[derive(QueryableByName)]
 struct Count {
@@ -207,12 +195,16 @@ impl World {
     }
 
     async fn wait_until_completed(&self, cid: CorrelationId) {
-        eventually(&format!("order {cid} to be COMPLETED"), || async {
-            matches!(
-                self.store.get_order_by_correlation(cid).await,
-                Ok(Some(order)) if order.status == OrderStatus::Completed
-            )
-        })
+        eventually(
+            &format!("order {cid} to be COMPLETED"),
+            DEADLINE,
+            || async {
+                matches!(
+                    self.store.get_order_by_correlation(cid).await,
+                    Ok(Some(order)) if order.status == OrderStatus::Completed
+                )
+            },
+        )
         .await;
     }
 }

@@ -1,8 +1,10 @@
 //! Fixtures for tests that own their world. Each test gets its own `nats-server` (temp store, free
 //! port, killed on drop), its own Postgres database (dropped on drop), and its own Redis key
-//! prefix. Nothing here sleeps to synchronise: readiness is polled with a deadline.
+//! prefix; a test that kills Redis connections or restarts Redis gets a private `redis-server`.
+//! Nothing here sleeps to synchronise: readiness is polled with a deadline.
 //!
 //! Environment: `NATS_SERVER_BIN` (default: `nats-server` on `PATH`, must be 2.10 or newer),
+//! `REDIS_SERVER_BIN` (default: `redis-server` on `PATH`),
 //! `TEST_DATABASE_ADMIN_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`),
 //! `TEST_REDIS_URL` (default `redis://127.0.0.1:6379`).
 
@@ -33,6 +35,22 @@ pub fn wait_for_port(addr: SocketAddr, deadline: Duration) {
         );
         std::thread::yield_now();
         std::thread::park_timeout(Duration::from_millis(20));
+    }
+}
+
+/// Polls `condition` until it holds, or panics naming `what` after `deadline`.
+pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "not true within {deadline:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -125,6 +143,77 @@ impl NatsServer {
 }
 
 impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The `redis-server` binary to run: `REDIS_SERVER_BIN`, else the one on `PATH`.
+pub fn redis_server_bin() -> PathBuf {
+    std::env::var_os("REDIS_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("redis-server"))
+}
+
+/// A private `redis-server` on a free port that persists nothing, for tests that kill its
+/// connections or restart it and so must leave the shared Redis alone.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+        };
+        server.restart();
+        server
+    }
+
+    /// `redis://127.0.0.1:{port}`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server; its data is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts an empty server again on the same port, and waits until it listens.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new(redis_server_bin())
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "starting {} (install redis-server, or set REDIS_SERVER_BIN): {e}",
+                    redis_server_bin().display()
+                )
+            });
+        self.child = Some(child);
+        wait_for_port(
+            SocketAddr::from(([127, 0, 0, 1], self.port)),
+            Duration::from_secs(15),
+        );
+    }
+}
+
+impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
     }

@@ -6,12 +6,12 @@ use std::time::Duration;
 use contoso_platform::domain::UserId;
 use contoso_proto::{
     catalog::v1::{ListProductsRequest, catalog_service_client::CatalogServiceClient},
-    notify::v1::order_status_service_client::OrderStatusServiceClient,
+    notify::v1::{WatchOrderStatusResponse, order_status_service_client::OrderStatusServiceClient},
     orders::v1::OrderStatus,
 };
 use futures::StreamExt as _;
 use tokio::time::timeout;
-use tonic::Code;
+use tonic::{Code, Streaming};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -42,10 +42,38 @@ fn expected_updates(authorization: &str) -> Vec<(String, OrderStatus, String)> {
     .collect()
 }
 
+/// A gateway whose notify-svc is `double` (accept-svc is down).
+async fn gateway_in_front_of(double: &StatusDouble) -> RunningGateway {
+    start_gateway(dead_url().await, start_double(double.clone()).await, None).await
+}
+
+/// The next item of a watch stream, or `None` at its end; it must come in time and not fail.
+async fn next_item(
+    stream: &mut Streaming<WatchOrderStatusResponse>,
+) -> Option<WatchOrderStatusResponse> {
+    timeout(DEADLINE, stream.message())
+        .await
+        .expect("item in time")
+        .expect("no error")
+}
+
+/// A watch of [`ENDLESS`] over plain gRPC, past its three updates.
+async fn endless_stream(gateway: &RunningGateway) -> Streaming<WatchOrderStatusResponse> {
+    let mut client = OrderStatusServiceClient::new(grpc_channel(gateway).await);
+    let mut stream = client
+        .watch_order_status(watch(&[ENDLESS]))
+        .await
+        .expect("stream opened")
+        .into_inner();
+    for _ in 0..3 {
+        next_item(&mut stream).await;
+    }
+    stream
+}
+
 #[tokio::test]
 async fn watch_over_grpc_web_relays_three_updates_in_order_with_the_callers_token() {
-    let double = StatusDouble::default();
-    let gateway = start_gateway(dead_url().await, start_double(double.clone()).await, None).await;
+    let gateway = gateway_in_front_of(&StatusDouble::default()).await;
     let token = token_for("alice");
     let mut request = watch(&["cid-0"]);
     bearer(&mut request, &token);
@@ -69,7 +97,7 @@ async fn watch_over_grpc_web_relays_three_updates_in_order_with_the_callers_toke
 #[tokio::test]
 async fn watch_over_grpc_relays_three_updates_then_ends_when_the_upstream_ends() {
     let double = StatusDouble::default();
-    let gateway = start_gateway(dead_url().await, start_double(double.clone()).await, None).await;
+    let gateway = gateway_in_front_of(&double).await;
     let mut client = OrderStatusServiceClient::new(grpc_channel(&gateway).await);
     let mut request = watch(&["cid-0"]);
     bearer(&mut request, "t0k3n");
@@ -87,16 +115,10 @@ async fn watch_over_grpc_relays_three_updates_then_ends_when_the_upstream_ends()
         .into_inner();
     let mut updates = Vec::new();
     for _ in 0..3 {
-        let item = timeout(DEADLINE, stream.message())
-            .await
-            .expect("item in time")
-            .expect("no error");
+        let item = next_item(&mut stream).await;
         updates.push(update_of(&item.expect("an item, not the end")));
     }
-    let end = timeout(DEADLINE, stream.message())
-        .await
-        .expect("end in time")
-        .expect("clean end");
+    let end = next_item(&mut stream).await;
 
     assert_eq!(updates, expected_updates("Bearer t0k3n"));
     assert!(end.is_none(), "the stream should end with the upstream's");
@@ -115,7 +137,7 @@ async fn watch_over_grpc_relays_three_updates_then_ends_when_the_upstream_ends()
 #[tokio::test]
 async fn a_request_id_is_added_when_the_caller_sent_none() {
     let double = StatusDouble::default();
-    let gateway = start_gateway(dead_url().await, start_double(double.clone()).await, None).await;
+    let gateway = gateway_in_front_of(&double).await;
     let mut client = OrderStatusServiceClient::new(grpc_channel(&gateway).await);
 
     let mut stream = client
@@ -123,10 +145,7 @@ async fn a_request_id_is_added_when_the_caller_sent_none() {
         .await
         .expect("stream opened")
         .into_inner();
-    timeout(DEADLINE, stream.message())
-        .await
-        .expect("item in time")
-        .expect("no error");
+    next_item(&mut stream).await;
 
     let seen = double.seen.lock().expect("not poisoned").clone();
     let id = seen[0]
@@ -143,12 +162,7 @@ async fn a_request_id_is_added_when_the_caller_sent_none() {
 
 #[tokio::test]
 async fn an_upstream_permission_denied_comes_back_unchanged_over_grpc_and_grpc_web() {
-    let gateway = start_gateway(
-        dead_url().await,
-        start_double(StatusDouble::default()).await,
-        None,
-    )
-    .await;
+    let gateway = gateway_in_front_of(&StatusDouble::default()).await;
     let mut grpc = OrderStatusServiceClient::new(grpc_channel(&gateway).await);
     let mut web = grpc_web(&gateway);
 
@@ -173,20 +187,8 @@ async fn an_upstream_permission_denied_comes_back_unchanged_over_grpc_and_grpc_w
 #[tokio::test]
 async fn a_caller_that_goes_away_ends_the_upstream_stream() {
     let double = StatusDouble::default();
-    let gateway = start_gateway(dead_url().await, start_double(double.clone()).await, None).await;
-    let mut client = OrderStatusServiceClient::new(grpc_channel(&gateway).await);
-
-    let mut stream = client
-        .watch_order_status(watch(&[ENDLESS]))
-        .await
-        .expect("stream opened")
-        .into_inner();
-    for _ in 0..3 {
-        timeout(DEADLINE, stream.message())
-            .await
-            .expect("item in time")
-            .expect("no error");
-    }
+    let gateway = gateway_in_front_of(&double).await;
+    let stream = endless_stream(&gateway).await;
     drop(stream);
 
     timeout(DEADLINE, double.caller_gone.notified())
@@ -196,24 +198,8 @@ async fn a_caller_that_goes_away_ends_the_upstream_stream() {
 
 #[tokio::test]
 async fn shutdown_ends_open_streams_with_unavailable_and_run_returns() {
-    let mut gateway = start_gateway(
-        dead_url().await,
-        start_double(StatusDouble::default()).await,
-        None,
-    )
-    .await;
-    let mut client = OrderStatusServiceClient::new(grpc_channel(&gateway).await);
-    let mut stream = client
-        .watch_order_status(watch(&[ENDLESS]))
-        .await
-        .expect("stream opened")
-        .into_inner();
-    for _ in 0..3 {
-        timeout(DEADLINE, stream.message())
-            .await
-            .expect("item in time")
-            .expect("no error");
-    }
+    let mut gateway = gateway_in_front_of(&StatusDouble::default()).await;
+    let mut stream = endless_stream(&gateway).await;
 
     gateway.shutdown.cancel();
 

@@ -50,6 +50,22 @@ async fn send(router: Router, request: Request<Body>) -> Answer {
     }
 }
 
+/// A problem+json answer with `status`.
+fn assert_problem(answer: &Answer, status: StatusCode) {
+    assert_eq!(answer.status, status, "{}", answer.text());
+    assert_eq!(answer.content_type, "application/problem+json");
+}
+
+/// A 200 with an HTML page.
+fn assert_html(answer: &Answer) {
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(
+        answer.content_type.starts_with("text/html"),
+        "{}",
+        answer.content_type
+    );
+}
+
 fn dev_router() -> Router {
     let settings = Settings {
         dev_auth: true,
@@ -83,8 +99,7 @@ async fn assert_token_for_alice(body: Value) {
 
 async fn assert_problem_naming(body: &str, field: &str) {
     let answer = send(dev_router(), post_json("/dev/token", body)).await;
-    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
-    assert_eq!(answer.content_type, "application/problem+json");
+    assert_problem(&answer, StatusCode::BAD_REQUEST);
     let json = answer.json();
     assert_eq!(json["status"], 400);
     assert_eq!(json["type"], "about:blank");
@@ -114,8 +129,7 @@ async fn dev_token_with_an_empty_sub_is_a_problem_naming_sub() {
 #[tokio::test]
 async fn dev_token_with_malformed_json_is_a_400_problem() {
     let answer = send(dev_router(), post_json("/dev/token", "{\"sub\":")).await;
-    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
-    assert_eq!(answer.content_type, "application/problem+json");
+    assert_problem(&answer, StatusCode::BAD_REQUEST);
     assert_eq!(answer.json()["status"], 400);
 }
 
@@ -126,8 +140,7 @@ async fn dev_token_with_a_non_json_content_type_is_a_415_problem() {
         .body(Body::from(r#"{"sub":"alice"}"#))
         .expect("request");
     let answer = send(dev_router(), request).await;
-    assert_eq!(answer.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert_eq!(answer.content_type, "application/problem+json");
+    assert_problem(&answer, StatusCode::UNSUPPORTED_MEDIA_TYPE);
 }
 
 #[tokio::test]
@@ -137,9 +150,11 @@ async fn dev_token_route_does_not_exist_when_dev_auth_is_off() {
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
 }
 
+const INDEX: &str = "<h1>contoso</h1>";
+
 fn spa() -> (tempfile::TempDir, Router) {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("index.html"), "<h1>contoso</h1>").expect("index");
+    std::fs::write(dir.path().join("index.html"), INDEX).expect("index");
     std::fs::create_dir(dir.path().join("assets")).expect("assets dir");
     std::fs::write(dir.path().join("assets/app.js"), "console.log(1)").expect("app.js");
     let settings = Settings {
@@ -150,30 +165,22 @@ fn spa() -> (tempfile::TempDir, Router) {
     (dir, router)
 }
 
+/// The SPA answers `path` with its index page.
+async fn assert_index_at(path: &str) {
+    let (_dir, router) = spa();
+    let answer = send(router, get(path)).await;
+    assert_html(&answer);
+    assert_eq!(answer.text(), INDEX);
+}
+
 #[tokio::test]
 async fn the_spa_index_is_served_at_the_root() {
-    let (_dir, router) = spa();
-    let answer = send(router, get("/")).await;
-    assert_eq!(answer.status, StatusCode::OK);
-    assert!(
-        answer.content_type.starts_with("text/html"),
-        "{}",
-        answer.content_type
-    );
-    assert_eq!(answer.text(), "<h1>contoso</h1>");
+    assert_index_at("/").await;
 }
 
 #[tokio::test]
 async fn an_unknown_spa_route_gets_the_index() {
-    let (_dir, router) = spa();
-    let answer = send(router, get("/orders/42")).await;
-    assert_eq!(answer.status, StatusCode::OK);
-    assert!(
-        answer.content_type.starts_with("text/html"),
-        "{}",
-        answer.content_type
-    );
-    assert_eq!(answer.text(), "<h1>contoso</h1>");
+    assert_index_at("/orders/42").await;
 }
 
 #[tokio::test]
@@ -194,15 +201,14 @@ async fn a_missing_asset_is_404_not_the_index() {
     let (_dir, router) = spa();
     let answer = send(router, get("/assets/missing.js")).await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
-    assert_ne!(answer.text(), "<h1>contoso</h1>");
+    assert_ne!(answer.text(), INDEX);
 }
 
 #[tokio::test]
 async fn unknown_api_paths_are_problem_404s_not_the_index() {
     let (_dir, router) = spa();
     let answer = send(router, get("/api/nothing-here")).await;
-    assert_eq!(answer.status, StatusCode::NOT_FOUND);
-    assert_eq!(answer.content_type, "application/problem+json");
+    assert_problem(&answer, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -221,12 +227,7 @@ async fn the_spa_fallback_answers_get_only() {
 async fn without_a_web_dir_the_root_says_the_spa_is_not_built() {
     let router = http_router(&deps(), &Settings::default());
     let answer = send(router, get("/")).await;
-    assert_eq!(answer.status, StatusCode::OK);
-    assert!(
-        answer.content_type.starts_with("text/html"),
-        "{}",
-        answer.content_type
-    );
+    assert_html(&answer);
     assert!(answer.text().contains("not built"), "{}", answer.text());
 }
 

@@ -10,6 +10,8 @@ use futures::stream::BoxStream;
 
 pub mod memory;
 pub mod nats;
+#[cfg(feature = "test-support")]
+pub mod recording;
 
 pub use memory::MemoryBus;
 pub use nats::{NatsBus, NatsSettings};
