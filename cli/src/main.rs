@@ -5,9 +5,11 @@
 //!   `--redis-url`, `--nats-url` swap any of them for the real one.
 //! - `contoso migrate` applies the schema migrations and loads the catalog.
 //! - `contoso token --sub alice` prints a token the dev stack accepts.
+//! - `contoso bench` places orders against a running system and prints latency figures.
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod dev;
 
 #[derive(Debug, Parser)]
@@ -25,6 +27,8 @@ struct Cli {
 enum Command {
     /// Run the whole system in one process.
     Dev(dev::DevArgs),
+    /// Place orders against a running system and print latency figures.
+    Bench(bench::BenchArgs),
     /// Apply the database migrations and load the catalog.
     Migrate {
         #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
@@ -48,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
     contoso_platform::telemetry::init();
     match Cli::parse().command {
         Command::Dev(args) => dev::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
         Command::Migrate { database_url } => {
             let report = contoso_store::postgres::migrate(&database_url).await?;
             println!("{report:?}");

@@ -1,17 +1,22 @@
 //! The service end to end on the in-memory adapters: `run` on 127.0.0.1:0, a real tonic client,
 //! events published on the bus. The bus is wrapped so tests can see how each delivery was
-//! answered (ack, or nack with which delay, on which attempt).
+//! answered (ack, or nack with which delay, on which attempt), and the backplane can be wrapped
+//! so its subscriptions end on demand, the way a lost Redis pub/sub connection ends them.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use contoso_platform::{
     auth::{AuthArgs, Authenticator},
-    backplane::MemoryBackplane,
+    backplane::{Backplane, BackplaneError, MemoryBackplane, UpdateStream},
     bus::{
         Bus, Envelope, MemoryBus, Topic,
         recording::{Answer, Answered, RecordingBus},
     },
-    domain::{CorrelationId, OrderId, OrderStatus, UserId, to_timestamp},
+    domain::{CorrelationId, OrderId, OrderStatus, StatusUpdate, UserId, to_timestamp},
     server::Readiness,
     state::{MemoryState, WorkflowState},
 };
@@ -23,6 +28,7 @@ use contoso_proto::{
     },
     orders::v1 as orders_pb,
 };
+use futures::StreamExt;
 use prost::Message;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -55,6 +61,10 @@ struct Harness {
 
 impl Harness {
     async fn start(settings: Settings) -> Self {
+        Self::start_with(settings, Arc::new(MemoryBackplane::new())).await
+    }
+
+    async fn start_with(settings: Settings, backplane: Arc<dyn Backplane>) -> Self {
         let bus = Arc::new(RecordingBus::new(Arc::new(MemoryBus::new())));
         let state = Arc::new(MemoryState::new(Duration::from_secs(600)));
         let auth =
@@ -62,7 +72,7 @@ impl Harness {
         let deps = Deps {
             bus: bus.clone(),
             state: state.clone(),
-            backplane: Arc::new(MemoryBackplane::new()),
+            backplane,
             authenticator: Arc::new(auth.clone()),
             readiness: Readiness::new(),
         };
@@ -199,6 +209,43 @@ impl Harness {
             matches!(result, Ok(Ok(Ok(())))),
             "run did not stop cleanly: {result:?}"
         );
+    }
+}
+
+/// A [`MemoryBackplane`] whose open subscriptions [`Severing::sever`] ends, standing for a Redis
+/// backplane that lost its pub/sub connection. Subscriptions made afterwards work again.
+#[derive(Debug, Default)]
+struct Severing {
+    inner: MemoryBackplane,
+    severed: Mutex<CancellationToken>,
+}
+
+impl Severing {
+    /// Ends every subscription open now.
+    fn sever(&self) {
+        let mut current = self.severed.lock().expect("the token lock is not poisoned");
+        std::mem::take(&mut *current).cancel();
+    }
+}
+
+#[tonic::async_trait]
+impl Backplane for Severing {
+    async fn publish(&self, user: &UserId, update: &StatusUpdate) -> Result<(), BackplaneError> {
+        self.inner.publish(user, update).await
+    }
+
+    async fn subscribe(&self, user: &UserId) -> Result<UpdateStream, BackplaneError> {
+        let severed = self
+            .severed
+            .lock()
+            .expect("the token lock is not poisoned")
+            .clone();
+        let updates = self.inner.subscribe(user).await?;
+        Ok(updates.take_until(severed.cancelled_owned()).boxed())
+    }
+
+    async fn is_ready(&self) -> bool {
+        self.inner.is_ready().await
     }
 }
 
@@ -502,5 +549,46 @@ async fn shutdown_ends_open_streams_cleanly() {
     .await
     .expect("the stream ended within the deadline");
     assert!(matches!(end, Ok(None)), "the stream ended with {end:?}");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn an_ended_backplane_subscription_ends_the_stream_with_unavailable() {
+    let backplane = Arc::new(Severing::default());
+    let harness = Harness::start_with(fast_settings(), backplane.clone()).await;
+    let cid = harness.accepted("alice", 9).await;
+    let mut stream = harness
+        .watch("alice", &[cid])
+        .await
+        .expect("the stream opens");
+    expect_update(&mut stream, cid, OrderStatus::Accepted, 9).await;
+
+    backplane.sever();
+    let end = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the stream ended within the deadline");
+    let status = end.expect_err("the stream ends with an error, not cleanly");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    // What changed while the stream was gone reaches the client through the new snapshot.
+    harness
+        .state
+        .advance(cid, OrderStatus::Processing, None)
+        .await
+        .expect("advancing the status");
+    let mut again = harness
+        .watch("alice", &[cid])
+        .await
+        .expect("the client reconnects");
+    expect_update(&mut again, cid, OrderStatus::Processing, 9).await;
+    harness.publish_processed(cid, 9).await;
+    expect_update(&mut again, cid, OrderStatus::Completed, 9).await;
     harness.stop().await;
 }

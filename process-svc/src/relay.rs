@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
 use tokio::{sync::Notify, time::MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -25,6 +26,9 @@ pub(crate) struct Relay {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) settings: Arc<Settings>,
 }
+
+/// Entries of one batch in flight at once.
+const RELAY_CONCURRENCY: usize = 16;
 
 /// How relaying one batch ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -79,17 +83,24 @@ impl Relay {
             }
         };
         let full = i64::try_from(entries.len()).is_ok_and(|n| n >= limit);
-        for entry in &entries {
-            let span = tracing::info_span!(
-                "outbox",
-                correlation_id = %entry.correlation_id,
-                order_id = %entry.order_id,
-                outbox_id = entry.id,
-            );
-            if !self.relay(entry).instrument(span).await {
-                // Entries left behind keep their lease until it expires; then any relay retries.
-                return BatchEnd::Stalled;
-            }
+        // Entries are independent orders, so a batch is relayed concurrently: each one waits on a
+        // broker ack and a commit, and one at a time would cap the relay at a few hundred a second.
+        let relayed: Vec<bool> = futures::stream::iter(entries)
+            .map(|entry| async move {
+                let span = tracing::info_span!(
+                    "outbox",
+                    correlation_id = %entry.correlation_id,
+                    order_id = %entry.order_id,
+                    outbox_id = entry.id,
+                );
+                self.relay(&entry).instrument(span).await
+            })
+            .buffer_unordered(RELAY_CONCURRENCY)
+            .collect()
+            .await;
+        if relayed.contains(&false) {
+            // Entries that failed keep their lease until it expires; then any relay retries.
+            return BatchEnd::Stalled;
         }
         BatchEnd::Relayed { full }
     }

@@ -8,25 +8,26 @@
 //! the last one dropped makes it UNSUBSCRIBE, and every local stream of the user shares the one
 //! Redis subscription.
 //!
-//! Why not RESP3 push messages on the `ConnectionManager` with its automatic resubscription:
-//! that needs RESP3 (Redis 6+, not every managed offering), its reconnect gives up after a fixed
-//! number of retries with nothing to restart it on an otherwise idle connection, and it replays
-//! subscriptions silently. Owning the connection lets the subscriber retry forever with capped,
-//! jittered backoff, notice a half-open socket with periodic PINGs, and re-SUBSCRIBE exactly the
-//! channels that still have local streams, and say so in the log.
+//! Losing the pub/sub connection ENDS every local stream (their senders are dropped, so each
+//! [`UpdateStream`] returns `None`), with a warning saying how many. Redis pub/sub keeps nothing,
+//! so whatever was published during the outage is gone for good: re-subscribing the open streams
+//! silently after a reconnect would leave a watcher showing a stale status (say PROCESSING)
+//! forever. Ending the stream instead makes notify-svc end the client's call with UNAVAILABLE;
+//! the client calls again and starts from a fresh snapshot of its orders, so an outage costs a
+//! reconnect, never a wrong status.
 //!
-//! Updates published while the pub/sub connection is down are lost for the open streams (Redis
-//! pub/sub keeps nothing); a stream opened afterwards starts from notify-svc's status snapshot.
+//! Meanwhile the subscriber keeps reconnecting in the background with capped, jittered backoff,
+//! and notices a half-open socket with periodic PINGs. While it is disconnected `is_ready` is
+//! false, and `subscribe` waits at most the command timeout for the connection to come back
+//! before failing with `Unavailable`, so callers neither hang nor get a subscription that is not
+//! in place.
+//!
+//! Why not RESP3 push messages on the `ConnectionManager`: that needs RESP3 (Redis 6+, not every
+//! managed offering), its reconnect gives up after a fixed number of retries with nothing to
+//! restart it on an otherwise idle connection, and it replays subscriptions silently, which is
+//! exactly the stale-status trap above.
 
-use std::{
-    collections::HashMap,
-    fmt,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{collections::HashMap, fmt, time::Duration};
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -35,7 +36,7 @@ use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream},
 };
 use tokio::{
-    sync::{broadcast, mpsc, oneshot},
+    sync::{broadcast, mpsc, oneshot, watch},
     time::{Instant, MissedTickBehavior, interval, sleep_until, timeout},
 };
 use tracing::{debug, info, warn};
@@ -49,8 +50,6 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
 const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
 const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
-/// Channels per SUBSCRIBE when re-subscribing after a reconnect, to keep each command small.
-const RESUBSCRIBE_BATCH: usize = 500;
 
 /// Status updates fanned out through Redis pub/sub. Cheap to clone: clones share the publishing
 /// connection and the subscriber task.
@@ -59,17 +58,15 @@ pub struct RedisBackplane {
     publisher: ConnectionManager,
     prefix: String,
     commands: mpsc::UnboundedSender<Command>,
-    subscriber_connected: Arc<AtomicBool>,
+    /// Whether the subscriber's pub/sub connection is up; `subscribe` waits on it.
+    subscriber_connected: watch::Receiver<bool>,
 }
 
 impl fmt::Debug for RedisBackplane {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisBackplane")
             .field("prefix", &self.prefix)
-            .field(
-                "subscriber_connected",
-                &self.subscriber_connected.load(Ordering::Relaxed),
-            )
+            .field("subscriber_connected", &*self.subscriber_connected.borrow())
             .finish_non_exhaustive()
     }
 }
@@ -93,13 +90,13 @@ impl RedisBackplane {
             .map_err(|e| unavailable("opening the Redis pub/sub connection", &e))?;
 
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let subscriber_connected = Arc::new(AtomicBool::new(true));
+        let (connected, subscriber_connected) = watch::channel(true);
         let subscriber = Subscriber {
             client,
             commands: command_rx,
             channels: HashMap::new(),
             conn: Some(PubSubConn { sink, stream }),
-            connected: subscriber_connected.clone(),
+            connected,
             failed_attempts: 0,
             retry_at: Instant::now(),
             connected_at: Instant::now(),
@@ -139,6 +136,25 @@ impl Backplane for RedisBackplane {
     }
 
     async fn subscribe(&self, user: &UserId) -> Result<UpdateStream, BackplaneError> {
+        let stopped =
+            || BackplaneError::Unavailable("the backplane subscriber task has stopped".into());
+        // A reconnect in progress is worth a short wait (a client whose stream just ended calls
+        // again right away); a longer outage fails the call rather than hanging it.
+        match timeout(
+            COMMAND_TIMEOUT,
+            self.subscriber_connected.clone().wait_for(|up| *up),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return Err(stopped()),
+            Err(_) => {
+                return Err(BackplaneError::Unavailable(format!(
+                    "the Redis pub/sub connection did not come back within {COMMAND_TIMEOUT:?}; \
+                     reconnecting in the background"
+                )));
+            }
+        }
         let channel = self.channel(user);
         // Made before asking, so that however this call ends (error, cancellation, the stream
         // dropped later) the subscriber hears about it and can UNSUBSCRIBE.
@@ -147,8 +163,6 @@ impl Backplane for RedisBackplane {
             channel: channel.clone(),
         };
         let (reply, answer) = oneshot::channel();
-        let stopped =
-            || BackplaneError::Unavailable("the backplane subscriber task has stopped".into());
         self.commands
             .send(Command::Subscribe { channel, reply })
             .map_err(|_| stopped())?;
@@ -157,7 +171,7 @@ impl Backplane for RedisBackplane {
     }
 
     async fn is_ready(&self) -> bool {
-        self.subscriber_connected.load(Ordering::Relaxed)
+        *self.subscriber_connected.borrow()
             && redis::cmd("PING")
                 .query_async::<String>(&mut self.publisher.clone())
                 .await
@@ -234,9 +248,11 @@ enum Event {
 struct Subscriber {
     client: Client,
     commands: mpsc::UnboundedReceiver<Command>,
+    /// The one sender of each watched channel: dropping it ends that channel's local streams.
+    /// Empty while disconnected.
     channels: HashMap<String, broadcast::Sender<StatusUpdate>>,
     conn: Option<PubSubConn>,
-    connected: Arc<AtomicBool>,
+    connected: watch::Sender<bool>,
     failed_attempts: u32,
     retry_at: Instant,
     connected_at: Instant,
@@ -284,7 +300,7 @@ impl Subscriber {
         &mut self,
         channel: String,
     ) -> Result<broadcast::Receiver<StatusUpdate>, BackplaneError> {
-        // Even a channel other streams already watch is not subscribed in Redis while down.
+        // Lost after the caller saw it up; failing now beats a second wait for the reconnect.
         let Some(conn) = self.conn.as_mut() else {
             return Err(BackplaneError::Unavailable(
                 "the Redis pub/sub connection is down; reconnecting".into(),
@@ -322,7 +338,7 @@ impl Subscriber {
 
     async fn unsubscribe(&mut self, channels: &[String]) {
         let Some(conn) = self.conn.as_mut() else {
-            // Not subscribed anywhere now, and the reconnect only re-subscribes what is watched.
+            // Not subscribed anywhere now, and a new connection starts with no subscriptions.
             return;
         };
         if let Err(e) = bounded("UNSUBSCRIBE", conn.sink.unsubscribe(channels)).await {
@@ -371,7 +387,7 @@ impl Subscriber {
     }
 
     async fn reconnect(&mut self) {
-        let (mut sink, stream) = match open_pubsub(&self.client).await {
+        let (sink, stream) = match open_pubsub(&self.client).await {
             Ok(parts) => parts,
             Err(e) => {
                 warn!(error = %e, attempt = self.failed_attempts + 1, "reconnecting the backplane pub/sub connection failed");
@@ -379,21 +395,11 @@ impl Subscriber {
                 return;
             }
         };
-        let channels: Vec<String> = self.channels.keys().cloned().collect();
-        for batch in channels.chunks(RESUBSCRIBE_BATCH) {
-            if let Err(e) = bounded("SUBSCRIBE", sink.subscribe(batch)).await {
-                warn!(error = %e, "re-subscribing backplane channels failed");
-                self.schedule_retry();
-                return;
-            }
-        }
-        info!(
-            channels = channels.len(),
-            "backplane pub/sub connection restored; re-subscribed every channel with local streams"
-        );
+        // Nothing to re-subscribe: the streams of the old connection were ended when it was lost.
+        info!("backplane pub/sub connection restored; accepting subscriptions again");
         self.conn = Some(PubSubConn { sink, stream });
         self.connected_at = Instant::now();
-        self.connected.store(true, Ordering::Relaxed);
+        self.connected.send_replace(true);
     }
 
     /// Drops the connection when `err` means it can no longer be trusted.
@@ -403,14 +409,23 @@ impl Subscriber {
         }
     }
 
+    /// Drops the connection and ends every local stream; see the module docs for why.
     fn lost(&mut self, why: &str) {
         if self.conn.take().is_some() {
+            self.connected.send_replace(false);
+            let channels = self.channels.len();
+            let streams: usize = self.channels.values().map(|tx| tx.receiver_count()).sum();
+            // Each stream's receiver sees its sender gone and ends; their releases find nothing
+            // left to unsubscribe.
+            self.channels.clear();
             warn!(
                 why,
-                channels = self.channels.len(),
-                "backplane pub/sub connection lost; reconnecting"
+                streams,
+                channels,
+                "backplane pub/sub connection lost: ended every local status stream so clients \
+                 resubscribe and get a fresh snapshot instead of silently missing updates; \
+                 reconnecting"
             );
-            self.connected.store(false, Ordering::Relaxed);
             // A connection that lived a while earns an immediate retry; one that keeps dying
             // right after it was made keeps backing off instead of spinning.
             if self.connected_at.elapsed() > RECONNECT_MAX_DELAY {
