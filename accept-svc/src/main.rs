@@ -11,7 +11,7 @@ use contoso_platform::{
     server::{Readiness, bind},
     shutdown, telemetry,
 };
-use contoso_store::PgStore;
+use contoso_store::config::DatabaseArgs;
 
 /// Catalog, order intake and order history over gRPC.
 #[derive(Debug, Parser)]
@@ -20,12 +20,9 @@ struct Args {
     /// gRPC listen address (also serves /healthz and /readyz).
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:50051")]
     listen: SocketAddr,
-    /// Postgres URL (catalog, order id blocks, order history).
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    database_url: String,
-    /// Size of the Postgres connection pool.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
-    database_max_connections: usize,
+    /// Postgres: catalog, order id blocks, order history.
+    #[command(flatten)]
+    database: DatabaseArgs,
     #[command(flatten)]
     auth: AuthArgs,
     #[command(flatten)]
@@ -42,11 +39,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let auth = Arc::new(Authenticator::new(&args.auth).context("reading the JWT settings")?);
     let sealer = args.seal.sealer()?;
-    let store = Arc::new(
-        PgStore::connect(&args.database_url, args.database_max_connections)
-            .await
-            .context("connecting to Postgres")?,
-    );
+    let store = args.database.connect().await?;
     let state = args.redis.connect_state().await?;
     let bus = args.nats.connect().await?;
 

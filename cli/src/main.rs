@@ -31,8 +31,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Apply the database migrations and load the catalog.
     Migrate {
-        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-        database_url: String,
+        #[command(flatten)]
+        database: contoso_store::config::DatabaseArgs,
     },
     /// Print a bearer token for a user.
     Token {
@@ -53,11 +53,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Dev(args) => dev::run(args).await,
         Command::Bench(args) => bench::run(args).await,
-        Command::Migrate { database_url } => {
-            let report = contoso_store::postgres::migrate(&database_url).await?;
-            println!("{report:?}");
-            Ok(())
-        }
+        Command::Migrate { database } => database.migrate().await,
         Command::Token {
             sub,
             ttl_secs,

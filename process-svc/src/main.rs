@@ -1,16 +1,15 @@
 //! The process-svc binary: reads its configuration from flags or the environment, connects
 //! Postgres, NATS and Redis, and runs the worker until SIGTERM or SIGINT.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
-use anyhow::Context;
 use clap::Parser;
 
 use contoso_platform::{
     config::{NatsArgs, RedisArgs, SealArgs},
     server::{Readiness, bind},
 };
-use contoso_store::PgStore;
+use contoso_store::config::DatabaseArgs;
 use process_svc::{Deps, Settings};
 
 /// Records accepted orders in Postgres and publishes `orders.processed`.
@@ -20,13 +19,8 @@ struct Args {
     /// Address of the health server (gRPC health, reflection, /healthz, /readyz).
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8081")]
     listen: SocketAddr,
-    /// Postgres URL of the system of record.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    database_url: String,
-    /// Size of the Postgres connection pool.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    database_max_connections: u32,
+    #[command(flatten)]
+    database: DatabaseArgs,
     /// Apply the database migrations (and seed the catalog) before starting.
     #[arg(long = "migrate", env = "MIGRATE_ON_START",
           value_parser = clap::builder::BoolishValueParser::new())]
@@ -58,16 +52,9 @@ async fn main() -> anyhow::Result<()> {
 
     let sealer = args.seal.sealer()?;
     if args.migrate {
-        contoso_store::postgres::migrate(&args.database_url)
-            .await
-            .context("migrating the database")?;
-        tracing::info!("database migrated");
+        args.database.migrate().await?;
     }
-    let store = Arc::new(
-        PgStore::connect(&args.database_url, args.database_max_connections as usize)
-            .await
-            .context("connecting to Postgres")?,
-    );
+    let store = args.database.connect().await?;
     let bus = args.nats.connect().await?;
     let state = args.redis.connect_state().await?;
 

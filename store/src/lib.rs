@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use contoso_platform::domain::{CorrelationId, OrderId, OrderStatus, UserId};
 
 pub mod catalog;
+pub mod config;
 pub mod memory;
 pub mod postgres;
 mod schema;
