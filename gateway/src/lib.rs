@@ -10,7 +10,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use axum::{Router, extract::DefaultBodyLimit};
 use contoso_platform::{
-    auth::Authenticator,
+    auth::{AuthInterceptor, Authenticator},
     server::{GrpcHost, Readiness},
 };
 use contoso_proto::{
@@ -95,17 +95,20 @@ pub async fn run(
         .context("configuring the upstream gRPC channels")?;
     tracing::info!(accept = %settings.accept_url, notify = %settings.notify_url, "forwarding to upstreams");
 
+    let tokens = AuthInterceptor::when_present(deps.auth.clone());
     GrpcHost::new(deps.readiness.clone())
-        .add_service(CatalogServiceServer::new(CatalogForwarder::new(
-            upstreams.accept(),
-        )))
-        .add_service(OrderServiceServer::new(OrderForwarder::new(
-            upstreams.accept(),
-        )))
-        .add_service(OrderStatusServiceServer::new(StatusForwarder::new(
-            upstreams.notify(),
-            shutdown.child_token(),
-        )))
+        .add_service(CatalogServiceServer::with_interceptor(
+            CatalogForwarder::new(upstreams.accept()),
+            tokens.clone(),
+        ))
+        .add_service(OrderServiceServer::with_interceptor(
+            OrderForwarder::new(upstreams.accept()),
+            tokens.clone(),
+        ))
+        .add_service(OrderStatusServiceServer::with_interceptor(
+            StatusForwarder::new(upstreams.notify(), shutdown.child_token()),
+            tokens,
+        ))
         .merge_http(http_router(&deps, &settings))
         .serve(listener, shutdown)
         .await

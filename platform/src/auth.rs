@@ -158,23 +158,41 @@ pub fn bearer_token(header: &str) -> Option<&str> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller(pub UserId);
 
-/// Rejects requests without a valid bearer token with UNAUTHENTICATED; records the [`Caller`].
+/// Checks bearer tokens with UNAUTHENTICATED for a bad one and records the [`Caller`]. `new` also
+/// refuses requests without a token; `when_present` lets them through (for a front door whose
+/// upstreams decide what is public).
 #[derive(Debug, Clone)]
 pub struct AuthInterceptor {
     auth: Arc<Authenticator>,
+    required: bool,
 }
 
 impl AuthInterceptor {
     pub fn new(auth: Arc<Authenticator>) -> Self {
-        Self { auth }
+        Self {
+            auth,
+            required: true,
+        }
+    }
+
+    pub fn when_present(auth: Arc<Authenticator>) -> Self {
+        Self {
+            auth,
+            required: false,
+        }
     }
 }
 
 impl Interceptor for AuthInterceptor {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let user = self.auth.verify_metadata(request.metadata())?;
-        request.extensions_mut().insert(Caller(user));
-        Ok(request)
+        match self.auth.verify_metadata(request.metadata()) {
+            Ok(user) => {
+                request.extensions_mut().insert(Caller(user));
+                Ok(request)
+            }
+            Err(AuthError::Missing) if !self.required => Ok(request),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -257,6 +275,24 @@ mod tests {
             Authenticator::new(&args),
             Err(AuthError::WeakSecret)
         ));
+    }
+
+    #[test]
+    fn when_present_lets_a_missing_token_through_but_not_a_bad_one() {
+        let mut interceptor = AuthInterceptor::when_present(Arc::new(auth()));
+        assert!(interceptor.call(Request::new(())).is_ok());
+        let mut bad = Request::new(());
+        bad.metadata_mut()
+            .insert("authorization", "Bearer forged".parse().unwrap());
+        assert_eq!(
+            interceptor.call(bad).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+        let mut required = AuthInterceptor::new(Arc::new(auth()));
+        assert_eq!(
+            required.call(Request::new(())).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
     }
 
     #[test]

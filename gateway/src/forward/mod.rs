@@ -1,10 +1,10 @@
 //! Forwarding gRPC calls to the internal services.
 //!
-//! The gateway does not check tokens on forwarded calls: accept-svc and notify-svc are the
-//! authority (they verify the JWT and decide what is public, e.g. the catalog). Checking here too
-//! would be a second copy of that policy that can drift from the first, and a missing or bad token
-//! already comes back from the upstream as UNAUTHENTICATED. The gateway only carries the caller's
-//! credentials and tracing headers across, and relays the upstream's answer unchanged.
+//! A token the caller presents is verified here (signature, expiry, issuer, audience), so a forged
+//! or expired one is refused at the front door. Whether a call needs a token at all is the
+//! upstreams' decision (the catalog is public, orders are not): a call without one is forwarded
+//! and the upstream answers UNAUTHENTICATED if it must. The gateway carries the caller's
+//! credentials and tracing headers across and relays the upstream's answer unchanged.
 
 use std::future::Future;
 

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use contoso_platform::domain::UserId;
+use contoso_platform::{
+    auth::{AuthArgs, Authenticator},
+    domain::UserId,
+};
 use contoso_proto::{
     catalog::v1::{ListProductsRequest, catalog_service_client::CatalogServiceClient},
     notify::v1::{WatchOrderStatusResponse, order_status_service_client::OrderStatusServiceClient},
@@ -99,8 +102,9 @@ async fn watch_over_grpc_relays_three_updates_then_ends_when_the_upstream_ends()
     let double = StatusDouble::default();
     let gateway = gateway_in_front_of(&double).await;
     let mut client = OrderStatusServiceClient::new(grpc_channel(&gateway).await);
+    let token = token_for("alice");
     let mut request = watch(&["cid-0"]);
-    bearer(&mut request, "t0k3n");
+    bearer(&mut request, &token);
     request
         .metadata_mut()
         .insert("x-request-id", "req-123".parse().expect("ascii"));
@@ -120,7 +124,7 @@ async fn watch_over_grpc_relays_three_updates_then_ends_when_the_upstream_ends()
     }
     let end = next_item(&mut stream).await;
 
-    assert_eq!(updates, expected_updates("Bearer t0k3n"));
+    assert_eq!(updates, expected_updates(&format!("Bearer {token}")));
     assert!(end.is_none(), "the stream should end with the upstream's");
     let seen = double.seen.lock().expect("not poisoned").clone();
     assert_eq!(seen.len(), 1);
@@ -181,6 +185,35 @@ async fn an_upstream_permission_denied_comes_back_unchanged_over_grpc_and_grpc_w
         let details = status.get_error_details();
         let info = details.error_info().expect("error info relayed");
         assert_eq!(info.reason, DENIED_REASON);
+    }
+}
+
+#[tokio::test]
+async fn a_forged_token_is_refused_at_the_gateway_over_grpc_and_grpc_web() {
+    // The double would stream its updates for any token: only the gateway can refuse this one.
+    let gateway = gateway_in_front_of(&StatusDouble::default()).await;
+    let forger = Authenticator::new(&AuthArgs {
+        secret: "f".repeat(40),
+        ..AuthArgs::default()
+    })
+    .expect("a forger's authenticator");
+    let forged = forger
+        .issue(
+            &UserId::parse("alice").expect("user id"),
+            Duration::from_secs(60),
+        )
+        .expect("a forged token");
+    let forged_watch = || {
+        let mut request = watch(&[]);
+        bearer(&mut request, &forged);
+        request
+    };
+
+    let mut grpc = OrderStatusServiceClient::new(grpc_channel(&gateway).await);
+    let over_grpc = grpc.watch_order_status(forged_watch()).await;
+    let over_web = grpc_web(&gateway).watch_order_status(forged_watch()).await;
+    for refused in [over_grpc, over_web] {
+        assert_eq!(refused.expect_err("refused").code(), Code::Unauthenticated);
     }
 }
 
