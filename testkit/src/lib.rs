@@ -67,28 +67,81 @@ pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
+/// The binary to run: the environment variable `var` if set, else `default` on `PATH`.
+fn server_bin(var: &str, default: &str) -> PathBuf {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default))
+}
+
 /// The `nats-server` binary to run: `NATS_SERVER_BIN`, else the one on `PATH`.
 pub fn nats_server_bin() -> PathBuf {
-    std::env::var_os("NATS_SERVER_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("nats-server"))
+    server_bin("NATS_SERVER_BIN", "nats-server")
+}
+
+/// The `redis-server` binary to run: `REDIS_SERVER_BIN`, else the one on `PATH`.
+pub fn redis_server_bin() -> PathBuf {
+    server_bin("REDIS_SERVER_BIN", "redis-server")
+}
+
+/// A server process of a test on a fixed free port: started and awaited, killed on drop.
+#[derive(Debug)]
+struct ServerProcess {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl ServerProcess {
+    fn new() -> Self {
+        Self {
+            child: None,
+            port: free_port(),
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops any running instance, runs `command`, and waits until it listens on the port.
+    fn restart(&mut self, mut command: Command, install_hint: &str) {
+        self.stop();
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("starting {:?} ({install_hint}): {e}", command.get_program())
+            });
+        self.child = Some(child);
+        wait_for_port(
+            SocketAddr::from(([127, 0, 0, 1], self.port)),
+            Duration::from_secs(15),
+        );
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// A private JetStream-enabled `nats-server` on a free port with a temporary store.
 #[derive(Debug)]
 pub struct NatsServer {
-    child: Option<Child>,
-    port: u16,
+    process: ServerProcess,
     store: tempfile::TempDir,
 }
 
 impl NatsServer {
     pub fn start() -> Self {
         let store = tempfile::tempdir().expect("creating a temp dir for JetStream");
-        let port = free_port();
         let mut server = Self {
-            child: None,
-            port,
+            process: ServerProcess::new(),
             store,
         };
         server.restart();
@@ -97,77 +150,47 @@ impl NatsServer {
 
     /// `nats://127.0.0.1:{port}`.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://127.0.0.1:{}", self.process.port)
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.process.port
     }
 
     /// Kills the server (its store stays, so a restart keeps the streams).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.stop();
     }
 
     /// Starts the server again on the same port and store, and waits until it listens.
     pub fn restart(&mut self) {
-        self.stop();
-        let child = Command::new(nats_server_bin())
+        let mut command = Command::new(nats_server_bin());
+        command
             .args([
                 "-a",
                 "127.0.0.1",
                 "-p",
-                &self.port.to_string(),
+                &self.process.port.to_string(),
                 "-js",
                 "-sd",
             ])
-            .arg(self.store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "starting {} (set NATS_SERVER_BIN to a 2.10+ nats-server): {e}",
-                    nats_server_bin().display()
-                )
-            });
-        self.child = Some(child);
-        wait_for_port(
-            SocketAddr::from(([127, 0, 0, 1], self.port)),
-            Duration::from_secs(15),
-        );
+            .arg(self.store.path());
+        self.process
+            .restart(command, "set NATS_SERVER_BIN to a 2.10+ nats-server");
     }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// The `redis-server` binary to run: `REDIS_SERVER_BIN`, else the one on `PATH`.
-pub fn redis_server_bin() -> PathBuf {
-    std::env::var_os("REDIS_SERVER_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("redis-server"))
 }
 
 /// A private `redis-server` on a free port that persists nothing, for tests that kill its
 /// connections or restart it and so must leave the shared Redis alone.
 #[derive(Debug)]
 pub struct RedisServer {
-    child: Option<Child>,
-    port: u16,
+    process: ServerProcess,
 }
 
 impl RedisServer {
     pub fn start() -> Self {
         let mut server = Self {
-            child: None,
-            port: free_port(),
+            process: ServerProcess::new(),
         };
         server.restart();
         server
@@ -175,47 +198,31 @@ impl RedisServer {
 
     /// `redis://127.0.0.1:{port}`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis://127.0.0.1:{}", self.process.port)
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.process.port
     }
 
     /// Kills the server; its data is gone.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.stop();
     }
 
     /// Starts an empty server again on the same port, and waits until it listens.
     pub fn restart(&mut self) {
-        self.stop();
-        let child = Command::new(redis_server_bin())
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "starting {} (install redis-server, or set REDIS_SERVER_BIN): {e}",
-                    redis_server_bin().display()
-                )
-            });
-        self.child = Some(child);
-        wait_for_port(
-            SocketAddr::from(([127, 0, 0, 1], self.port)),
-            Duration::from_secs(15),
-        );
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
+        let mut command = Command::new(redis_server_bin());
+        command
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &self.process.port.to_string(),
+            ])
+            .args(["--save", "", "--appendonly", "no"]);
+        self.process
+            .restart(command, "install redis-server, or set REDIS_SERVER_BIN");
     }
 }
 
