@@ -533,12 +533,11 @@ async fn a_malformed_event_is_nacked_with_the_long_delay_and_not_acked() {
     harness.stop().await;
 }
 
-#[tokio::test]
-async fn shutdown_ends_open_streams_cleanly() {
-    let harness = Harness::start(fast_settings()).await;
-    let mut stream = harness.watch("alice", &[]).await.expect("the stream opens");
-    harness.shutdown.cancel();
-    let end = tokio::time::timeout(DEADLINE, async {
+/// Skips messages until the stream ends (cleanly or with a status), within [`DEADLINE`].
+async fn stream_end(
+    stream: &mut Streaming<WatchOrderStatusResponse>,
+) -> Result<Option<WatchOrderStatusResponse>, Status> {
+    tokio::time::timeout(DEADLINE, async {
         loop {
             match stream.message().await {
                 Ok(Some(_)) => continue,
@@ -547,7 +546,15 @@ async fn shutdown_ends_open_streams_cleanly() {
         }
     })
     .await
-    .expect("the stream ended within the deadline");
+    .expect("the stream ended within the deadline")
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_streams_cleanly() {
+    let harness = Harness::start(fast_settings()).await;
+    let mut stream = harness.watch("alice", &[]).await.expect("the stream opens");
+    harness.shutdown.cancel();
+    let end = stream_end(&mut stream).await;
     assert!(matches!(end, Ok(None)), "the stream ended with {end:?}");
     harness.stop().await;
 }
@@ -564,16 +571,7 @@ async fn an_ended_backplane_subscription_ends_the_stream_with_unavailable() {
     expect_update(&mut stream, cid, OrderStatus::Accepted, 9).await;
 
     backplane.sever();
-    let end = tokio::time::timeout(DEADLINE, async {
-        loop {
-            match stream.message().await {
-                Ok(Some(_)) => continue,
-                other => return other,
-            }
-        }
-    })
-    .await
-    .expect("the stream ended within the deadline");
+    let end = stream_end(&mut stream).await;
     let status = end.expect_err("the stream ends with an error, not cleanly");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
 
