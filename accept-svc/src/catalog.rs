@@ -8,12 +8,13 @@ use std::{
 };
 
 use anyhow::Context;
+use contoso_domain::Product;
 use contoso_platform::grpc_status::invalid_argument;
 use contoso_proto::catalog::v1::{
     self as pb, GetProductRequest, GetProductResponse, ListProductsRequest, ListProductsResponse,
     catalog_service_server::CatalogService,
 };
-use contoso_store::{BillingPeriod, CatalogSource, Product};
+use contoso_store::CatalogSource;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -164,10 +165,7 @@ pub(crate) fn product_to_pb(p: &Product) -> pb::Product {
         vendor: p.vendor.clone(),
         image_url: p.image_url.clone(),
         discount_percent: p.discount_percent,
-        billing_period: match p.billing_period {
-            BillingPeriod::Monthly => pb::BillingPeriod::Monthly,
-            BillingPeriod::Annual => pb::BillingPeriod::Annual,
-        } as i32,
+        billing_period: pb::BillingPeriod::from(p.billing_period) as i32,
         subscription: p.subscription,
         price_cents: p.price_cents,
         effective_price_cents: p.effective_price_cents(),

@@ -1,11 +1,11 @@
 //! accept-svc's one error type, mapped to a gRPC status in one place, and paging parsed at the edge.
 
+use contoso_bus::BusError;
 use contoso_platform::{
-    bus::BusError,
     grpc_status::{internal, invalid_argument, unavailable},
     seal::SealError,
-    state::StateError,
 };
+use contoso_state::StateError;
 use contoso_store::StoreError;
 use tonic::Status;
 
@@ -20,8 +20,6 @@ pub(crate) enum ApiError {
     Invalid { field: String, message: String },
     #[error("{0}")]
     NotFound(String),
-    #[error("{0}")]
-    PermissionDenied(String),
     #[error("a request with this idempotency key is still in progress")]
     InFlight,
     #[error("no order id could be reserved in time")]
@@ -50,7 +48,6 @@ impl From<ApiError> for Status {
         match err {
             ApiError::Invalid { field, message } => invalid_argument(&field, message),
             ApiError::NotFound(m) => Status::not_found(m),
-            ApiError::PermissionDenied(m) => Status::permission_denied(m),
             ApiError::InFlight => Status::aborted(err.to_string()),
             ApiError::NoOrderId => unavailable("order id reservation", &err),
             ApiError::Store(StoreError::Unavailable(e)) => unavailable("the order database", &e),

@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use contoso_platform::domain::OrderId;
+use contoso_domain::OrderId;
 use contoso_store::OrderIdSource;
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;

@@ -6,37 +6,40 @@
 
 use std::{sync::Arc, time::Duration};
 
+use contoso_bus::Bus;
 use contoso_platform::{
     auth::{AuthInterceptor, Authenticator},
-    bus::Bus,
     seal::CustomerSealer,
-    server::{GrpcHost, Readiness},
-    state::WorkflowState,
+    server::{GrpcHost, Readiness, ServerLimits},
 };
 use contoso_proto::{
     catalog::v1::catalog_service_server::CatalogServiceServer,
     orders::v1::order_service_server::OrderServiceServer,
 };
-use contoso_store::Store;
+use contoso_state::IntakeState;
+use contoso_store::{CatalogSource, OrderIdSource, OrderReader};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 
 mod catalog;
 mod error;
 mod ids;
-mod intake;
 mod orders;
 
 pub use catalog::{CatalogApi, CatalogCache};
 pub use ids::IdAllocator;
 pub use orders::OrdersApi;
 
-/// The adapters accept-svc runs on.
+/// The capabilities accept-svc runs on: it reads the catalog and the order history, reserves order
+/// ids, soft-deletes orders, and writes only workflow state; no order write is within its reach.
 #[derive(Debug, Clone)]
 pub struct Deps {
-    /// Catalog, order id blocks and order history.
-    pub store: Arc<dyn Store>,
-    pub state: Arc<dyn WorkflowState>,
+    pub catalog: Arc<dyn CatalogSource>,
+    pub ids: Arc<dyn OrderIdSource>,
+    /// Order history and soft delete.
+    pub orders: Arc<dyn OrderReader>,
+    pub state: Arc<dyn IntakeState>,
     pub bus: Arc<dyn Bus>,
     pub auth: Arc<Authenticator>,
     pub sealer: CustomerSealer,
@@ -52,6 +55,7 @@ pub struct Settings {
     pub id_wait: Duration,
     /// Ids kept ready ahead of demand (a whole block is fetched when the buffer runs low).
     pub id_buffer: usize,
+    pub server: ServerLimits,
 }
 
 impl Default for Settings {
@@ -60,6 +64,7 @@ impl Default for Settings {
             catalog_refresh: Duration::from_secs(60),
             id_wait: Duration::from_secs(5),
             id_buffer: 100,
+            server: ServerLimits::default(),
         }
     }
 }
@@ -71,25 +76,33 @@ pub async fn run(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let catalog = CatalogCache::load(deps.store.clone()).await?;
+    let catalog = CatalogCache::load(deps.catalog).await?;
     let refresher = catalog
         .clone()
         .spawn_refresh(settings.catalog_refresh, shutdown.clone());
-    let ids = IdAllocator::spawn(deps.store.clone(), settings.id_buffer, shutdown.clone());
+    let ids = IdAllocator::spawn(deps.ids, settings.id_buffer, shutdown.clone());
 
     let orders = OrdersApi::new(
         catalog.clone(),
         ids,
-        deps.store.clone(),
-        deps.state.clone(),
-        deps.bus.clone(),
-        deps.sealer.clone(),
+        deps.orders,
+        deps.state,
+        deps.bus,
+        deps.sealer,
         settings.id_wait,
     );
     let interceptor = AuthInterceptor::new(deps.auth.clone());
+    let max_message = settings.server.max_message_bytes;
     let result = GrpcHost::new(deps.readiness)
-        .add_service(CatalogServiceServer::new(CatalogApi::new(catalog)))
-        .add_service(OrderServiceServer::with_interceptor(orders, interceptor))
+        .limits(settings.server)
+        .add_service(
+            CatalogServiceServer::new(CatalogApi::new(catalog))
+                .max_decoding_message_size(max_message),
+        )
+        .add_service(InterceptedService::new(
+            OrderServiceServer::new(orders).max_decoding_message_size(max_message),
+            interceptor,
+        ))
         .serve(listener, shutdown)
         .await;
     refresher.abort();

@@ -3,14 +3,15 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use accept_svc::{Deps, Settings};
-use anyhow::Context;
 use clap::Parser;
+use contoso_bus::NatsArgs;
 use contoso_platform::{
     auth::{AuthArgs, Authenticator},
-    config::{NatsArgs, RedisArgs, SealArgs},
-    server::{Readiness, bind},
+    seal::SealArgs,
+    server::{Readiness, ServerArgs, bind},
     shutdown, telemetry,
 };
+use contoso_state::RedisArgs;
 use contoso_store::config::DatabaseArgs;
 
 /// Catalog, order intake and order history over gRPC.
@@ -20,6 +21,8 @@ struct Args {
     /// gRPC listen address (also serves /healthz and /readyz).
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:50051")]
     listen: SocketAddr,
+    #[command(flatten)]
+    server: ServerArgs,
     /// Postgres: catalog, order id blocks, order history.
     #[command(flatten)]
     database: DatabaseArgs,
@@ -37,7 +40,8 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     telemetry::init();
     let args = Args::parse();
-    let auth = Arc::new(Authenticator::new(&args.auth).context("reading the JWT settings")?);
+    // Secrets first: a deployment that forgot one stops here, before touching anything.
+    let auth = Arc::new(Authenticator::new(&args.auth)?);
     let sealer = args.seal.sealer()?;
     let store = args.database.connect().await?;
     let state = args.redis.connect_state().await?;
@@ -57,12 +61,18 @@ async fn main() -> anyhow::Result<()> {
         .probe("nats", bus.clone(), |b| async move { b.is_ready().await });
     let listener = bind(args.listen).await?;
     let deps = Deps {
-        store,
+        catalog: store.clone(),
+        ids: store.clone(),
+        orders: store,
         state,
         bus,
         auth,
         sealer,
         readiness,
     };
-    accept_svc::run(listener, deps, Settings::default(), shutdown::on_signal()).await
+    let settings = Settings {
+        server: args.server.limits(),
+        ..Settings::default()
+    };
+    accept_svc::run(listener, deps, settings, shutdown::on_signal()).await
 }

@@ -9,10 +9,8 @@ use std::{
 };
 
 use anyhow::Context;
-use contoso_platform::{
-    auth::{AuthArgs, Authenticator},
-    domain::UserId,
-};
+use contoso_domain::UserId;
+use contoso_platform::auth::{AuthArgs, Authenticator};
 use contoso_proto::{
     notify::v1::{
         WatchOrderStatusRequest, order_status_service_client::OrderStatusServiceClient,
@@ -61,7 +59,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.users > 0 && args.concurrency > 0,
         "--users and --concurrency must be at least 1"
     );
-    let auth = Authenticator::new(&args.auth)?;
+    let auth = Authenticator::new(&args.auth.clone().or_dev_secret())?;
     let accept = Channel::from_shared(args.accept_url.clone())?
         .connect()
         .await

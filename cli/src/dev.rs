@@ -4,15 +4,15 @@
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use contoso_backplane::{Backplane, MemoryBackplane, RedisBackplane};
+use contoso_bus::{Bus, MemoryBus, NatsBus, NatsSettings};
 use contoso_platform::{
     auth::{AuthArgs, Authenticator},
-    backplane::{Backplane, MemoryBackplane, RedisBackplane},
-    bus::{Bus, MemoryBus, NatsBus, NatsSettings},
     seal::{CustomerSealer, DEV_SEAL_KEYS},
     server::{Readiness, bind},
     shutdown,
-    state::{MemoryState, RedisState, WorkflowState},
 };
+use contoso_state::{MemoryState, RedisState, WorkflowState};
 use contoso_store::{MemoryStore, PgStore, Store};
 use tokio::task::JoinSet;
 
@@ -109,7 +109,8 @@ async fn backends(args: &DevArgs) -> anyhow::Result<Backends> {
 }
 
 pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
-    let auth = Arc::new(Authenticator::new(&args.auth)?);
+    // The dev stack runs on the public development secret unless JWT_SECRET names another.
+    let auth = Arc::new(Authenticator::new(&args.auth.clone().or_dev_secret())?);
     let sealer = CustomerSealer::from_spec(DEV_SEAL_KEYS)?;
     let b = backends(&args).await?;
 
@@ -129,7 +130,8 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
         process_svc::Deps {
             bus: b.bus.clone(),
             state: b.state.clone(),
-            store: b.store.clone(),
+            orders: b.store.clone(),
+            outbox: b.store.clone(),
             sealer: sealer.clone(),
             readiness: Readiness::new(),
         },
@@ -139,7 +141,9 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     services.spawn(accept_svc::run(
         accept_listener,
         accept_svc::Deps {
-            store: b.store.clone(),
+            catalog: b.store.clone(),
+            ids: b.store.clone(),
+            orders: b.store.clone(),
             state: b.state.clone(),
             bus: b.bus.clone(),
             auth: auth.clone(),

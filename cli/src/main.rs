@@ -34,7 +34,13 @@ enum Command {
         #[command(flatten)]
         database: contoso_store::config::DatabaseArgs,
     },
-    /// Print a bearer token for a user.
+    /// Print a fresh `JWT_SECRET` and `SEAL_KEYS` for a deployment (as `KEY=value` lines).
+    Keys {
+        /// Key id of the new seal key (rotate by prepending a new id to the old ring).
+        #[arg(long, default_value = "k1")]
+        seal_key_id: String,
+    },
+    /// Print a bearer token for a user (signed with JWT_SECRET, or the dev secret when unset).
     Token {
         /// The user id (`sub` claim).
         #[arg(long)]
@@ -54,13 +60,21 @@ async fn main() -> anyhow::Result<()> {
         Command::Dev(args) => dev::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Migrate { database } => database.migrate().await,
+        Command::Keys { seal_key_id } => {
+            println!("JWT_SECRET={}", contoso_platform::auth::generate_secret());
+            println!(
+                "SEAL_KEYS={}",
+                contoso_platform::seal::generate_key_ring(&seal_key_id)?
+            );
+            Ok(())
+        }
         Command::Token {
             sub,
             ttl_secs,
             auth,
         } => {
-            let auth = contoso_platform::auth::Authenticator::new(&auth)?;
-            let sub = contoso_platform::domain::UserId::parse(sub)?;
+            let auth = contoso_platform::auth::Authenticator::new(&auth.or_dev_secret())?;
+            let sub = contoso_domain::UserId::parse(sub)?;
             println!(
                 "{}",
                 auth.issue(&sub, std::time::Duration::from_secs(ttl_secs))?

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::{
+    process::binary,
     rpc::{
         Client, Code, DELETE_ORDER, GET_ORDER, GET_ORDER_STATUS, GET_PRODUCT, LIST_ORDERS,
         LIST_PRODUCTS, PLACE_ORDER,
@@ -179,7 +180,7 @@ fn order_flows_end_to_end_over_grpc_on_real_infrastructure() {
     let denied = orders.err(GET_ORDER, Some(&bob), order_id.clone());
     assert_eq!(
         denied.code,
-        Code::PermissionDenied,
+        Code::NotFound,
         "bob reads alice's order: {}",
         denied.output
     );
@@ -432,4 +433,42 @@ fn an_unconfirmed_publish_returns_unavailable_and_leaves_no_redis_keys() {
         1,
         "orders recorded"
     );
+}
+
+#[test]
+fn each_service_starts_with_its_secrets_and_refuses_to_start_without_one_naming_it() {
+    // Started with their secrets, all four are ready: System::start waits for each `/readyz`.
+    let system = System::start();
+    for (service, secret) in [
+        ("accept-svc", "JWT_SECRET"),
+        ("accept-svc", "SEAL_KEYS"),
+        ("process-svc", "SEAL_KEYS"),
+        ("notify-svc", "JWT_SECRET"),
+        ("gateway", "JWT_SECRET"),
+    ] {
+        // The same environment less one secret, on a port of its own.
+        let env = system
+            .service_env(service)
+            .iter()
+            .filter(|(name, _)| *name != secret && *name != "LISTEN_ADDR");
+        let output = std::process::Command::new(binary(service))
+            .env_clear()
+            .env("RUST_LOG", "off")
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .envs(env.map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running {service}: {e}"));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "{service} started without {secret}"
+        );
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{service} without {secret}: {stderr}");
+        assert!(
+            lines[0].contains(&format!("{secret} is not set")),
+            "{service} without {secret}: {stderr}"
+        );
+    }
 }

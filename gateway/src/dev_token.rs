@@ -9,7 +9,8 @@ use axum::{
     extract::{State, rejection::JsonRejection},
     routing::post,
 };
-use contoso_platform::{auth::Authenticator, domain::UserId};
+use contoso_domain::UserId;
+use contoso_platform::auth::Authenticator;
 use serde::{Deserialize, Serialize};
 
 use crate::problem::Problem;
@@ -156,7 +157,7 @@ mod tests {
 
     #[test]
     fn an_overlong_user_id_is_rejected_on_its_field() {
-        let long = "x".repeat(contoso_platform::domain::MAX_USER_ID_LEN + 1);
+        let long = "x".repeat(contoso_domain::MAX_USER_ID_LEN + 1);
         assert_eq!(
             field_of(UserId::try_from(request(Some(&long), None)).unwrap_err()),
             "sub"

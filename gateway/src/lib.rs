@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use axum::{Router, extract::DefaultBodyLimit};
 use contoso_platform::{
     auth::{AuthInterceptor, Authenticator},
-    server::{GrpcHost, Readiness},
+    server::{GrpcHost, Readiness, ServerLimits},
 };
 use contoso_proto::{
     catalog::v1::catalog_service_server::CatalogServiceServer,
@@ -20,6 +20,7 @@ use contoso_proto::{
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tower_http::trace::TraceLayer;
 
 mod dev_token;
@@ -57,6 +58,7 @@ pub struct Settings {
     pub dev_auth: bool,
     /// Lifetime of tokens issued by the dev login.
     pub dev_token_ttl: Duration,
+    pub server: ServerLimits,
 }
 
 impl Default for Settings {
@@ -67,6 +69,7 @@ impl Default for Settings {
             web_dir: None,
             dev_auth: false,
             dev_token_ttl: Duration::from_secs(3600),
+            server: ServerLimits::default(),
         }
     }
 }
@@ -96,17 +99,25 @@ pub async fn run(
     tracing::info!(accept = %settings.accept_url, notify = %settings.notify_url, "forwarding to upstreams");
 
     let tokens = AuthInterceptor::when_present(deps.auth.clone());
+    let max_message = settings.server.max_message_bytes;
     GrpcHost::new(deps.readiness.clone())
-        .add_service(CatalogServiceServer::with_interceptor(
-            CatalogForwarder::new(upstreams.accept()),
+        .limits(settings.server.clone())
+        .add_service(InterceptedService::new(
+            CatalogServiceServer::new(CatalogForwarder::new(upstreams.accept()))
+                .max_decoding_message_size(max_message),
             tokens.clone(),
         ))
-        .add_service(OrderServiceServer::with_interceptor(
-            OrderForwarder::new(upstreams.accept()),
+        .add_service(InterceptedService::new(
+            OrderServiceServer::new(OrderForwarder::new(upstreams.accept()))
+                .max_decoding_message_size(max_message),
             tokens.clone(),
         ))
-        .add_service(OrderStatusServiceServer::with_interceptor(
-            StatusForwarder::new(upstreams.notify(), shutdown.child_token()),
+        .add_service(InterceptedService::new(
+            OrderStatusServiceServer::new(StatusForwarder::new(
+                upstreams.notify(),
+                shutdown.child_token(),
+            ))
+            .max_decoding_message_size(max_message),
             tokens,
         ))
         .merge_http(http_router(&deps, &settings))

@@ -2,11 +2,10 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use anyhow::Context as _;
 use clap::{ArgAction, Parser, builder::BoolishValueParser};
 use contoso_platform::{
     auth::{AuthArgs, Authenticator},
-    server::{Readiness, bind},
+    server::{Readiness, ServerArgs, bind},
 };
 
 /// Serves grpc-web and gRPC (forwarded to accept-svc and notify-svc), the SPA and the dev login.
@@ -52,6 +51,8 @@ struct Args {
     )]
     dev_token_ttl_secs: u64,
     #[command(flatten)]
+    server: ServerArgs,
+    #[command(flatten)]
     auth: AuthArgs,
 }
 
@@ -60,7 +61,8 @@ async fn main() -> anyhow::Result<()> {
     contoso_platform::telemetry::init();
     let args = Args::parse();
 
-    let auth = Authenticator::new(&args.auth).context("JWT settings")?;
+    // The secret first: a deployment that forgot it stops here.
+    let auth = Authenticator::new(&args.auth)?;
     // Readiness is draining only: an upstream that is down answers UNAVAILABLE through us, and
     // making the gateway unready with it would empty the whole front door during a blip.
     let deps = gateway::Deps {
@@ -73,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
         web_dir: args.web_dir,
         dev_auth: args.dev_auth,
         dev_token_ttl: Duration::from_secs(args.dev_token_ttl_secs),
+        server: args.server.limits(),
     };
     let listener = bind(args.listen).await?;
     gateway::run(

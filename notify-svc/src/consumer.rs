@@ -8,12 +8,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use contoso_platform::{
-    backplane::Backplane,
-    bus::{Bus, ConsumerSpec, Deliveries, Delivery, Topic},
-    domain::{CorrelationId, StatusUpdate, UserId},
-    state::{StateError, WorkflowState},
-};
+use contoso_backplane::Backplane;
+use contoso_bus::{Bus, ConsumerSpec, Deliveries, Delivery, Topic};
+use contoso_domain::{CorrelationId, StatusUpdate, UserId};
+use contoso_state::{StateError, StatusReader};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -34,14 +32,14 @@ pub(crate) enum Outcome {
 /// Routes status events to their owner's backplane channel.
 #[derive(Debug)]
 pub(crate) struct Consumer {
-    state: Arc<dyn WorkflowState>,
+    state: Arc<dyn StatusReader>,
     backplane: Arc<dyn Backplane>,
     settings: Arc<Settings>,
 }
 
 impl Consumer {
     pub(crate) fn new(
-        state: Arc<dyn WorkflowState>,
+        state: Arc<dyn StatusReader>,
         backplane: Arc<dyn Backplane>,
         settings: Arc<Settings>,
     ) -> Self {

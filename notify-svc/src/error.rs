@@ -1,7 +1,9 @@
 //! The errors of `WatchOrderStatus`, mapped to gRPC statuses in one place. Infrastructure causes
 //! go to the log; the client gets a code and a generic message.
 
-use contoso_platform::{backplane::BackplaneError, grpc_status, state::StateError};
+use contoso_backplane::BackplaneError;
+use contoso_platform::grpc_status;
+use contoso_state::StateError;
 use tonic::Status;
 
 #[derive(Debug, thiserror::Error)]

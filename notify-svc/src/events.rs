@@ -2,10 +2,9 @@
 //! streams. The topic decides the status; a payload that contradicts it is malformed.
 
 use chrono::{DateTime, Utc};
-use contoso_platform::{
-    bus::Topic,
-    domain::{CorrelationId, OrderId, OrderStatus, StatusUpdate, from_timestamp},
-};
+use contoso_bus::Topic;
+use contoso_domain::{CorrelationId, OrderId, OrderStatus, StatusUpdate};
+use contoso_proto::convert::from_timestamp;
 use contoso_proto::{
     events::v1::{OrderAccepted, OrderProcessed, OrderStatusChanged},
     orders::v1 as orders_pb,
@@ -97,7 +96,7 @@ fn occurred_at(at: Option<&prost_types::Timestamp>) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use contoso_platform::domain::to_timestamp;
+    use contoso_proto::convert::to_timestamp;
 
     #[test]
     fn each_topic_maps_to_its_status_with_the_order_id() {

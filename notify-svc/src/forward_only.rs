@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use contoso_platform::domain::{CorrelationId, OrderStatus};
+use contoso_domain::{CorrelationId, OrderStatus};
 
 #[derive(Debug)]
 struct Seen {

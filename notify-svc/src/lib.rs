@@ -9,16 +9,17 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
+use contoso_backplane::Backplane;
+use contoso_bus::Bus;
 use contoso_platform::{
     auth::{AuthInterceptor, Authenticator},
-    backplane::Backplane,
-    bus::Bus,
-    server::{GrpcHost, Readiness},
-    state::WorkflowState,
+    server::{GrpcHost, Readiness, ServerLimits},
 };
 use contoso_proto::notify::v1::order_status_service_server::OrderStatusServiceServer;
+use contoso_state::StatusReader;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 
 mod consumer;
 mod error;
@@ -36,7 +37,8 @@ mod tests;
 #[derive(Debug, Clone)]
 pub struct Deps {
     pub bus: Arc<dyn Bus>,
-    pub state: Arc<dyn WorkflowState>,
+    /// Owners and statuses only: notify-svc never writes workflow state.
+    pub state: Arc<dyn StatusReader>,
     pub backplane: Arc<dyn Backplane>,
     pub authenticator: Arc<Authenticator>,
     pub readiness: Readiness,
@@ -71,6 +73,7 @@ pub struct Settings {
     pub retry_backoff: Duration,
     /// Redelivery delay of an undecodable event, on its slow way to the dead-letter queue.
     pub malformed_redelivery: Duration,
+    pub server: ServerLimits,
 }
 
 impl Default for Settings {
@@ -89,6 +92,7 @@ impl Default for Settings {
             missing_owner_redelivery: Duration::from_secs(2),
             retry_backoff: Duration::from_millis(500),
             malformed_redelivery: Duration::from_secs(300),
+            server: ServerLimits::default(),
         }
     }
 }
@@ -127,13 +131,15 @@ pub async fn run(
         consumer_stop.clone(),
     ));
 
+    let limits = settings.server.clone();
     let service =
         service::WatchService::new(deps.state, deps.backplane, settings, shutdown.clone());
-    let grpc = OrderStatusServiceServer::with_interceptor(
-        service,
+    let grpc = InterceptedService::new(
+        OrderStatusServiceServer::new(service).max_decoding_message_size(limits.max_message_bytes),
         AuthInterceptor::new(deps.authenticator),
     );
     let served = GrpcHost::new(deps.readiness)
+        .limits(limits)
         .add_service(grpc)
         .serve(listener, shutdown)
         .await;

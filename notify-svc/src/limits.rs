@@ -6,7 +6,7 @@ use std::{
     sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
-use contoso_platform::domain::UserId;
+use contoso_domain::UserId;
 
 type OpenStreams = Arc<Mutex<HashMap<UserId, usize>>>;
 

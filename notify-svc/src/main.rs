@@ -5,11 +5,13 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
+use contoso_backplane::{Backplane, RedisBackplane};
+use contoso_bus::NatsArgs;
 use contoso_platform::{
     auth::{AuthArgs, Authenticator},
-    config::{NatsArgs, RedisArgs},
-    server::{Readiness, bind},
+    server::{Readiness, ServerArgs, bind},
 };
+use contoso_state::RedisArgs;
 use notify_svc::{Deps, Settings, run};
 
 /// Live order status streams (`contoso.notify.v1.OrderStatusService`).
@@ -28,6 +30,8 @@ struct Args {
           value_parser = clap::value_parser!(u32).range(1..))]
     max_streams_per_user: u32,
     #[command(flatten)]
+    server: ServerArgs,
+    #[command(flatten)]
     auth: AuthArgs,
     #[command(flatten)]
     nats: NatsArgs,
@@ -40,10 +44,20 @@ async fn main() -> anyhow::Result<()> {
     contoso_platform::telemetry::init();
     let args = Args::parse();
 
-    let authenticator = Authenticator::new(&args.auth).context("reading the JWT settings")?;
+    // The secret first: a deployment that forgot it stops here, before touching anything.
+    let authenticator = Authenticator::new(&args.auth)?;
     let bus = args.nats.connect().await?;
     let state = args.redis.connect_state().await?;
-    let backplane = args.redis.connect_backplane().await?;
+    let backplane: Arc<dyn Backplane> = Arc::new(
+        RedisBackplane::connect(&args.redis.redis_url, &args.redis.redis_key_prefix)
+            .await
+            .with_context(|| {
+                format!(
+                    "connecting the backplane to Redis at {}",
+                    args.redis.redis_url
+                )
+            })?,
+    );
 
     let readiness = Readiness::new()
         .probe(
@@ -60,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
         heartbeat_interval: Duration::from_secs(args.heartbeat_interval_secs),
         max_streams_per_user: usize::try_from(args.max_streams_per_user)
             .context("MAX_STREAMS_PER_USER does not fit this platform")?,
+        server: args.server.limits(),
         ..Settings::default()
     };
     let deps = Deps {

@@ -6,15 +6,13 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
-use contoso_platform::{
-    auth,
-    backplane::Backplane,
-    domain::{CorrelationId, StatusUpdate, UserId},
-    state::{StateError, WorkflowState},
-};
+use contoso_backplane::Backplane;
+use contoso_domain::{CorrelationId, StatusUpdate, UserId};
+use contoso_platform::auth;
 use contoso_proto::notify::v1::{
     WatchOrderStatusRequest, order_status_service_server::OrderStatusService,
 };
+use contoso_state::{StateError, StatusReader};
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -34,7 +32,7 @@ const SNAPSHOT_CONCURRENCY: usize = 8;
 
 #[derive(Debug)]
 pub(crate) struct WatchService {
-    state: Arc<dyn WorkflowState>,
+    state: Arc<dyn StatusReader>,
     backplane: Arc<dyn Backplane>,
     limiter: StreamLimiter,
     settings: Arc<Settings>,
@@ -44,7 +42,7 @@ pub(crate) struct WatchService {
 
 impl WatchService {
     pub(crate) fn new(
-        state: Arc<dyn WorkflowState>,
+        state: Arc<dyn StatusReader>,
         backplane: Arc<dyn Backplane>,
         settings: Arc<Settings>,
         shutdown: CancellationToken,

@@ -9,18 +9,18 @@ use std::{
     time::Duration,
 };
 
+use contoso_backplane::{Backplane, BackplaneError, MemoryBackplane, UpdateStream};
+use contoso_bus::{
+    Bus, Envelope, MemoryBus, Topic,
+    recording::{Answer, Answered, RecordingBus},
+};
+use contoso_domain::{CorrelationId, OrderId, OrderStatus, StatusUpdate, UserId};
 use contoso_platform::{
     auth::{AuthArgs, Authenticator},
-    backplane::{Backplane, BackplaneError, MemoryBackplane, UpdateStream},
-    bus::{
-        Bus, Envelope, MemoryBus, Topic,
-        recording::{Answer, Answered, RecordingBus},
-    },
-    domain::{CorrelationId, OrderId, OrderStatus, StatusUpdate, UserId, to_timestamp},
     server::Readiness,
-    state::{MemoryState, WorkflowState},
 };
 use contoso_proto::{
+    convert::to_timestamp,
     events::v1::{OrderAccepted, OrderProcessed, OrderStatusChanged},
     notify::v1::{
         OrderStatusUpdate, WatchOrderStatusRequest, WatchOrderStatusResponse,
@@ -28,6 +28,7 @@ use contoso_proto::{
     },
     orders::v1 as orders_pb,
 };
+use contoso_state::{IntakeState, MemoryState, StatusWriter};
 use futures::StreamExt;
 use prost::Message;
 use tokio::task::JoinHandle;
@@ -67,8 +68,7 @@ impl Harness {
     async fn start_with(settings: Settings, backplane: Arc<dyn Backplane>) -> Self {
         let bus = Arc::new(RecordingBus::new(Arc::new(MemoryBus::new())));
         let state = Arc::new(MemoryState::new(Duration::from_secs(600)));
-        let auth =
-            Authenticator::new(&AuthArgs::default()).expect("the dev JWT settings are valid");
+        let auth = Authenticator::new(&AuthArgs::dev()).expect("the dev JWT settings are valid");
         let deps = Deps {
             bus: bus.clone(),
             state: state.clone(),
@@ -382,8 +382,8 @@ async fn a_missing_or_forged_token_is_unauthenticated() {
     assert_eq!(missing.code(), Code::Unauthenticated);
 
     let forger = Authenticator::new(&AuthArgs {
-        secret: "not-the-service-secret-but-long-enough-0000".into(),
-        ..AuthArgs::default()
+        secret: Some("not-the-service-secret-but-long-enough-0000".into()),
+        ..AuthArgs::dev()
     })
     .expect("valid forger settings");
     let forged = forger

@@ -8,10 +8,9 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
-use contoso_platform::{
-    backplane::UpdateStream,
-    domain::{OrderId, StatusUpdate, to_timestamp},
-};
+use contoso_backplane::UpdateStream;
+use contoso_domain::{OrderId, StatusUpdate};
+use contoso_proto::convert::to_timestamp;
 use contoso_proto::{
     notify::v1::{
         Heartbeat, OrderStatusUpdate, WatchOrderStatusResponse, watch_order_status_response::Event,

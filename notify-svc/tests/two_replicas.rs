@@ -5,17 +5,17 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use contoso_backplane::RedisBackplane;
+use contoso_bus::{
+    Bus, Envelope, NatsBus, NatsSettings, Topic,
+    recording::{Answer, RecordingBus},
+};
+use contoso_domain::{CorrelationId, OrderId, UserId};
 use contoso_platform::{
     auth::{AuthArgs, Authenticator},
-    backplane::RedisBackplane,
-    bus::{
-        Bus, Envelope, NatsBus, NatsSettings, Topic,
-        recording::{Answer, RecordingBus},
-    },
-    domain::{CorrelationId, OrderId, UserId, to_timestamp},
     server::Readiness,
-    state::{RedisState, WorkflowState},
 };
+use contoso_proto::convert::to_timestamp;
 use contoso_proto::{
     events::v1::OrderAccepted,
     notify::v1::{
@@ -24,6 +24,7 @@ use contoso_proto::{
     },
     orders::v1 as orders_pb,
 };
+use contoso_state::{IntakeState, RedisState};
 use contoso_testkit::{NatsServer, eventually, redis_url, unique_name};
 use notify_svc::{Deps, Settings, run};
 use prost::Message;
@@ -135,7 +136,7 @@ async fn next_update(stream: &mut Streaming<WatchOrderStatusResponse>) -> OrderS
 async fn a_users_streams_on_both_replicas_receive_every_update_whichever_replica_consumed_it() {
     let nats = NatsServer::start();
     let prefix = format!("{}:", unique_name("notify"));
-    let auth = Authenticator::new(&AuthArgs::default()).expect("the dev JWT settings are valid");
+    let auth = Authenticator::new(&AuthArgs::dev()).expect("the dev JWT settings are valid");
     let first = Replica::start(&nats, &prefix, &auth).await;
     let second = Replica::start(&nats, &prefix, &auth).await;
 

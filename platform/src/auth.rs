@@ -8,20 +8,21 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Status, metadata::MetadataMap, service::Interceptor};
 
-use crate::domain::UserId;
+use contoso_domain::{UserId, UserIdError};
 
 /// Shortest HS256 secret accepted: a shorter one is guessable offline from any token.
 pub const MIN_SECRET_LEN: usize = 32;
 
-/// The secret the dev stack signs with when none is configured. Never use it in production.
+/// The secret `contoso dev` and the tests sign with. Public: never use it in a deployment.
 pub const DEV_SECRET: &str = "contoso-dev-secret-change-me-0123456789abcdef";
 
-/// JWT settings shared by every service (12-factor: all from the environment).
+/// JWT settings shared by every service (12-factor: all from the environment). The secret has no
+/// default: a service started without `JWT_SECRET` refuses to run (see [`Authenticator::new`]).
 #[derive(Debug, Clone, clap::Args)]
 pub struct AuthArgs {
-    /// HS256 signing secret, at least 32 bytes.
-    #[arg(long = "jwt-secret", env = "JWT_SECRET", hide_env_values = true, default_value = DEV_SECRET)]
-    pub secret: String,
+    /// HS256 signing secret, at least 32 bytes (`contoso keys` makes one).
+    #[arg(long = "jwt-secret", env = "JWT_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
     /// Expected `iss` claim.
     #[arg(long = "jwt-issuer", env = "JWT_ISSUER", default_value = "contoso-dev")]
     pub issuer: String,
@@ -34,14 +35,30 @@ pub struct AuthArgs {
     pub audience: String,
 }
 
-impl Default for AuthArgs {
-    fn default() -> Self {
+impl AuthArgs {
+    /// The public development settings: for `contoso dev` and tests only.
+    pub fn dev() -> Self {
         Self {
-            secret: DEV_SECRET.to_owned(),
+            secret: Some(DEV_SECRET.to_owned()),
             issuer: "contoso-dev".to_owned(),
             audience: "contoso-orders".to_owned(),
         }
     }
+
+    /// These settings, with the public development secret when none was given (`contoso dev`).
+    pub fn or_dev_secret(mut self) -> Self {
+        self.secret.get_or_insert_with(|| DEV_SECRET.to_owned());
+        self
+    }
+}
+
+/// A fresh random HS256 secret (32 random bytes, base64): what `contoso keys` prints.
+pub fn generate_secret() -> String {
+    use base64::Engine as _;
+    use chacha20poly1305::aead::{OsRng, rand_core::RngCore};
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,14 +69,27 @@ pub enum AuthError {
     Malformed,
     #[error("token expired")]
     Expired,
-    #[error("invalid token: {0}")]
-    Invalid(String),
-    #[error("JWT secret must be at least {MIN_SECRET_LEN} bytes")]
+    /// Bad signature, issuer, audience or claims. The source stays in the log.
+    #[error("invalid token")]
+    Invalid(#[source] jsonwebtoken::errors::Error),
+    #[error("invalid token")]
+    InvalidSubject(#[source] UserIdError),
+    #[error("issuing a token failed")]
+    Issue(#[source] jsonwebtoken::errors::Error),
+    #[error(
+        "JWT_SECRET is not set: give every service the same HS256 secret of at least {MIN_SECRET_LEN} bytes (`contoso keys` makes one)"
+    )]
+    MissingSecret,
+    #[error("JWT_SECRET must be at least {MIN_SECRET_LEN} bytes")]
     WeakSecret,
 }
 
 impl From<AuthError> for Status {
+    /// The client sees only this error's own stable text; the library's cause goes to the log.
     fn from(err: AuthError) -> Self {
+        if let Some(source) = std::error::Error::source(&err) {
+            tracing::debug!(error = source, "token refused");
+        }
         Status::unauthenticated(err.to_string())
     }
 }
@@ -93,12 +123,14 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
+    /// Fails without a secret, or with one too short to resist an offline guess.
     pub fn new(args: &AuthArgs) -> Result<Self, AuthError> {
-        if args.secret.len() < MIN_SECRET_LEN {
+        let secret = args.secret.as_deref().ok_or(AuthError::MissingSecret)?;
+        if secret.len() < MIN_SECRET_LEN {
             return Err(AuthError::WeakSecret);
         }
-        if args.secret == DEV_SECRET {
-            tracing::warn!("JWT_SECRET not set: using the public development secret");
+        if secret == DEV_SECRET {
+            tracing::warn!("signing with the public development JWT secret: for development only");
         }
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[&args.issuer]);
@@ -108,8 +140,8 @@ impl Authenticator {
         Ok(Self {
             issuer: args.issuer.clone(),
             audience: args.audience.clone(),
-            encoding: EncodingKey::from_secret(args.secret.as_bytes()),
-            decoding: DecodingKey::from_secret(args.secret.as_bytes()),
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
             validation,
         })
     }
@@ -119,9 +151,9 @@ impl Authenticator {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
-                _ => AuthError::Invalid(e.to_string()),
+                _ => AuthError::Invalid(e),
             })?;
-        UserId::parse(data.claims.sub).map_err(|e| AuthError::Invalid(e.to_string()))
+        UserId::parse(data.claims.sub).map_err(AuthError::InvalidSubject)
     }
 
     /// Reads and verifies `authorization: Bearer <token>`.
@@ -143,7 +175,7 @@ impl Authenticator {
             exp: now + ttl.as_secs(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|e| AuthError::Invalid(e.to_string()))
+            .map_err(AuthError::Issue)
     }
 }
 
@@ -210,7 +242,7 @@ mod tests {
     use super::*;
 
     fn auth() -> Authenticator {
-        Authenticator::new(&AuthArgs::default()).unwrap()
+        Authenticator::new(&AuthArgs::dev()).unwrap()
     }
 
     #[test]
@@ -223,8 +255,8 @@ mod tests {
     #[test]
     fn token_signed_with_another_secret_is_rejected() {
         let other = Authenticator::new(&AuthArgs {
-            secret: "another-secret-that-is-long-enough-000000".into(),
-            ..AuthArgs::default()
+            secret: Some("another-secret-that-is-long-enough-000000".into()),
+            ..AuthArgs::dev()
         })
         .unwrap();
         let token = other
@@ -237,7 +269,7 @@ mod tests {
     fn token_for_another_audience_is_rejected() {
         let other = Authenticator::new(&AuthArgs {
             audience: "elsewhere".into(),
-            ..AuthArgs::default()
+            ..AuthArgs::dev()
         })
         .unwrap();
         let token = other
@@ -266,10 +298,39 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_secret_is_refused_naming_the_variable() {
+        let args = AuthArgs {
+            secret: None,
+            ..AuthArgs::dev()
+        };
+        let err = Authenticator::new(&args).unwrap_err();
+        assert!(matches!(err, AuthError::MissingSecret));
+        assert!(err.to_string().starts_with("JWT_SECRET is not set"));
+    }
+
+    #[test]
+    fn a_refused_token_does_not_tell_the_client_why_the_library_refused_it() {
+        let status = Status::from(auth().verify("a.b.c").unwrap_err());
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        assert_eq!(status.message(), "invalid token");
+    }
+
+    #[test]
+    fn generated_secrets_are_long_enough_and_differ() {
+        let (a, b) = (generate_secret(), generate_secret());
+        assert_ne!(a, b);
+        let args = AuthArgs {
+            secret: Some(a),
+            ..AuthArgs::dev()
+        };
+        assert!(Authenticator::new(&args).is_ok());
+    }
+
+    #[test]
     fn short_secret_is_refused_at_startup() {
         let args = AuthArgs {
-            secret: "short".into(),
-            ..AuthArgs::default()
+            secret: Some("short".into()),
+            ..AuthArgs::dev()
         };
         assert!(matches!(
             Authenticator::new(&args),

@@ -1,16 +1,12 @@
-//! Cross-cutting pieces shared by every Contoso service: the domain identifiers, authentication,
-//! the sealed customer reference, telemetry, shutdown, the gRPC server scaffolding, and the three
-//! infrastructure seams (bus, workflow state, status backplane) with their in-memory and real
-//! adapters.
+//! What every Contoso gRPC service shares and no adapter needs: bearer-token authentication, the
+//! sealed customer reference, the gRPC server scaffolding (health, reflection, grpc-web, probes,
+//! drain), client-facing gRPC statuses, telemetry and shutdown. It compiles no broker, cache or
+//! database client: those live in `contoso-bus`, `contoso-state`, `contoso-backplane` and
+//! `contoso-store`.
 
 pub mod auth;
-pub mod backplane;
-pub mod bus;
-pub mod config;
-pub mod domain;
 pub mod grpc_status;
 pub mod seal;
 pub mod server;
 pub mod shutdown;
-pub mod state;
 pub mod telemetry;

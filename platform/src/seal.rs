@@ -12,14 +12,17 @@ use chacha20poly1305::{
 };
 use contoso_proto::events::v1::SealedCustomer;
 
-use crate::domain::{CorrelationId, UserId};
+use contoso_domain::{CorrelationId, UserId};
 
-/// The key the dev stack uses when none is configured . Never use it in
-/// production.
+/// The key ring `contoso dev` and the tests use. Public: never use it in a deployment.
 pub const DEV_SEAL_KEYS: &str = "dev:Y29udG9zby1kZXYtc2VhbC1rZXktMzItYnl0ZXMhISE=";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
+    #[error(
+        "SEAL_KEYS is not set: give accept-svc and process-svc the same key ring `id:base64(32 bytes)` (`contoso keys` makes one)"
+    )]
+    MissingKeys,
     #[error("SEAL_KEYS must be `id:base64key[,id:base64key...]`; {0}")]
     BadConfig(String),
     #[error("sealed with unknown key id {0:?}")]
@@ -30,6 +33,37 @@ pub enum SealError {
     Encrypt,
     #[error("sealed customer reference holds an invalid user id")]
     BadUserId,
+}
+
+/// The key ring for sealed customer references (shared by accept-svc and process-svc). It has no
+/// default: a service started without `SEAL_KEYS` refuses to run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SealArgs {
+    /// `id:base64(32 bytes)[,id:base64...]`; the first key seals, every key opens
+    /// (`contoso keys` makes one).
+    #[arg(long, env = "SEAL_KEYS", hide_env_values = true)]
+    pub seal_keys: Option<String>,
+}
+
+impl SealArgs {
+    pub fn sealer(&self) -> Result<CustomerSealer, SealError> {
+        let spec = self.seal_keys.as_deref().ok_or(SealError::MissingKeys)?;
+        if spec == DEV_SEAL_KEYS {
+            tracing::warn!("sealing with the public development key: for development only");
+        }
+        CustomerSealer::from_spec(spec)
+    }
+}
+
+/// A fresh key ring of one random key named `id`, in the `SEAL_KEYS` format.
+pub fn generate_key_ring(id: &str) -> Result<String, SealError> {
+    if id.is_empty() || id.contains([':', ',']) {
+        return Err(SealError::BadConfig(
+            "a key id is non-empty, without `:` or `,`".into(),
+        ));
+    }
+    let key = ChaCha20Poly1305::generate_key(&mut OsRng);
+    Ok(format!("{id}:{}", STANDARD.encode(key)))
 }
 
 /// Seals with the active (first configured) key; opens with any configured key.
@@ -122,6 +156,21 @@ mod tests {
 
     fn alice() -> UserId {
         UserId::parse("alice").unwrap()
+    }
+
+    #[test]
+    fn a_generated_key_ring_seals_and_opens() {
+        let sealer = CustomerSealer::from_spec(&generate_key_ring("k1").unwrap()).unwrap();
+        let cid = CorrelationId::new();
+        let sealed = sealer.seal(cid, &alice()).unwrap();
+        assert_eq!(sealer.open(cid, &sealed).unwrap(), alice());
+        assert!(generate_key_ring("a:b").is_err());
+    }
+
+    #[test]
+    fn missing_keys_are_refused_naming_the_variable() {
+        let err = SealArgs { seal_keys: None }.sealer().unwrap_err();
+        assert!(err.to_string().starts_with("SEAL_KEYS is not set"));
     }
 
     #[test]

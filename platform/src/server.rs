@@ -28,6 +28,9 @@ use tower::Layer;
 
 type Check = Arc<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
 
+/// How long one readiness check may take before it counts as failed.
+pub const CHECK_TIMEOUT: Duration = Duration::from_millis(800);
+
 /// What `/readyz` reports: every named dependency check passes and the server is not draining.
 #[derive(Clone, Default)]
 pub struct Readiness {
@@ -72,16 +75,22 @@ impl Readiness {
         self.with_check(name, move || Box::pin(probe(target.clone())))
     }
 
-    /// Runs every check; `(all ready, per-check results)`.
+    /// Runs every check at once, each bounded by [`CHECK_TIMEOUT`] (a hanging dependency counts
+    /// as not ready), so the report comes within about that long; `(all ready, per-check results)`.
     pub async fn report(&self) -> (bool, serde_json::Value) {
+        let results =
+            futures::future::join_all(self.checks.iter().map(|(name, check)| async move {
+                let ok = tokio::time::timeout(CHECK_TIMEOUT, check())
+                    .await
+                    .unwrap_or(false);
+                (*name, ok)
+            }))
+            .await;
         let mut all = !self.draining.load(Ordering::Relaxed);
         let mut details = serde_json::Map::new();
-        for (name, check) in &self.checks {
-            let ok = tokio::time::timeout(Duration::from_secs(2), check())
-                .await
-                .unwrap_or(false);
+        for (name, ok) in results {
             all &= ok;
-            details.insert((*name).to_owned(), serde_json::Value::Bool(ok));
+            details.insert(name.to_owned(), serde_json::Value::Bool(ok));
         }
         details.insert(
             "draining".into(),
@@ -96,6 +105,46 @@ impl Readiness {
     }
 }
 
+/// Server limits from the environment (12-factor), shared by every service binary.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// Calls in flight on one HTTP/2 connection.
+    #[arg(long, env = "MAX_CONCURRENT_STREAMS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_streams: u32,
+    /// Largest gRPC message a service decodes, in bytes.
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+    /// Deadline of a unary call, in seconds.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_secs: u64,
+    /// HTTP/2 keepalive ping interval, in seconds.
+    #[arg(long, env = "KEEPALIVE_INTERVAL_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub keepalive_interval_secs: u64,
+    /// How long a keepalive ping may go unanswered before the connection is closed, in seconds.
+    #[arg(long, env = "KEEPALIVE_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub keepalive_timeout_secs: u64,
+    /// How long in-flight calls may take to finish after SIGTERM, in seconds.
+    #[arg(long, env = "DRAIN_DEADLINE_SECS", default_value_t = 10)]
+    pub drain_deadline_secs: u64,
+}
+
+impl ServerArgs {
+    pub fn limits(&self) -> ServerLimits {
+        ServerLimits {
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            max_concurrent_streams: self.max_concurrent_streams,
+            max_message_bytes: self.max_message_bytes,
+            keepalive_interval: Duration::from_secs(self.keepalive_interval_secs),
+            keepalive_timeout: Duration::from_secs(self.keepalive_timeout_secs),
+            drain_deadline: Duration::from_secs(self.drain_deadline_secs),
+        }
+    }
+}
+
 /// Limits and deadlines of one server.
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
@@ -105,6 +154,13 @@ pub struct ServerLimits {
     /// top of this: the gateway multiplexes every user's status stream onto one connection per
     /// upstream, so such a limit would queue the streams of unrelated users behind each other.
     pub max_concurrent_streams: u32,
+    /// Largest gRPC message a service decodes; each service applies it to its generated servers
+    /// (`max_decoding_message_size`), since tonic sets it per service.
+    pub max_message_bytes: usize,
+    /// HTTP/2 keepalive: a ping this often, and the connection closed when one goes unanswered
+    /// for `keepalive_timeout`.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
     /// How long in-flight calls may take to finish after shutdown fires.
     pub drain_deadline: Duration,
 }
@@ -114,6 +170,9 @@ impl Default for ServerLimits {
         Self {
             request_timeout: Duration::from_secs(30),
             max_concurrent_streams: 10_000,
+            max_message_bytes: 4 * 1024 * 1024,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
             drain_deadline: Duration::from_secs(10),
         }
     }
@@ -204,8 +263,8 @@ impl GrpcHost {
             .accept_http1(true)
             .timeout(self.limits.request_timeout)
             .max_concurrent_streams(self.limits.max_concurrent_streams)
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .http2_keepalive_interval(Some(self.limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(self.limits.keepalive_timeout))
             .add_routes(Routes::from(router));
 
         let readiness = self.readiness;
@@ -290,4 +349,26 @@ async fn readyz(State(readiness): State<Readiness>) -> impl IntoResponse {
     };
     let body = serde_json::json!({ "status": if ready { "ready" } else { "not ready" }, "checks": checks });
     (status, Json(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn readiness_runs_its_checks_at_once_and_counts_a_hanging_one_as_not_ready() {
+        let hang = || -> BoxFuture<'static, bool> { Box::pin(futures::future::pending()) };
+        let readiness = Readiness::new()
+            .with_check("postgres", hang)
+            .with_check("redis", hang)
+            .with_check("nats", || Box::pin(async { true }));
+        let started = tokio::time::Instant::now();
+        let (ready, checks) = readiness.report().await;
+        // Paused time: the report waited one check timeout in all, not one per hanging check.
+        assert_eq!(started.elapsed(), CHECK_TIMEOUT);
+        assert!(!ready);
+        assert_eq!(checks["postgres"], false);
+        assert_eq!(checks["redis"], false);
+        assert_eq!(checks["nats"], true);
+    }
 }

@@ -12,13 +12,12 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
 
-use contoso_platform::{
-    bus::{Bus, ConsumerSpec, Delivery, Envelope, Topic},
-    domain::OrderStatus,
-    seal::CustomerSealer,
-    state::WorkflowState,
-};
-use contoso_store::{NewOrder, RecordOutcome, Store, StoreError};
+use contoso_bus::{Bus, ConsumerSpec, Delivery, Envelope, Topic};
+use contoso_domain::NewOrder;
+use contoso_domain::OrderStatus;
+use contoso_platform::seal::CustomerSealer;
+use contoso_state::StatusWriter;
+use contoso_store::{OrderWriter, RecordOutcome, StoreError};
 
 use crate::{CONSUMER_GROUP, Settings, event};
 
@@ -28,8 +27,8 @@ const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub(crate) struct Worker {
     pub(crate) bus: Arc<dyn Bus>,
-    pub(crate) state: Arc<dyn WorkflowState>,
-    pub(crate) store: Arc<dyn Store>,
+    pub(crate) state: Arc<dyn StatusWriter>,
+    pub(crate) orders: Arc<dyn OrderWriter>,
     pub(crate) sealer: Arc<CustomerSealer>,
     /// Wakes the outbox relay once an order is committed, so COMPLETED follows at once.
     pub(crate) wake: Arc<Notify>,
@@ -197,7 +196,7 @@ impl Worker {
         self.mark_processing(&order).await;
 
         let processed = event::processed(&order, Utc::now());
-        let outcome = self.store.record_order(&order, &processed).await?;
+        let outcome = self.orders.record_order(&order, &processed).await?;
         match outcome {
             RecordOutcome::Inserted => tracing::info!("order recorded"),
             RecordOutcome::AlreadyRecorded(existing) if existing == order.order_id => {
@@ -318,7 +317,7 @@ fn log_task_end(joined: Result<(), tokio::task::JoinError>) {
 
 #[cfg(test)]
 mod tests {
-    use contoso_platform::domain::OrderId;
+    use contoso_domain::OrderId;
 
     use super::*;
 

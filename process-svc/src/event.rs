@@ -5,15 +5,16 @@
 use chrono::{DateTime, Utc};
 use prost::Message;
 
-use contoso_platform::{
-    domain::{CorrelationId, OrderId, OrderStatus, to_timestamp},
-    seal::{CustomerSealer, SealError},
+use contoso_domain::{
+    CorrelationId, NewOrder, OrderId, OrderLine, OrderStatus, Quantity, checked_order_total,
+    money::is_currency_code,
 };
-use contoso_proto::{events::v1 as ev, orders::v1 as pb};
-use contoso_store::{NewOrder, OrderLine};
-
-/// Most units of one product per line (the same bound as the `order_items` check constraint).
-pub(crate) const MAX_QUANTITY: i32 = 100;
+use contoso_platform::seal::{CustomerSealer, SealError};
+use contoso_proto::{
+    convert::{from_timestamp, to_timestamp},
+    events::v1 as ev,
+    orders::v1 as pb,
+};
 
 /// Why an `OrderAccepted` cannot become an order.
 #[derive(Debug, thiserror::Error)]
@@ -73,13 +74,7 @@ impl Accepted {
             .ok_or_else(|| InvalidEvent::field("customer", "is missing"))?;
         let customer = sealer.open(correlation_id, sealed)?;
         let lines = parse_lines(event.lines)?;
-        let sum = lines
-            .iter()
-            .try_fold(0i64, |sum, line| {
-                line.unit_price_cents
-                    .checked_mul(i64::from(line.quantity))
-                    .and_then(|line_total| sum.checked_add(line_total))
-            })
+        let sum = checked_order_total(&lines)
             .ok_or_else(|| InvalidEvent::field("total_cents", "overflows"))?;
         if event.total_cents != sum {
             return Err(InvalidEvent::field(
@@ -93,7 +88,7 @@ impl Accepted {
         let accepted_at = event
             .accepted_at
             .as_ref()
-            .and_then(contoso_platform::domain::from_timestamp)
+            .and_then(from_timestamp)
             .ok_or_else(|| InvalidEvent::field("accepted_at", "is missing or out of range"))?;
         Ok(NewOrder {
             order_id,
@@ -121,12 +116,9 @@ fn parse_lines(lines: Vec<ev::OrderAcceptedLine>) -> Result<Vec<OrderLine>, Inva
                     "is empty",
                 ));
             }
-            if !(1..=MAX_QUANTITY).contains(&line.quantity) {
-                return Err(InvalidEvent::field(
-                    format!("lines[{i}].quantity"),
-                    "must be 1..=100",
-                ));
-            }
+            let quantity = Quantity::try_from(line.quantity).map_err(|_| {
+                InvalidEvent::field(format!("lines[{i}].quantity"), "must be 1..=100")
+            })?;
             if line.unit_price_cents < 0 {
                 return Err(InvalidEvent::field(
                     format!("lines[{i}].unit_price_cents"),
@@ -136,15 +128,11 @@ fn parse_lines(lines: Vec<ev::OrderAcceptedLine>) -> Result<Vec<OrderLine>, Inva
             Ok(OrderLine {
                 product_id: line.product_id,
                 product_name: line.product_name,
-                quantity: line.quantity,
+                quantity,
                 unit_price_cents: line.unit_price_cents,
             })
         })
         .collect()
-}
-
-fn is_currency_code(code: &str) -> bool {
-    code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase())
 }
 
 /// `OrderStatusChanged{PROCESSING}` for `orders.processing`.
@@ -180,7 +168,8 @@ pub(crate) fn processed_message_id(cid: CorrelationId) -> String {
 
 #[cfg(test)]
 mod tests {
-    use contoso_platform::{domain::UserId, seal::DEV_SEAL_KEYS};
+    use contoso_domain::UserId;
+    use contoso_platform::seal::DEV_SEAL_KEYS;
 
     use super::*;
 

@@ -12,13 +12,13 @@ use anyhow::Context;
 use tokio::{net::TcpListener, sync::Notify};
 use tokio_util::sync::CancellationToken;
 
+use contoso_bus::Bus;
 use contoso_platform::{
-    bus::Bus,
     seal::CustomerSealer,
-    server::{GrpcHost, Readiness},
-    state::WorkflowState,
+    server::{GrpcHost, Readiness, ServerLimits},
 };
-use contoso_store::Store;
+use contoso_state::StatusWriter;
+use contoso_store::{OrderWriter, Outbox};
 
 mod consumer;
 mod event;
@@ -30,12 +30,14 @@ mod tests;
 /// The durable consumer group every replica joins, so each message goes to one of them.
 pub const CONSUMER_GROUP: &str = "process-svc";
 
-/// The adapters process-svc works through.
+/// The capabilities process-svc works through: it records orders with their outbox rows, relays the
+/// outbox, and moves workflow statuses forward.
 #[derive(Debug, Clone)]
 pub struct Deps {
     pub bus: Arc<dyn Bus>,
-    pub state: Arc<dyn WorkflowState>,
-    pub store: Arc<dyn Store>,
+    pub state: Arc<dyn StatusWriter>,
+    pub orders: Arc<dyn OrderWriter>,
+    pub outbox: Arc<dyn Outbox>,
     /// Opens the customer reference sealed by accept-svc.
     pub sealer: CustomerSealer,
     pub readiness: Readiness,
@@ -64,6 +66,8 @@ pub struct Settings {
     pub outbox_lease: Duration,
     /// How long in-flight deliveries, and then the relay's last batch, may take after shutdown.
     pub drain_deadline: Duration,
+    /// Limits of the health server.
+    pub server: ServerLimits,
 }
 
 impl Default for Settings {
@@ -78,6 +82,7 @@ impl Default for Settings {
             outbox_batch_size: 50,
             outbox_lease: Duration::from_secs(30),
             drain_deadline: Duration::from_secs(20),
+            server: ServerLimits::default(),
         }
     }
 }
@@ -97,13 +102,16 @@ pub async fn run(
     let stop_relay = CancellationToken::new();
     let stop_server = CancellationToken::new();
 
-    let mut server =
-        tokio::spawn(GrpcHost::new(deps.readiness.clone()).serve(listener, stop_server.clone()));
+    let mut server = tokio::spawn(
+        GrpcHost::new(deps.readiness.clone())
+            .limits(settings.server.clone())
+            .serve(listener, stop_server.clone()),
+    );
 
     let relay = relay::Relay {
         bus: deps.bus.clone(),
         state: deps.state.clone(),
-        store: deps.store.clone(),
+        outbox: deps.outbox,
         settings: settings.clone(),
     };
     let relay = tokio::spawn(relay.run(wake.clone(), stop_relay.clone()));
@@ -111,7 +119,7 @@ pub async fn run(
     let worker = consumer::Worker {
         bus: deps.bus,
         state: deps.state,
-        store: deps.store,
+        orders: deps.orders,
         sealer: Arc::new(deps.sealer),
         wake,
         settings,

@@ -5,10 +5,12 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::Parser;
 
+use contoso_bus::NatsArgs;
 use contoso_platform::{
-    config::{NatsArgs, RedisArgs, SealArgs},
-    server::{Readiness, bind},
+    seal::SealArgs,
+    server::{Readiness, ServerArgs, bind},
 };
+use contoso_state::RedisArgs;
 use contoso_store::config::DatabaseArgs;
 use process_svc::{Deps, Settings};
 
@@ -19,6 +21,8 @@ struct Args {
     /// Address of the health server (gRPC health, reflection, /healthz, /readyz).
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8081")]
     listen: SocketAddr,
+    #[command(flatten)]
+    server: ServerArgs,
     #[command(flatten)]
     database: DatabaseArgs,
     /// Apply the database migrations (and seed the catalog) before starting.
@@ -50,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
     contoso_platform::telemetry::init();
     let args = Args::parse();
 
+    // Secrets first: a deployment that forgot one stops here, before touching anything.
     let sealer = args.seal.sealer()?;
     if args.migrate {
         args.database.migrate().await?;
@@ -75,12 +80,14 @@ async fn main() -> anyhow::Result<()> {
         concurrency: args.process_concurrency as usize,
         max_deliver: args.max_deliver,
         outbox_poll_interval: Duration::from_millis(args.outbox_poll_interval_ms),
+        server: args.server.limits(),
         ..Settings::default()
     };
     let deps = Deps {
         bus,
         state,
-        store,
+        orders: store.clone(),
+        outbox: store,
         sealer,
         readiness,
     };

@@ -10,20 +10,18 @@ use tokio::{sync::Notify, time::MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use contoso_platform::{
-    bus::{Bus, Envelope, Topic},
-    domain::OrderStatus,
-    state::WorkflowState,
-};
-use contoso_store::{OutboxEntry, Store};
+use contoso_bus::{Bus, Envelope, Topic};
+use contoso_domain::OrderStatus;
+use contoso_state::StatusWriter;
+use contoso_store::{Outbox, OutboxEntry};
 
 use crate::{Settings, event};
 
 #[derive(Debug)]
 pub(crate) struct Relay {
     pub(crate) bus: Arc<dyn Bus>,
-    pub(crate) state: Arc<dyn WorkflowState>,
-    pub(crate) store: Arc<dyn Store>,
+    pub(crate) state: Arc<dyn StatusWriter>,
+    pub(crate) outbox: Arc<dyn Outbox>,
     pub(crate) settings: Arc<Settings>,
 }
 
@@ -72,7 +70,7 @@ impl Relay {
     async fn relay_batch(&self) -> BatchEnd {
         let limit = self.settings.outbox_batch_size;
         let entries = match self
-            .store
+            .outbox
             .lease_pending(limit, self.settings.outbox_lease)
             .await
         {
@@ -117,7 +115,7 @@ impl Relay {
             tracing::warn!(error = %e, "publishing orders.processed failed; will retry");
             return false;
         }
-        if let Err(e) = self.store.complete(entry).await {
+        if let Err(e) = self.outbox.complete(entry).await {
             // Published but not marked: republished after the lease, and the broker drops the copy.
             tracing::warn!(error = %e, "completing the outbox entry failed; will retry");
             return false;

@@ -21,20 +21,25 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+use contoso_bus::{
+    Bus, ConsumerSpec, Deliveries, Delivery, Envelope, MemoryBus, Topic,
+    recording::{Answer, Answered, RecordingBus},
+};
+use contoso_domain::{
+    CorrelationId, NewOrder, OrderId, OrderLine, OrderRecord, OrderStatus, Product, Quantity,
+    UserId,
+};
 use contoso_platform::{
-    bus::{
-        Bus, ConsumerSpec, Deliveries, Delivery, Envelope, MemoryBus, Topic,
-        recording::{Answer, Answered, RecordingBus},
-    },
-    domain::{CorrelationId, OrderId, OrderStatus, UserId, to_timestamp},
     seal::{CustomerSealer, DEV_SEAL_KEYS},
     server::Readiness,
-    state::{IdempotencyClaim, MemoryState, StateError, StatusRecord, WorkflowState},
 };
-use contoso_proto::{events::v1 as ev, orders::v1 as pb};
+use contoso_proto::{convert::to_timestamp, events::v1 as ev, orders::v1 as pb};
+use contoso_state::{
+    IntakeState, MemoryState, StateError, StatusReader, StatusRecord, StatusWriter,
+};
 use contoso_store::{
-    CatalogSource, IdBlock, MemoryStore, NewOrder, OrderIdSource, OrderReader, OrderRecord,
-    OrderWriter, Outbox, OutboxEntry, Page, Product, RecordOutcome, StoreError,
+    CatalogSource, IdBlock, MemoryStore, OrderIdSource, OrderReader, OrderWriter, Outbox,
+    OutboxEntry, Page, RecordOutcome, StoreError,
 };
 use contoso_testkit::eventually;
 
@@ -56,24 +61,7 @@ struct RecordingState {
 }
 
 #[async_trait]
-impl WorkflowState for RecordingState {
-    async fn record_accepted(
-        &self,
-        cid: CorrelationId,
-        owner: &UserId,
-        order_id: OrderId,
-    ) -> Result<(), StateError> {
-        self.inner.record_accepted(cid, owner, order_id).await
-    }
-
-    async fn forget(&self, cid: CorrelationId) -> Result<(), StateError> {
-        self.inner.forget(cid).await
-    }
-
-    async fn owner(&self, cid: CorrelationId) -> Result<Option<UserId>, StateError> {
-        self.inner.owner(cid).await
-    }
-
+impl StatusWriter for RecordingState {
     async fn advance(
         &self,
         cid: CorrelationId,
@@ -83,35 +71,6 @@ impl WorkflowState for RecordingState {
         let advanced = self.inner.advance(cid, status, order_id).await?;
         lock(&self.advances).push((status, advanced));
         Ok(advanced)
-    }
-
-    async fn status(&self, cid: CorrelationId) -> Result<Option<StatusRecord>, StateError> {
-        self.inner.status(cid).await
-    }
-
-    async fn claim_idempotency_key(
-        &self,
-        user: &UserId,
-        key: &str,
-    ) -> Result<IdempotencyClaim, StateError> {
-        self.inner.claim_idempotency_key(user, key).await
-    }
-
-    async fn complete_idempotency_key(
-        &self,
-        user: &UserId,
-        key: &str,
-        result: &[u8],
-    ) -> Result<(), StateError> {
-        self.inner.complete_idempotency_key(user, key, result).await
-    }
-
-    async fn release_idempotency_key(&self, user: &UserId, key: &str) -> Result<(), StateError> {
-        self.inner.release_idempotency_key(user, key).await
-    }
-
-    async fn is_ready(&self) -> bool {
-        self.inner.is_ready().await
     }
 }
 
@@ -248,7 +207,8 @@ impl Harness {
                 inner: state.clone(),
                 advances: advances.clone(),
             }),
-            store: store.clone(),
+            orders: store.clone(),
+            outbox: store.clone(),
             sealer: sealer.clone(),
             readiness: Readiness::new(),
         };
@@ -315,10 +275,10 @@ impl Harness {
             customer,
             lines: lines
                 .into_iter()
-                .map(|l| contoso_store::OrderLine {
+                .map(|l| OrderLine {
                     product_id: l.product_id,
                     product_name: l.product_name,
-                    quantity: l.quantity,
+                    quantity: Quantity::try_from(l.quantity).expect("a valid quantity"),
                     unit_price_cents: l.unit_price_cents,
                 })
                 .collect(),

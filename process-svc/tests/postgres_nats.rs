@@ -16,15 +16,17 @@ use prost::Message;
 use tokio::{task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
+use contoso_bus::{Bus, ConsumerSpec, Deliveries, Envelope, NatsBus, NatsSettings, Topic};
+use contoso_domain::Product;
+use contoso_domain::{CorrelationId, OrderStatus, UserId};
 use contoso_platform::{
-    bus::{Bus, ConsumerSpec, Deliveries, Envelope, NatsBus, NatsSettings, Topic},
-    domain::{CorrelationId, OrderStatus, UserId, to_timestamp},
     seal::{CustomerSealer, DEV_SEAL_KEYS},
     server::Readiness,
-    state::{RedisState, WorkflowState},
 };
+use contoso_proto::convert::to_timestamp;
 use contoso_proto::events::v1 as ev;
-use contoso_store::{CatalogSource, OrderIdSource, OrderReader, PgStore, Product};
+use contoso_state::{RedisState, WorkflowState};
+use contoso_store::{CatalogSource, OrderIdSource, OrderReader, PgStore};
 use contoso_testkit::{NatsServer, TestDatabase, eventually, redis_url, unique_name};
 use process_svc::{Deps, Settings};
 
@@ -117,7 +119,8 @@ impl World {
         let deps = Deps {
             bus: self.bus().await,
             state: self.state().await,
-            store,
+            orders: store.clone(),
+            outbox: store,
             sealer: self.sealer.clone(),
             readiness: Readiness::new(),
         };

@@ -30,3 +30,5 @@ pub mod events {
         tonic::include_proto!("contoso.events.v1");
     }
 }
+
+pub mod convert;

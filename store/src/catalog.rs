@@ -4,7 +4,9 @@
 
 use std::collections::HashSet;
 
-use crate::{Product, StoreError};
+use contoso_domain::Product;
+
+use crate::StoreError;
 
 /// `store/data/products.json`, compiled into the binary.
 pub const PRODUCTS_JSON: &str = include_str!("../data/products.json");
@@ -51,7 +53,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::BillingPeriod;
+    use contoso_domain::BillingPeriod;
 
     #[test]
     fn data_file_holds_145_unique_valid_products() {

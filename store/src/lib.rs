@@ -7,9 +7,8 @@ use std::fmt;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
-use contoso_platform::domain::{CorrelationId, OrderId, OrderStatus, UserId};
+use contoso_domain::{CorrelationId, NewOrder, OrderId, OrderRecord, Product, UserId};
 
 pub mod catalog;
 pub mod config;
@@ -31,50 +30,6 @@ pub const PROCESSED_EVENT_KIND: &str = "orders.processed";
 /// [`Outbox::lease_pending`]); larger requests are clamped, so no caller can ask for everything.
 pub const MAX_BATCH: i64 = 500;
 
-/// How often a product is billed (subscriptions) or how long access lasts (one-time purchases).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum BillingPeriod {
-    /// Billed every month.
-    Monthly,
-    /// Billed, or granted, for a year.
-    Annual,
-}
-
-/// One catalog product. Prices are in minor units (cents).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Product {
-    /// Public id: the exam code, e.g. `AZ-700`.
-    pub id: String,
-    /// Display name.
-    pub name: String,
-    /// Kind of content: Practice Exam, Lab, Study Guide, Video Course or Bundle.
-    pub category: String,
-    /// Certification vendor, e.g. `Microsoft`.
-    pub vendor: String,
-    /// Path of the product image, served by the gateway.
-    pub image_url: String,
-    /// 0..=100.
-    pub discount_percent: i32,
-    /// Billing period, see [`BillingPeriod`].
-    pub billing_period: BillingPeriod,
-    /// True for recurring subscriptions, false for one-time purchases.
-    pub subscription: bool,
-    /// List price before the discount, in minor units.
-    pub price_cents: i64,
-    /// ISO 4217 code, e.g. `USD`.
-    pub currency: String,
-    /// Inactive products stay readable (old orders name them) but cannot be ordered.
-    pub active: bool,
-}
-
-impl Product {
-    /// What one unit costs after the discount, rounded half up to the cent.
-    pub fn effective_price_cents(&self) -> i64 {
-        (self.price_cents * i64::from(100 - self.discount_percent) + 50) / 100
-    }
-}
-
 /// A contiguous block of reserved order ids: `start..start + len`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IdBlock {
@@ -82,72 +37,6 @@ pub struct IdBlock {
     pub start: i64,
     /// Number of ids in the block ([`ORDER_ID_BLOCK_SIZE`]).
     pub len: i64,
-}
-
-/// An order line as accepted: the name and unit price are the snapshot taken at intake.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrderLine {
-    /// The product's exam code.
-    pub product_id: String,
-    /// Product name at intake.
-    pub product_name: String,
-    /// 1..=100 (`order_items_quantity_check`).
-    pub quantity: i32,
-    /// Discounted unit price at intake, in minor units.
-    pub unit_price_cents: i64,
-}
-
-impl OrderLine {
-    /// Unit price times quantity.
-    pub fn total_cents(&self) -> i64 {
-        self.unit_price_cents * i64::from(self.quantity)
-    }
-}
-
-/// An accepted order, as process-svc records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewOrder {
-    /// Id reserved at intake from an [`IdBlock`].
-    pub order_id: OrderId,
-    /// Workflow key; recording is idempotent on it.
-    pub correlation_id: CorrelationId,
-    /// The ordering user (JWT `sub`).
-    pub customer: UserId,
-    /// Lines in the order the customer gave them; stored as line numbers 1, 2, ...
-    pub lines: Vec<OrderLine>,
-    /// Sum of the line totals, in minor units.
-    pub total_cents: i64,
-    /// ISO 4217 code.
-    pub currency: String,
-    /// When accept-svc accepted the order.
-    pub accepted_at: DateTime<Utc>,
-}
-
-/// An order as the system of record holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderRecord {
-    /// Business id.
-    pub order_id: OrderId,
-    /// Workflow key.
-    pub correlation_id: CorrelationId,
-    /// Owner.
-    pub customer: UserId,
-    /// Current status; only moves forward.
-    pub status: OrderStatus,
-    /// Lines by line number.
-    pub lines: Vec<OrderLine>,
-    /// Order total, in minor units.
-    pub total_cents: i64,
-    /// ISO 4217 code.
-    pub currency: String,
-    /// When accept-svc accepted the order: the customer's "placed at".
-    pub accepted_at: DateTime<Utc>,
-    /// When the order was recorded (orders list newest first by this).
-    pub created_at: DateTime<Utc>,
-    /// Last status change or deletion.
-    pub updated_at: DateTime<Utc>,
-    /// Soft-deleted: hidden from the owner's list, still readable by id.
-    pub deleted: bool,
 }
 
 /// What recording an accepted order did.

@@ -26,12 +26,14 @@ use diesel_async::{
 };
 use uuid::Uuid;
 
-use contoso_platform::domain::{CorrelationId, OrderId, OrderStatus, UserId};
+use contoso_domain::{
+    BillingPeriod, CorrelationId, NewOrder, OrderId, OrderLine, OrderRecord, OrderStatus, Product,
+    Quantity, UserId,
+};
 
 use crate::{
-    BillingPeriod, CatalogSource, IdBlock, MAX_BATCH, NewOrder, ORDER_ID_BLOCK_SIZE, OrderIdSource,
-    OrderLine, OrderReader, OrderRecord, OrderWriter, Outbox, OutboxEntry, PROCESSED_EVENT_KIND,
-    Page, Product, RecordOutcome, StoreError,
+    CatalogSource, IdBlock, MAX_BATCH, ORDER_ID_BLOCK_SIZE, OrderIdSource, OrderReader,
+    OrderWriter, Outbox, OutboxEntry, PROCESSED_EVENT_KIND, Page, RecordOutcome, StoreError,
     schema::{customers, order_items, orders, outbox, products},
 };
 
@@ -371,10 +373,16 @@ async fn with_lines(
         .map_err(on_query("loading order items"))?;
     let mut lines: HashMap<i64, Vec<OrderLine>> = HashMap::with_capacity(rows.len());
     for item in items {
+        let quantity = Quantity::try_from(item.quantity).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "order {} line {}: quantity {e}",
+                item.order_id, item.line_no
+            ))
+        })?;
         lines.entry(item.order_id).or_default().push(OrderLine {
             product_id: item.product_id,
             product_name: item.product_name,
-            quantity: item.quantity,
+            quantity,
             unit_price_cents: item.unit_price_cents,
         });
     }
@@ -490,7 +498,7 @@ impl OrderWriter for PgStore {
                         line_no,
                         product_id: line.product_id.clone(),
                         product_name: line.product_name.clone(),
-                        quantity: line.quantity,
+                        quantity: line.quantity.get(),
                         unit_price_cents: line.unit_price_cents,
                     })
                     .collect::<Vec<_>>();

@@ -36,6 +36,8 @@ pub(crate) struct System {
     database: TestDatabase,
     redis_prefix: String,
     jwt_secret: String,
+    /// The environment each service was started with, by binary name.
+    service_envs: Vec<(&'static str, Vec<(&'static str, String)>)>,
     runtime: tokio::runtime::Runtime,
     _logs: TempDir,
 }
@@ -79,8 +81,12 @@ impl System {
                 env.extend(extra.iter().cloned());
                 env
             };
-        let start = |name: &str, listen, extra: &[(&'static str, String)]| {
-            Service::start(name, &binary(name), &[], &env(listen, extra), logs.path())
+        let mut service_envs = Vec::new();
+        let mut start = |name: &'static str, listen, extra: &[(&'static str, String)]| {
+            let env = env(listen, extra);
+            let service = Service::start(name, &binary(name), &[], &env, logs.path());
+            service_envs.push((name, env));
+            service
         };
         // process-svc migrates again on start: replicas do that in production, so it must be a no-op.
         let mut process = start(
@@ -120,9 +126,19 @@ impl System {
             database,
             redis_prefix,
             jwt_secret,
+            service_envs,
             runtime,
             _logs: logs,
         }
+    }
+
+    /// The environment `service` runs with here (its secrets included).
+    pub(crate) fn service_env(&self, service: &str) -> &[(&'static str, String)] {
+        self.service_envs
+            .iter()
+            .find(|(name, _)| *name == service)
+            .map(|(_, env)| env.as_slice())
+            .unwrap_or_else(|| panic!("{service} is not part of the system"))
     }
 
     /// grpcurl against accept-svc (catalog and orders).

@@ -3,10 +3,8 @@
 
 use std::time::Duration;
 
-use contoso_platform::{
-    auth::{AuthArgs, Authenticator},
-    domain::UserId,
-};
+use contoso_domain::UserId;
+use contoso_platform::auth::{AuthArgs, Authenticator};
 use contoso_proto::{
     catalog::v1::{ListProductsRequest, catalog_service_client::CatalogServiceClient},
     notify::v1::{WatchOrderStatusResponse, order_status_service_client::OrderStatusServiceClient},
@@ -193,8 +191,8 @@ async fn a_forged_token_is_refused_at_the_gateway_over_grpc_and_grpc_web() {
     // The double would stream its updates for any token: only the gateway can refuse this one.
     let gateway = gateway_in_front_of(&StatusDouble::default()).await;
     let forger = Authenticator::new(&AuthArgs {
-        secret: "f".repeat(40),
-        ..AuthArgs::default()
+        secret: Some("f".repeat(40)),
+        ..AuthArgs::dev()
     })
     .expect("a forger's authenticator");
     let forged = forger

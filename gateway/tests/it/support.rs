@@ -49,7 +49,7 @@ pub(crate) const DENIED_MESSAGE: &str = "order forbidden belongs to another user
 pub(crate) const DENIED_REASON: &str = "NOT_ORDER_OWNER";
 
 pub(crate) fn authenticator() -> Arc<Authenticator> {
-    Arc::new(Authenticator::new(&AuthArgs::default()).expect("default auth args are valid"))
+    Arc::new(Authenticator::new(&AuthArgs::dev()).expect("default auth args are valid"))
 }
 
 pub(crate) fn deps() -> Deps {

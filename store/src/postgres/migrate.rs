@@ -20,7 +20,9 @@ use diesel_async::{
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use super::{ProductRow, unavailable};
-use crate::{Product, StoreError, catalog, schema::products};
+use contoso_domain::Product;
+
+use crate::{StoreError, catalog, schema::products};
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
 

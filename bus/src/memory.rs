@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::{sync::Notify, time::Instant};
 
-use super::{Acknowledge, Bus, BusError, ConsumerSpec, Deliveries, Delivery, Envelope, Topic};
+use crate::{Acknowledge, Bus, BusError, ConsumerSpec, Deliveries, Delivery, Envelope, Topic};
 
 /// Messages retained before the oldest is dropped.
 pub const DEFAULT_MAX_MESSAGES: usize = 100_000;

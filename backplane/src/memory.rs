@@ -10,8 +10,8 @@ use std::{
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use super::{Backplane, BackplaneError, USER_CHANNEL_CAPACITY, UpdateStream, update_stream};
-use crate::domain::{StatusUpdate, UserId};
+use crate::{Backplane, BackplaneError, USER_CHANNEL_CAPACITY, UpdateStream, update_stream};
+use contoso_domain::{StatusUpdate, UserId};
 
 type Channels = Mutex<HashMap<UserId, broadcast::Sender<StatusUpdate>>>;
 
@@ -101,7 +101,7 @@ mod tests {
     use futures::StreamExt;
 
     use super::*;
-    use crate::domain::{CorrelationId, OrderStatus};
+    use contoso_domain::{CorrelationId, OrderStatus};
 
     fn update(status: OrderStatus) -> StatusUpdate {
         StatusUpdate {

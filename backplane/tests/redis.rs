@@ -8,10 +8,8 @@ use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chrono::Utc;
-use contoso_platform::{
-    backplane::{Backplane, BackplaneError, MemoryBackplane, RedisBackplane, UpdateStream},
-    domain::{CorrelationId, OrderId, OrderStatus, StatusUpdate, UserId},
-};
+use contoso_backplane::{Backplane, BackplaneError, MemoryBackplane, RedisBackplane, UpdateStream};
+use contoso_domain::{CorrelationId, OrderId, OrderStatus, StatusUpdate, UserId};
 use contoso_testkit::{RedisServer, eventually};
 use futures::StreamExt;
 use redis::{AsyncCommands, aio::MultiplexedConnection};
@@ -211,7 +209,7 @@ macro_rules! contract {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    let subject = super::Memory(contoso_platform::backplane::MemoryBackplane::new());
+                    let subject = super::Memory(contoso_backplane::MemoryBackplane::new());
                     super::$name(&subject).await;
                 }
             )*

@@ -23,10 +23,13 @@ use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
 
-use super::{IdempotencyClaim, StateError, StatusRecord, WorkflowState};
-use crate::domain::{CorrelationId, OrderId, OrderStatus, UserId};
+use crate::{
+    IdempotencyClaim, IntakeState, StateError, StatusReader, StatusRecord, StatusWriter,
+    WorkflowState,
+};
+use contoso_domain::{CorrelationId, OrderId, OrderStatus, UserId};
 
-pub use super::memory::DEFAULT_CLAIM_TTL;
+pub use crate::memory::DEFAULT_CLAIM_TTL;
 
 /// Moves a status forward atomically, whichever process calls it. The ranks mirror
 /// `OrderStatus::can_advance_to`; a contract test keeps both in step.
@@ -228,7 +231,67 @@ fn parse_status_record(
 }
 
 #[async_trait]
-impl WorkflowState for RedisState {
+impl StatusReader for RedisState {
+    async fn owner(&self, cid: CorrelationId) -> Result<Option<UserId>, StateError> {
+        let key = self.map_key(cid);
+        let raw: Option<String> = self
+            .conn
+            .clone()
+            .get(&key)
+            .await
+            .map_err(|e| redis_error("reading an order's owner", &key, e))?;
+        raw.map(|raw| UserId::parse(raw).map_err(|e| corrupt(&key, e.to_string())))
+            .transpose()
+    }
+
+    async fn status(&self, cid: CorrelationId) -> Result<Option<StatusRecord>, StateError> {
+        let key = self.status_key(cid);
+        let fields: HashMap<String, String> = self
+            .conn
+            .clone()
+            .hgetall(&key)
+            .await
+            .map_err(|e| redis_error("reading an order's status", &key, e))?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        parse_status_record(&key, fields).map(Some)
+    }
+}
+
+#[async_trait]
+impl StatusWriter for RedisState {
+    async fn advance(
+        &self,
+        cid: CorrelationId,
+        status: OrderStatus,
+        order_id: Option<OrderId>,
+    ) -> Result<bool, StateError> {
+        let status_key = self.status_key(cid);
+        let written: i64 = self
+            .advance
+            .key(&status_key)
+            .key(self.map_key(cid))
+            .arg(status.as_str())
+            .arg(order_id.map(|id| id.get().to_string()).unwrap_or_default())
+            .arg(timestamp(Utc::now()))
+            .arg(self.ttl_ms())
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| redis_error("advancing an order's status", &status_key, e))?;
+        match written {
+            1 => Ok(true),
+            0 => Ok(false),
+            _ => Err(corrupt(
+                &status_key,
+                "recorded status is not a known status",
+            )),
+        }
+    }
+}
+
+#[async_trait]
+impl IntakeState for RedisState {
     async fn record_accepted(
         &self,
         cid: CorrelationId,
@@ -273,60 +336,6 @@ impl WorkflowState for RedisState {
             .del::<_, ()>(&[&map_key, &self.status_key(cid)])
             .await
             .map_err(|e| redis_error("forgetting an order", &map_key, e))
-    }
-
-    async fn owner(&self, cid: CorrelationId) -> Result<Option<UserId>, StateError> {
-        let key = self.map_key(cid);
-        let raw: Option<String> = self
-            .conn
-            .clone()
-            .get(&key)
-            .await
-            .map_err(|e| redis_error("reading an order's owner", &key, e))?;
-        raw.map(|raw| UserId::parse(raw).map_err(|e| corrupt(&key, e.to_string())))
-            .transpose()
-    }
-
-    async fn advance(
-        &self,
-        cid: CorrelationId,
-        status: OrderStatus,
-        order_id: Option<OrderId>,
-    ) -> Result<bool, StateError> {
-        let status_key = self.status_key(cid);
-        let written: i64 = self
-            .advance
-            .key(&status_key)
-            .key(self.map_key(cid))
-            .arg(status.as_str())
-            .arg(order_id.map(|id| id.get().to_string()).unwrap_or_default())
-            .arg(timestamp(Utc::now()))
-            .arg(self.ttl_ms())
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| redis_error("advancing an order's status", &status_key, e))?;
-        match written {
-            1 => Ok(true),
-            0 => Ok(false),
-            _ => Err(corrupt(
-                &status_key,
-                "recorded status is not a known status",
-            )),
-        }
-    }
-
-    async fn status(&self, cid: CorrelationId) -> Result<Option<StatusRecord>, StateError> {
-        let key = self.status_key(cid);
-        let fields: HashMap<String, String> = self
-            .conn
-            .clone()
-            .hgetall(&key)
-            .await
-            .map_err(|e| redis_error("reading an order's status", &key, e))?;
-        if fields.is_empty() {
-            return Ok(None);
-        }
-        parse_status_record(&key, fields).map(Some)
     }
 
     async fn claim_idempotency_key(
@@ -379,7 +388,10 @@ impl WorkflowState for RedisState {
             .await
             .map_err(|e| redis_error("releasing an idempotency key", &key, e))
     }
+}
 
+#[async_trait]
+impl WorkflowState for RedisState {
     async fn is_ready(&self) -> bool {
         redis::cmd("PING")
             .query_async::<String>(&mut self.conn.clone())

@@ -8,11 +8,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
+pub mod config;
 pub mod memory;
 pub mod nats;
 #[cfg(feature = "test-support")]
 pub mod recording;
 
+pub use config::NatsArgs;
 pub use memory::MemoryBus;
 pub use nats::{NatsBus, NatsSettings};
 

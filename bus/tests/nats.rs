@@ -5,7 +5,7 @@
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use contoso_platform::bus::{
+use contoso_bus::{
     Bus, BusError, ConsumerSpec, Deliveries, Delivery, Envelope, NatsBus, NatsSettings, Topic,
 };
 use contoso_testkit::{NatsServer, eventually};
@@ -196,7 +196,7 @@ macro_rules! contract {
             $(
                 #[tokio::test]
                 async fn $case() {
-                    let bus = std::sync::Arc::new(contoso_platform::bus::MemoryBus::new());
+                    let bus = std::sync::Arc::new(contoso_bus::MemoryBus::new());
                     super::$case(bus).await;
                 }
             )*
@@ -329,7 +329,7 @@ async fn the_consume_stream_survives_an_outage_longer_than_its_heartbeat() {
     // On failure, the adapter's warnings show what the stream went through.
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
-        .with_env_filter("contoso_platform=debug")
+        .with_env_filter("contoso_bus=debug")
         .try_init();
     let mut server = NatsServer::start();
     let bus = nats_bus(&server).await;

@@ -14,8 +14,11 @@ use async_trait::async_trait;
 use chrono::Utc;
 use tokio::time::Instant;
 
-use super::{IdempotencyClaim, StateError, StatusRecord, WorkflowState};
-use crate::domain::{CorrelationId, OrderId, OrderStatus, UserId};
+use crate::{
+    IdempotencyClaim, IntakeState, StateError, StatusReader, StatusRecord, StatusWriter,
+    WorkflowState,
+};
+use contoso_domain::{CorrelationId, OrderId, OrderStatus, UserId};
 
 /// How long a claimed idempotency key stays in flight when neither completed nor released (the
 /// claimer crashed), capped at the TTL. Long enough for any intake request to finish.
@@ -133,7 +136,60 @@ fn idempotency_key(user: &UserId, key: &str) -> (UserId, String) {
 }
 
 #[async_trait]
-impl WorkflowState for MemoryState {
+impl StatusReader for MemoryState {
+    async fn owner(&self, cid: CorrelationId) -> Result<Option<UserId>, StateError> {
+        let now = Instant::now();
+        Ok(self
+            .tables()
+            .owners
+            .get(&cid)
+            .filter(|e| e.live(now))
+            .map(|e| e.value.clone()))
+    }
+
+    async fn status(&self, cid: CorrelationId) -> Result<Option<StatusRecord>, StateError> {
+        let now = Instant::now();
+        Ok(self.tables().live_status(&cid, now).cloned())
+    }
+}
+
+#[async_trait]
+impl StatusWriter for MemoryState {
+    async fn advance(
+        &self,
+        cid: CorrelationId,
+        status: OrderStatus,
+        order_id: Option<OrderId>,
+    ) -> Result<bool, StateError> {
+        let now = Instant::now();
+        let expires_at = now + self.ttl;
+        let mut tables = self.tables_for_write(now);
+        let current = tables.live_status(&cid, now);
+        if current.is_some_and(|record| !record.status.can_advance_to(status)) {
+            return Ok(false);
+        }
+        let record = StatusRecord {
+            status,
+            order_id: order_id.or(current.and_then(|record| record.order_id)),
+            updated_at: Utc::now(),
+        };
+        tables.statuses.insert(
+            cid,
+            Expiring {
+                value: record,
+                expires_at,
+            },
+        );
+        // Like PEXPIRE on a missing key: an expired map is not brought back.
+        if let Some(owner) = tables.owners.get_mut(&cid).filter(|e| e.live(now)) {
+            owner.expires_at = expires_at;
+        }
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl IntakeState for MemoryState {
     async fn record_accepted(
         &self,
         cid: CorrelationId,
@@ -169,53 +225,6 @@ impl WorkflowState for MemoryState {
         tables.owners.remove(&cid);
         tables.statuses.remove(&cid);
         Ok(())
-    }
-
-    async fn owner(&self, cid: CorrelationId) -> Result<Option<UserId>, StateError> {
-        let now = Instant::now();
-        Ok(self
-            .tables()
-            .owners
-            .get(&cid)
-            .filter(|e| e.live(now))
-            .map(|e| e.value.clone()))
-    }
-
-    async fn advance(
-        &self,
-        cid: CorrelationId,
-        status: OrderStatus,
-        order_id: Option<OrderId>,
-    ) -> Result<bool, StateError> {
-        let now = Instant::now();
-        let expires_at = now + self.ttl;
-        let mut tables = self.tables_for_write(now);
-        let current = tables.live_status(&cid, now);
-        if current.is_some_and(|record| !record.status.can_advance_to(status)) {
-            return Ok(false);
-        }
-        let record = StatusRecord {
-            status,
-            order_id: order_id.or(current.and_then(|record| record.order_id)),
-            updated_at: Utc::now(),
-        };
-        tables.statuses.insert(
-            cid,
-            Expiring {
-                value: record,
-                expires_at,
-            },
-        );
-        // Like PEXPIRE on a missing key: an expired map is not brought back.
-        if let Some(owner) = tables.owners.get_mut(&cid).filter(|e| e.live(now)) {
-            owner.expires_at = expires_at;
-        }
-        Ok(true)
-    }
-
-    async fn status(&self, cid: CorrelationId) -> Result<Option<StatusRecord>, StateError> {
-        let now = Instant::now();
-        Ok(self.tables().live_status(&cid, now).cloned())
     }
 
     async fn claim_idempotency_key(
@@ -280,7 +289,10 @@ impl WorkflowState for MemoryState {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl WorkflowState for MemoryState {
     async fn is_ready(&self) -> bool {
         true
     }

@@ -12,7 +12,7 @@ use futures::{Stream, StreamExt, stream::BoxStream};
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 
-use crate::domain::{StatusUpdate, UserId};
+use contoso_domain::{StatusUpdate, UserId};
 
 pub mod memory;
 pub mod redis;

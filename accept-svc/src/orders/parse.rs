@@ -1,101 +1,33 @@
 //! Parsing a `PlaceOrder` request at the edge: lines checked against the catalog and priced from
 //! it, the idempotency key checked. Past this point nothing is re-validated.
 
-use std::collections::HashMap;
-
-use contoso_proto::orders::v1::{self as pb, OrderLineRequest};
-use contoso_store::OrderLine;
+use contoso_domain::{LineRequest, OrderRuleViolation, PricedOrder, price_lines};
+use contoso_proto::orders::v1::OrderLineRequest;
 
 use crate::{catalog::CatalogCache, error::ApiError};
 
-/// Most lines one order may have.
-pub(crate) const MAX_LINES: usize = 50;
-/// Most units of one product in one order.
-pub(crate) const MAX_QUANTITY: i32 = 100;
 /// Longest idempotency key accepted.
 pub(crate) const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 
-/// Lines priced from the catalog snapshot at intake.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PricedOrder {
-    pub(crate) lines: Vec<OrderLine>,
-    pub(crate) total_cents: i64,
-    pub(crate) currency: String,
-}
-
-/// Validates `lines` and snapshots each product's name and discounted unit price.
+/// Checks `lines` against the catalog's rules ([`price_lines`]) and snapshots each product's name
+/// and discounted unit price. An unknown or retired product is NOT_FOUND; any other broken rule is
+/// INVALID_ARGUMENT naming its field.
 pub(crate) fn price(
     lines: &[OrderLineRequest],
     catalog: &CatalogCache,
 ) -> Result<PricedOrder, ApiError> {
-    if lines.is_empty() {
-        return Err(ApiError::invalid(
-            "lines",
-            "an order needs at least one line",
-        ));
-    }
-    if lines.len() > MAX_LINES {
-        return Err(ApiError::invalid(
-            "lines",
-            format!("at most {MAX_LINES} lines per order"),
-        ));
-    }
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut priced = Vec::with_capacity(lines.len());
-    let mut currency: Option<String> = None;
-    for (i, line) in lines.iter().enumerate() {
-        let id = line.product_id.trim();
-        if id.is_empty() {
-            return Err(ApiError::invalid(
-                format!("lines[{i}].product_id"),
-                "must not be empty",
-            ));
+    let requests: Vec<LineRequest<'_>> = lines
+        .iter()
+        .map(|l| LineRequest {
+            product_id: &l.product_id,
+            quantity: l.quantity,
+        })
+        .collect();
+    price_lines(&requests, |id| catalog.get(id)).map_err(|violation| match violation {
+        OrderRuleViolation::UnknownProduct { .. } => {
+            ApiError::NotFound(format!("{}: {violation}", violation.field()))
         }
-        if !(1..=MAX_QUANTITY).contains(&line.quantity) {
-            return Err(ApiError::invalid(
-                format!("lines[{i}].quantity"),
-                format!(
-                    "must be between 1 and {MAX_QUANTITY}, got {}",
-                    line.quantity
-                ),
-            ));
-        }
-        let product = catalog.get(id).filter(|p| p.active).ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "lines[{i}].product_id: product {id:?} is not in the catalog"
-            ))
-        })?;
-        if let Some(first) = seen.insert(product.id.clone(), i) {
-            return Err(ApiError::invalid(
-                format!("lines[{i}].product_id"),
-                format!(
-                    "{} is already on lines[{first}]; raise its quantity instead",
-                    product.id
-                ),
-            ));
-        }
-        match &currency {
-            None => currency = Some(product.currency.clone()),
-            Some(c) if *c != product.currency => {
-                return Err(ApiError::invalid(
-                    format!("lines[{i}].product_id"),
-                    "products priced in different currencies",
-                ));
-            }
-            Some(_) => {}
-        }
-        priced.push(OrderLine {
-            product_id: product.id.clone(),
-            product_name: product.name.clone(),
-            quantity: line.quantity,
-            unit_price_cents: product.effective_price_cents(),
-        });
-    }
-    let total_cents = priced.iter().map(OrderLine::total_cents).sum();
-    Ok(PricedOrder {
-        lines: priced,
-        total_cents,
-        currency: currency.unwrap_or_default(),
+        other => ApiError::invalid(other.field(), other.to_string()),
     })
 }
 
@@ -114,16 +46,6 @@ pub(crate) fn idempotency_key(raw: &str) -> Result<Option<String>, ApiError> {
         ))
     } else {
         Ok(Some(key.to_owned()))
-    }
-}
-
-pub(crate) fn line_to_pb(line: &OrderLine) -> pb::OrderLine {
-    pb::OrderLine {
-        product_id: line.product_id.clone(),
-        product_name: line.product_name.clone(),
-        quantity: line.quantity,
-        unit_price_cents: line.unit_price_cents,
-        line_total_cents: line.total_cents(),
     }
 }
 

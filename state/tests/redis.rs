@@ -6,9 +6,10 @@ use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chrono::Utc;
-use contoso_platform::{
-    domain::{CorrelationId, OrderId, OrderStatus, UserId},
-    state::{IdempotencyClaim, MemoryState, RedisState, StateError, WorkflowState},
+use contoso_domain::{CorrelationId, OrderId, OrderStatus, UserId};
+use contoso_state::{
+    IdempotencyClaim, IntakeState, MemoryState, RedisState, StateError, StatusReader, StatusWriter,
+    WorkflowState,
 };
 use redis::{AsyncCommands, aio::MultiplexedConnection};
 
@@ -429,7 +430,7 @@ macro_rules! contract {
                 #[tokio::test(start_paused = true)]
                 async fn $name() {
                     let subject = super::Memory(std::sync::Arc::new(
-                        contoso_platform::state::MemoryState::new(super::TTL),
+                        contoso_state::MemoryState::new(super::TTL),
                     ));
                     super::$name(&subject).await;
                 }

@@ -41,8 +41,8 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
-use super::{Backplane, BackplaneError, USER_CHANNEL_CAPACITY, UpdateStream, update_stream};
-use crate::domain::{StatusUpdate, UserId};
+use crate::{Backplane, BackplaneError, USER_CHANNEL_CAPACITY, UpdateStream, update_stream};
+use contoso_domain::{StatusUpdate, UserId};
 
 /// Bound on connecting and on each command, so a dead server fails calls instead of hanging them.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);

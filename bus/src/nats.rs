@@ -19,7 +19,7 @@ use async_nats::{
 use async_trait::async_trait;
 use futures::StreamExt;
 
-use super::{Acknowledge, Bus, BusError, ConsumerSpec, Deliveries, Delivery, Envelope, Topic};
+use crate::{Acknowledge, Bus, BusError, ConsumerSpec, Deliveries, Delivery, Envelope, Topic};
 
 /// Largest pull batch. Small batches keep replicas of one group sharing the work instead of
 /// one replica buffering everything.

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use tokio::sync::watch;
 
-use super::{Acknowledge, Bus, BusError, ConsumerSpec, Deliveries, Delivery, Envelope, Topic};
+use crate::{Acknowledge, Bus, BusError, ConsumerSpec, Deliveries, Delivery, Envelope, Topic};
 
 /// What a consumer said back about one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,7 @@
 //! Ephemeral workflow state: who owns a correlation id, where its order is in the workflow, and
 //! idempotency keys. Everything here expires (TTL); Postgres, not this, is the system of record.
+//! The seam is split by role ([`StatusReader`], [`StatusWriter`], [`IntakeState`]) so each service
+//! receives only what it uses; [`MemoryState`] and [`RedisState`] implement them all.
 
 use std::fmt;
 
@@ -7,13 +9,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{CorrelationId, OrderId, OrderStatus, UserId};
+use contoso_domain::{CorrelationId, OrderId, OrderStatus, UserId};
 
+pub mod config;
 pub mod memory;
 pub mod redis;
 
-pub use self::memory::MemoryState;
-pub use self::redis::RedisState;
+pub use self::{config::RedisArgs, memory::MemoryState, redis::RedisState};
 
 /// The status of one order as the workflow state knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,9 +50,36 @@ pub enum StateError {
     Corrupt { key: String, detail: String },
 }
 
-/// Ephemeral, shared workflow state: the owner map, forward-only statuses and idempotency keys.
+/// Reads who placed an order and where it is in its workflow (notify-svc; accept-svc's
+/// `GetOrderStatus`).
 #[async_trait]
-pub trait WorkflowState: Send + Sync + fmt::Debug {
+pub trait StatusReader: Send + Sync + fmt::Debug {
+    /// The user who placed `cid`, if the map has not expired.
+    async fn owner(&self, cid: CorrelationId) -> Result<Option<UserId>, StateError>;
+
+    /// The recorded status of `cid`, if it has not expired.
+    async fn status(&self, cid: CorrelationId) -> Result<Option<StatusRecord>, StateError>;
+}
+
+/// Moves statuses forward (process-svc).
+#[async_trait]
+pub trait StatusWriter: Send + Sync + fmt::Debug {
+    /// Moves the status of `cid` forward to `status` and refreshes the TTL of its map and status.
+    /// Returns false, changing nothing, when the recorded status is already `status` or later.
+    /// A missing status (expired) is recreated; an expired map is not. `order_id: None` keeps
+    /// the order id already recorded. Atomic across concurrent callers in any process.
+    async fn advance(
+        &self,
+        cid: CorrelationId,
+        status: OrderStatus,
+        order_id: Option<OrderId>,
+    ) -> Result<bool, StateError>;
+}
+
+/// What intake writes: a newly accepted order's owner map and status, and idempotency keys
+/// (accept-svc).
+#[async_trait]
+pub trait IntakeState: StatusReader {
     /// Records a newly accepted order: `order:map:{cid} = owner` and
     /// `order:status:{cid} = ACCEPTED`, both with the configured TTL.
     async fn record_accepted(
@@ -62,23 +91,6 @@ pub trait WorkflowState: Send + Sync + fmt::Debug {
 
     /// Removes the map and status of `cid` (an intake that did not complete).
     async fn forget(&self, cid: CorrelationId) -> Result<(), StateError>;
-
-    /// The user who placed `cid`, if the map has not expired.
-    async fn owner(&self, cid: CorrelationId) -> Result<Option<UserId>, StateError>;
-
-    /// Moves the status of `cid` forward to `status` and refreshes the TTL of its map and status.
-    /// Returns false, changing nothing, when the recorded status is already `status` or later.
-    /// A missing status (expired) is recreated; an expired map is not. `order_id: None` keeps
-    /// the order id already recorded. Atomic across concurrent callers in any process.
-    async fn advance(
-        &self,
-        cid: CorrelationId,
-        status: OrderStatus,
-        order_id: Option<OrderId>,
-    ) -> Result<bool, StateError>;
-
-    /// The recorded status of `cid`, if it has not expired.
-    async fn status(&self, cid: CorrelationId) -> Result<Option<StatusRecord>, StateError>;
 
     /// Claims `key` for `user` (idempotent order placement). A claim that is neither completed
     /// nor released (the claimer died) lapses after the adapter's claim TTL, so retries are not
@@ -99,7 +111,12 @@ pub trait WorkflowState: Send + Sync + fmt::Debug {
 
     /// Frees a claimed key whose request failed, so a retry can run again.
     async fn release_idempotency_key(&self, user: &UserId, key: &str) -> Result<(), StateError>;
+}
 
+/// Every role at once: what an adapter implements and its contract tests exercise. Services take
+/// only the role they use, so which service may write what is visible in their signatures.
+#[async_trait]
+pub trait WorkflowState: IntakeState + StatusWriter {
     /// True while the store is reachable (for `/readyz`).
     async fn is_ready(&self) -> bool;
 }

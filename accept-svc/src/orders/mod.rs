@@ -1,0 +1,198 @@
+//! `contoso.orders.v1.OrderService`: intake (`PlaceOrder`), the workflow status, and the caller's
+//! order history. Every call acts for the token's `sub`; nobody sees another user's orders.
+
+//!
+//! The module is split by job: [`intake`] places orders, [`idempotency`] remembers what a key
+//! answers, [`parse`] checks requests at the edge, [`mapping`] builds the wire messages, and this
+//! file holds the handlers and the history reads.
+
+use std::{sync::Arc, time::Duration};
+
+use contoso_bus::Bus;
+use contoso_domain::{CorrelationId, OrderId, OrderRecord, UserId};
+use contoso_platform::{auth::caller, seal::CustomerSealer};
+use contoso_proto::orders::v1::{
+    self as pb, DeleteOrderRequest, DeleteOrderResponse, GetOrderRequest, GetOrderResponse,
+    GetOrderStatusRequest, GetOrderStatusResponse, ListOrdersRequest, ListOrdersResponse,
+    PlaceOrderRequest, PlaceOrderResponse, order_service_server::OrderService,
+};
+use contoso_state::IntakeState;
+use contoso_store::OrderReader;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::{
+    catalog::CatalogCache,
+    error::{ApiError, Paging},
+    ids::IdAllocator,
+};
+
+mod idempotency;
+mod intake;
+mod mapping;
+mod parse;
+
+use mapping::record_pb;
+
+/// The order API over its adapters. It reads orders but never writes them: recording is
+/// process-svc's job, and [`OrderReader`] offers no write.
+#[derive(Debug, Clone)]
+pub struct OrdersApi {
+    catalog: CatalogCache,
+    ids: IdAllocator,
+    orders: Arc<dyn OrderReader>,
+    state: Arc<dyn IntakeState>,
+    bus: Arc<dyn Bus>,
+    sealer: CustomerSealer,
+    id_wait: Duration,
+}
+
+impl OrdersApi {
+    pub fn new(
+        catalog: CatalogCache,
+        ids: IdAllocator,
+        orders: Arc<dyn OrderReader>,
+        state: Arc<dyn IntakeState>,
+        bus: Arc<dyn Bus>,
+        sealer: CustomerSealer,
+        id_wait: Duration,
+    ) -> Self {
+        Self {
+            catalog,
+            ids,
+            orders,
+            state,
+            bus,
+            sealer,
+            id_wait,
+        }
+    }
+
+    async fn status(
+        &self,
+        user: &UserId,
+        raw_cid: &str,
+    ) -> Result<GetOrderStatusResponse, ApiError> {
+        let cid: CorrelationId = raw_cid
+            .parse()
+            .map_err(|_| ApiError::invalid("correlation_id", "must be a UUID"))?;
+        match self.state.owner(cid).await? {
+            Some(owner) if owner != *user => return Err(no_such_correlation(cid)),
+            Some(_) => {
+                if let Some(record) = self.state.status(cid).await? {
+                    return Ok(GetOrderStatusResponse {
+                        correlation_id: cid.to_string(),
+                        status: pb::OrderStatus::from(record.status) as i32,
+                        order_id: record.order_id.map_or(0, OrderId::get),
+                    });
+                }
+            }
+            None => {}
+        }
+        // The workflow keys expired (or never existed): the system of record answers.
+        match self.orders.get_order_by_correlation(cid).await? {
+            Some(order) if order.customer != *user => Err(no_such_correlation(cid)),
+            Some(order) => Ok(GetOrderStatusResponse {
+                correlation_id: cid.to_string(),
+                status: pb::OrderStatus::from(order.status) as i32,
+                order_id: order.order_id.get(),
+            }),
+            None => Err(no_such_correlation(cid)),
+        }
+    }
+
+    async fn owned_order(&self, user: &UserId, raw_id: i64) -> Result<OrderRecord, ApiError> {
+        let id = OrderId::new(raw_id)
+            .ok_or_else(|| ApiError::invalid("order_id", "must be a positive order id"))?;
+        match self.orders.get_order(id).await? {
+            Some(order) if !order.deleted && order.customer == *user => Ok(order),
+            // Another user's order answers exactly as a missing one: its existence is not told.
+            _ => Err(ApiError::NotFound(format!("order {id} not found"))),
+        }
+    }
+}
+
+/// Unknown, expired and another user's correlation ids all answer the same.
+fn no_such_correlation(cid: CorrelationId) -> ApiError {
+    ApiError::NotFound(format!("no order with correlation id {cid}"))
+}
+
+#[tonic::async_trait]
+impl OrderService for OrdersApi {
+    async fn place_order(
+        &self,
+        request: Request<PlaceOrderRequest>,
+    ) -> Result<Response<PlaceOrderResponse>, Status> {
+        let user = caller(&request)?;
+        let order = self.place(&user, request.into_inner()).await?;
+        Ok(Response::new(PlaceOrderResponse { order: Some(order) }))
+    }
+
+    async fn get_order_status(
+        &self,
+        request: Request<GetOrderStatusRequest>,
+    ) -> Result<Response<GetOrderStatusResponse>, Status> {
+        let user = caller(&request)?;
+        Ok(Response::new(
+            self.status(&user, &request.get_ref().correlation_id)
+                .await?,
+        ))
+    }
+
+    async fn list_orders(
+        &self,
+        request: Request<ListOrdersRequest>,
+    ) -> Result<Response<ListOrdersResponse>, Status> {
+        let user = caller(&request)?;
+        let req = request.into_inner();
+        let paging = Paging::parse(req.offset, req.size)?;
+        let page = self
+            .orders
+            .list_orders(&user, paging.offset as i64, paging.size as i64)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(ListOrdersResponse {
+            orders: page.items.into_iter().map(record_pb).collect(),
+            total: i32::try_from(page.total).unwrap_or(i32::MAX),
+            offset: req.offset,
+            size: paging.size as i32,
+        }))
+    }
+
+    async fn get_order(
+        &self,
+        request: Request<GetOrderRequest>,
+    ) -> Result<Response<GetOrderResponse>, Status> {
+        let user = caller(&request)?;
+        let order = self.owned_order(&user, request.get_ref().order_id).await?;
+        Ok(Response::new(GetOrderResponse {
+            order: Some(record_pb(order)),
+        }))
+    }
+
+    async fn delete_order(
+        &self,
+        request: Request<DeleteOrderRequest>,
+    ) -> Result<Response<DeleteOrderResponse>, Status> {
+        let user = caller(&request)?;
+        let order = self.owned_order(&user, request.get_ref().order_id).await?;
+        let span = tracing::info_span!("delete_order", correlation_id = %order.correlation_id, order_id = order.order_id.get());
+        async {
+            if !self
+                .orders
+                .soft_delete(&user, order.order_id)
+                .await
+                .map_err(ApiError::from)?
+            {
+                return Err(Status::from(ApiError::NotFound(format!(
+                    "order {} not found",
+                    order.order_id
+                ))));
+            }
+            tracing::info!("order soft-deleted");
+            Ok(Response::new(DeleteOrderResponse {}))
+        }
+        .instrument(span)
+        .await
+    }
+}
