@@ -10,6 +10,7 @@ use contoso_proto::{
     events::v1::{OrderAccepted, OrderAcceptedLine},
     orders::v1::{self as pb, PlaceOrderRequest},
 };
+use contoso_state::IdempotencyClaim;
 use prost::Message;
 use tracing::Instrument;
 
@@ -20,7 +21,6 @@ use super::{
     parse,
 };
 use crate::error::ApiError;
-use contoso_state::IdempotencyClaim;
 
 impl OrdersApi {
     pub(super) async fn place(

@@ -1,9 +1,6 @@
 //! The wire form of orders: domain records and accepted events to `contoso.orders.v1` messages.
 
-use chrono::{DateTime, Utc};
-use contoso_domain::{
-    CorrelationId, OrderId, OrderLine, OrderRecord, OrderStatus, PricedOrder, Quantity,
-};
+use contoso_domain::{OrderLine, OrderRecord, Quantity};
 use contoso_proto::{convert::to_timestamp, events::v1::OrderAccepted, orders::v1 as pb};
 
 use super::idempotency::corrupt;
@@ -38,37 +35,17 @@ pub(super) fn accepted_order(event: &OrderAccepted) -> Result<pb::Order, ApiErro
     })
 }
 
-fn order_pb(
-    order_id: OrderId,
-    cid: CorrelationId,
-    status: OrderStatus,
-    created_at: DateTime<Utc>,
-    priced: &PricedOrder,
-) -> pb::Order {
-    pb::Order {
-        order_id: order_id.get(),
-        correlation_id: cid.to_string(),
-        status: pb::OrderStatus::from(status) as i32,
-        created_at: Some(to_timestamp(created_at)),
-        lines: priced.lines.iter().map(line_to_pb).collect(),
-        total_cents: priced.total_cents,
-        currency: priced.currency.clone(),
-    }
-}
-
+/// A recorded order as the client sees it; "created at" is when it was accepted.
 pub(super) fn record_pb(record: OrderRecord) -> pb::Order {
-    let priced = PricedOrder {
-        lines: record.lines,
+    pb::Order {
+        order_id: record.order_id.get(),
+        correlation_id: record.correlation_id.to_string(),
+        status: pb::OrderStatus::from(record.status) as i32,
+        created_at: Some(to_timestamp(record.accepted_at)),
+        lines: record.lines.iter().map(line_to_pb).collect(),
         total_cents: record.total_cents,
         currency: record.currency,
-    };
-    order_pb(
-        record.order_id,
-        record.correlation_id,
-        record.status,
-        record.accepted_at,
-        &priced,
-    )
+    }
 }
 
 pub(super) fn line_to_pb(line: &OrderLine) -> pb::OrderLine {
