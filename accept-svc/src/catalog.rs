@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::Context;
-use contoso_domain::Product;
+use contoso_domain::{Product, Report};
 use contoso_platform::grpc_status::invalid_argument;
 use contoso_proto::catalog::v1::{
     self as pb, GetProductRequest, GetProductResponse, ListProductsRequest, ListProductsResponse,
@@ -74,7 +74,7 @@ impl CatalogCache {
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "catalog refresh failed; keeping the previous catalog")
+                tracing::warn!(error = %Report(&e), "catalog refresh failed; keeping the previous catalog")
             }
         }
     }

@@ -50,9 +50,11 @@ impl From<ApiError> for Status {
             ApiError::NotFound(m) => Status::not_found(m),
             ApiError::InFlight => Status::aborted(err.to_string()),
             ApiError::NoOrderId => unavailable("order id reservation", &err),
-            ApiError::Store(StoreError::Unavailable(e)) => unavailable("the order database", &e),
+            ApiError::Store(e @ StoreError::Unavailable { .. }) => {
+                unavailable("the order database", &e)
+            }
             ApiError::Store(e) => internal("reading orders", &e),
-            ApiError::State(StateError::Unavailable(e)) => {
+            ApiError::State(e @ StateError::Unavailable { .. }) => {
                 unavailable("the workflow state store", &e)
             }
             ApiError::State(e) => internal("reading workflow state", &e),
@@ -126,7 +128,7 @@ mod tests {
     #[test]
     fn infrastructure_errors_do_not_leak_their_text() {
         let status: Status =
-            ApiError::Store(StoreError::Unavailable("password=hunter2".into())).into();
+            ApiError::Store(StoreError::unavailable("connecting", "password=hunter2")).into();
         assert_eq!(status.code(), tonic::Code::Unavailable);
         assert!(!status.message().contains("hunter2"));
     }

@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use contoso_domain::OrderId;
+use contoso_domain::{OrderId, Report};
 use contoso_store::OrderIdSource;
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -49,7 +49,7 @@ impl IdAllocator {
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, retry_in = ?backoff, "reserving an order id block failed");
+                        tracing::warn!(error = %Report(&e), retry_in = ?backoff, "reserving an order id block failed");
                         tokio::select! {
                             () = tokio::time::sleep(backoff) => {},
                             () = shutdown.cancelled() => return,

@@ -266,10 +266,10 @@ struct RefusingBus;
 #[async_trait]
 impl Bus for RefusingBus {
     async fn publish(&self, _: Envelope) -> Result<(), BusError> {
-        Err(BusError::PublishNotConfirmed("no ack".into()))
+        Err(BusError::not_confirmed("publishing", "no ack"))
     }
     async fn consume(&self, _: &ConsumerSpec) -> Result<Deliveries, BusError> {
-        Err(BusError::Unavailable("refusing".into()))
+        Err(BusError::unavailable("consuming", "refusing"))
     }
     async fn is_ready(&self) -> bool {
         false
@@ -300,7 +300,7 @@ impl Bus for LostAckBus {
     async fn publish(&self, envelope: Envelope) -> Result<(), BusError> {
         self.inner.publish(envelope).await?;
         if self.lose_next.swap(false, Ordering::SeqCst) {
-            return Err(BusError::PublishNotConfirmed("timed out".into()));
+            return Err(BusError::not_confirmed("publishing", "timed out"));
         }
         Ok(())
     }

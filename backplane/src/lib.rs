@@ -12,7 +12,7 @@ use futures::{Stream, StreamExt, stream::BoxStream};
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 
-use contoso_domain::{StatusUpdate, UserId};
+use contoso_domain::{Cause, StatusUpdate, UserId};
 
 pub mod memory;
 pub mod redis;
@@ -27,9 +27,24 @@ pub type UpdateStream = BoxStream<'static, StatusUpdate>;
 /// Why the backplane could not publish or subscribe.
 #[derive(Debug, thiserror::Error)]
 pub enum BackplaneError {
-    /// The backing service cannot be reached right now; the text says what failed.
-    #[error("backplane unavailable: {0}")]
-    Unavailable(String),
+    /// The backing service cannot be reached right now.
+    #[error("backplane unavailable while {context}")]
+    Unavailable {
+        /// What the backplane was doing, e.g. `publishing a status update`.
+        context: String,
+        #[source]
+        source: Cause,
+    },
+}
+
+impl BackplaneError {
+    /// [`BackplaneError::Unavailable`] while doing `context`.
+    pub fn unavailable(context: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self::Unavailable {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
 }
 
 /// Fans status updates out to the streams of one user, across every process that has one open.

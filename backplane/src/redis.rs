@@ -76,7 +76,8 @@ impl RedisBackplane {
     /// connection, and starts the subscriber task. Channel names start with `channel_prefix`.
     /// Fails when Redis cannot be reached now; later outages are retried in the background.
     pub async fn connect(url: &str, channel_prefix: &str) -> Result<Self, BackplaneError> {
-        let client = Client::open(url).map_err(|e| unavailable("parsing the Redis URL", &e))?;
+        let client = Client::open(url)
+            .map_err(|e| BackplaneError::unavailable("parsing the Redis URL", e))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(COMMAND_TIMEOUT))
             .set_response_timeout(Some(COMMAND_TIMEOUT))
@@ -84,10 +85,10 @@ impl RedisBackplane {
             .set_max_delay(Duration::from_secs(2));
         let publisher = ConnectionManager::new_with_config(client.clone(), config)
             .await
-            .map_err(|e| unavailable("connecting to Redis for publishing", &e))?;
+            .map_err(|e| BackplaneError::unavailable("connecting to Redis for publishing", e))?;
         let (sink, stream) = open_pubsub(&client)
             .await
-            .map_err(|e| unavailable("opening the Redis pub/sub connection", &e))?;
+            .map_err(|e| BackplaneError::unavailable("opening the Redis pub/sub connection", e))?;
 
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (connected, subscriber_connected) = watch::channel(true);
@@ -116,28 +117,24 @@ impl RedisBackplane {
     }
 }
 
-fn unavailable(context: &str, err: &RedisError) -> BackplaneError {
-    BackplaneError::Unavailable(format!("{context}: {err}"))
-}
-
 #[async_trait]
 impl Backplane for RedisBackplane {
     async fn publish(&self, user: &UserId, update: &StatusUpdate) -> Result<(), BackplaneError> {
         let channel = self.channel(user);
-        let payload = serde_json::to_vec(update).map_err(|e| {
-            BackplaneError::Unavailable(format!("encoding a status update as JSON: {e}"))
-        })?;
+        let payload = serde_json::to_vec(update)
+            .map_err(|e| BackplaneError::unavailable("encoding a status update as JSON", e))?;
         self.publisher
             .clone()
             .publish::<_, _, i64>(&channel, payload)
             .await
             .map(drop)
-            .map_err(|e| unavailable("publishing a status update", &e))
+            .map_err(|e| BackplaneError::unavailable("publishing a status update", e))
     }
 
     async fn subscribe(&self, user: &UserId) -> Result<UpdateStream, BackplaneError> {
-        let stopped =
-            || BackplaneError::Unavailable("the backplane subscriber task has stopped".into());
+        let stopped = || {
+            BackplaneError::unavailable("subscribing", "the backplane subscriber task has stopped")
+        };
         // A reconnect in progress is worth a short wait (a client whose stream just ended calls
         // again right away); a longer outage fails the call rather than hanging it.
         match timeout(
@@ -149,10 +146,13 @@ impl Backplane for RedisBackplane {
             Ok(Ok(_)) => {}
             Ok(Err(_)) => return Err(stopped()),
             Err(_) => {
-                return Err(BackplaneError::Unavailable(format!(
-                    "the Redis pub/sub connection did not come back within {COMMAND_TIMEOUT:?}; \
-                     reconnecting in the background"
-                )));
+                return Err(BackplaneError::unavailable(
+                    "subscribing",
+                    format!(
+                        "the Redis pub/sub connection did not come back within \
+                         {COMMAND_TIMEOUT:?}; reconnecting in the background"
+                    ),
+                ));
             }
         }
         let channel = self.channel(user);
@@ -302,8 +302,9 @@ impl Subscriber {
     ) -> Result<broadcast::Receiver<StatusUpdate>, BackplaneError> {
         // Lost after the caller saw it up; failing now beats a second wait for the reconnect.
         let Some(conn) = self.conn.as_mut() else {
-            return Err(BackplaneError::Unavailable(
-                "the Redis pub/sub connection is down; reconnecting".into(),
+            return Err(BackplaneError::unavailable(
+                "subscribing",
+                "the Redis pub/sub connection is down; reconnecting",
             ));
         };
         if let Some(tx) = self.channels.get(&channel) {
@@ -319,7 +320,10 @@ impl Subscriber {
             }
             Err(e) => {
                 self.lost_on(&e);
-                Err(unavailable("subscribing to a user's channel", &e))
+                Err(BackplaneError::unavailable(
+                    "subscribing to a user's channel",
+                    e,
+                ))
             }
         }
     }

@@ -360,7 +360,7 @@ async fn subscribing_while_redis_is_down_fails_fast_with_unavailable() {
     })
     .await;
     match timeout(FAIL_FAST, replica.subscribe(&user("carol"))).await {
-        Ok(Err(BackplaneError::Unavailable(_))) => {}
+        Ok(Err(BackplaneError::Unavailable { .. })) => {}
         Ok(Ok(_)) => panic!("subscribed while Redis was down"),
         Err(_) => panic!("subscribe still waiting after {FAIL_FAST:?}"),
     }

@@ -8,6 +8,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
+use contoso_domain::Cause;
+
 pub mod config;
 pub mod memory;
 pub mod nats;
@@ -103,21 +105,63 @@ impl ConsumerSpec {
     }
 }
 
-/// Why a bus operation failed. The text names the cause for logs; it is not for clients.
+/// Why a bus operation failed. The text is for logs (with [`Report`](contoso_domain::Report),
+/// which adds the source chain), not for clients.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     /// The message may or may not be stored: retry with the same message id, which dedupes.
-    #[error("the broker did not confirm the publish: {0}")]
-    PublishNotConfirmed(String),
+    #[error("the broker did not confirm {context}")]
+    PublishNotConfirmed {
+        /// What was published, e.g. `publishing to orders.accepted`.
+        context: String,
+        #[source]
+        source: Cause,
+    },
     /// The broker cannot be reached, or the stream cannot be set up on it.
-    #[error("the broker is unreachable: {0}")]
-    Unavailable(String),
+    #[error("the broker is unavailable while {context}")]
+    Unavailable {
+        /// What the adapter was doing, e.g. `connecting to nats://10.0.0.7:4222`.
+        context: String,
+        #[source]
+        source: Cause,
+    },
     /// The consumer could not be created or opened.
-    #[error("consumer setup failed: {0}")]
-    Consumer(String),
+    #[error("consumer setup failed while {context}")]
+    Consumer {
+        /// What the adapter was doing, e.g. `opening consumer group process-svc`.
+        context: String,
+        #[source]
+        source: Cause,
+    },
     /// The ack may not have reached the broker: expect the message again.
-    #[error("acknowledging a delivery failed: {0}")]
-    Ack(String),
+    #[error("acknowledging a delivery failed")]
+    Ack(#[source] Cause),
+}
+
+impl BusError {
+    /// [`BusError::PublishNotConfirmed`].
+    pub fn not_confirmed(context: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self::PublishNotConfirmed {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+
+    /// [`BusError::Unavailable`].
+    pub fn unavailable(context: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self::Unavailable {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+
+    /// [`BusError::Consumer`].
+    pub fn consumer(context: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self::Consumer {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
 }
 
 /// What a delivery's consumer says back to the broker.

@@ -386,15 +386,16 @@ impl Bus for MemoryBus {
 
     async fn consume(&self, spec: &ConsumerSpec) -> Result<Deliveries, BusError> {
         if spec.group.is_empty() {
-            return Err(BusError::Consumer(
-                "the consumer group has no name".to_owned(),
+            return Err(BusError::consumer(
+                "configuring a consumer",
+                "the consumer group has no name",
             ));
         }
         if spec.topics.is_empty() {
-            return Err(BusError::Consumer(format!(
-                "consumer group {} names no topics",
-                spec.group
-            )));
+            return Err(BusError::consumer(
+                format!("configuring consumer group {}", spec.group),
+                "it names no topics",
+            ));
         }
         let ack_wait = if spec.ack_wait.is_zero() {
             DEFAULT_ACK_WAIT
@@ -704,6 +705,6 @@ mod tests {
     async fn a_consumer_without_topics_is_refused() {
         let bus = MemoryBus::new();
         let refused = bus.consume(&ConsumerSpec::new("g", Vec::new())).await;
-        assert!(matches!(refused, Err(BusError::Consumer(_))));
+        assert!(matches!(refused, Err(BusError::Consumer { .. })));
     }
 }

@@ -113,8 +113,9 @@ impl NatsBus {
             .filter(|url| !url.is_empty())
             .collect();
         if urls.is_empty() {
-            return Err(BusError::Unavailable(
-                "no NATS server URL is configured".to_owned(),
+            return Err(BusError::unavailable(
+                "connecting",
+                "no NATS server URL is configured",
             ));
         }
         // No retry_on_initial_connect: a wrong URL must stop the service at start-up, not leave
@@ -123,7 +124,7 @@ impl NatsBus {
             .name("contoso-orders")
             .connect(urls.as_slice())
             .await
-            .map_err(|e| BusError::Unavailable(format!("connecting to {server}: {e}")))?;
+            .map_err(|e| BusError::unavailable(format!("connecting to {server}"), e))?;
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(settings.publish_timeout)
             .build(client.clone());
@@ -141,10 +142,13 @@ impl NatsBus {
             .create_or_update_stream(config)
             .await
             .map_err(|e| {
-                BusError::Unavailable(format!(
-                    "creating or updating stream {} on {server}: {e}",
-                    settings.stream
-                ))
+                BusError::unavailable(
+                    format!(
+                        "creating or updating stream {} on {server}",
+                        settings.stream
+                    ),
+                    e,
+                )
             })?;
         tracing::info!(%server, stream = %settings.stream, "connected to NATS JetStream");
 
@@ -171,15 +175,16 @@ impl NatsBus {
 
     fn consumer_config(&self, spec: &ConsumerSpec) -> Result<pull::Config, BusError> {
         if spec.group.is_empty() {
-            return Err(BusError::Consumer(
-                "the consumer group has no name".to_owned(),
+            return Err(BusError::consumer(
+                "configuring a consumer",
+                "the consumer group has no name",
             ));
         }
         if spec.topics.is_empty() {
-            return Err(BusError::Consumer(format!(
-                "consumer group {} names no topics",
-                spec.group
-            )));
+            return Err(BusError::consumer(
+                format!("configuring consumer group {}", spec.group),
+                "it names no topics",
+            ));
         }
         let mut filter_subjects: Vec<String> = spec
             .topics
@@ -209,10 +214,13 @@ impl NatsBus {
             .create_consumer_on_stream(config.clone(), self.stream.as_str())
             .await
             .map_err(|e| {
-                BusError::Consumer(format!(
-                    "creating or updating consumer {group} on stream {}: {e}",
-                    self.stream
-                ))
+                BusError::consumer(
+                    format!(
+                        "creating or updating consumer {group} on stream {}",
+                        self.stream
+                    ),
+                    e,
+                )
             })?;
         let batch = usize::try_from(config.max_ack_pending)
             .ok()
@@ -225,7 +233,7 @@ impl NatsBus {
             .heartbeat(PULL_HEARTBEAT)
             .messages()
             .await
-            .map_err(|e| BusError::Consumer(format!("pulling from consumer {group}: {e}")))
+            .map_err(|e| BusError::consumer(format!("pulling from consumer {group}"), e))
     }
 }
 
@@ -239,17 +247,20 @@ impl Bus for NatsBus {
         if !self.is_ready().await {
             // While disconnected the client would buffer the message and send it after a
             // reconnect, long after the caller was told it failed: refuse it outright instead.
-            return Err(BusError::PublishNotConfirmed(format!(
-                "not connected to {}",
-                self.server
-            )));
+            return Err(BusError::not_confirmed(
+                format!("publishing {}", envelope.topic),
+                format!("not connected to {}", self.server),
+            ));
         }
         let subject = self.subject(envelope.topic);
         let mut message = PublishMessage::build().payload(envelope.payload);
         // An empty id means "no id": JetStream would not deduplicate on it anyway.
         if !envelope.message_id.is_empty() {
             let id = envelope.message_id.parse::<HeaderValue>().map_err(|e| {
-                BusError::PublishNotConfirmed(format!("message id is not a valid header: {e}"))
+                BusError::not_confirmed(
+                    "publishing with a message id that is not a valid header",
+                    e,
+                )
             })?;
             message = message.header(NATS_MESSAGE_ID, id);
         }
@@ -272,14 +283,18 @@ impl Bus for NatsBus {
                 }
                 Ok(())
             }
-            Ok(Err(e)) if e.kind() != PublishErrorKind::TimedOut => Err(
-                BusError::PublishNotConfirmed(format!("publishing to {subject}: {e}")),
-            ),
+            Ok(Err(e)) if e.kind() != PublishErrorKind::TimedOut => Err(BusError::not_confirmed(
+                format!("publishing to {subject}"),
+                e,
+            )),
             // Timed out, in the client or here.
-            _ => Err(BusError::PublishNotConfirmed(format!(
-                "no acknowledgement from {} for {subject} within {:?}",
-                self.server, self.publish_timeout
-            ))),
+            _ => Err(BusError::not_confirmed(
+                format!("publishing to {subject}"),
+                format!(
+                    "no acknowledgement from {} within {:?}",
+                    self.server, self.publish_timeout
+                ),
+            )),
         }
     }
 
@@ -413,24 +428,21 @@ impl Acknowledge for NatsAck {
         // come back, and a service draining on SIGTERM knows its acks landed before it exits,
         // instead of leaving them in a write buffer. One round trip per message is cheap next
         // to the database transaction it follows.
-        self.0
-            .double_ack()
-            .await
-            .map_err(|e| BusError::Ack(e.to_string()))
+        self.0.double_ack().await.map_err(BusError::Ack)
     }
 
     async fn nack(&self, delay: Duration) -> Result<(), BusError> {
         self.0
             .ack_with(AckKind::Nak(Some(delay)))
             .await
-            .map_err(|e| BusError::Ack(e.to_string()))
+            .map_err(BusError::Ack)
     }
 
     async fn in_progress(&self) -> Result<(), BusError> {
         self.0
             .ack_with(AckKind::Progress)
             .await
-            .map_err(|e| BusError::Ack(e.to_string()))
+            .map_err(BusError::Ack)
     }
 }
 
@@ -489,7 +501,7 @@ mod tests {
         };
         assert!(matches!(
             NatsBus::connect(settings).await,
-            Err(BusError::Unavailable(_))
+            Err(BusError::Unavailable { .. })
         ));
     }
 }

@@ -7,6 +7,7 @@ pub mod ids;
 pub mod money;
 pub mod order;
 pub mod product;
+pub mod report;
 pub mod status;
 
 pub use ids::{CorrelationId, MAX_USER_ID_LEN, OrderId, UserId, UserIdError};
@@ -15,4 +16,5 @@ pub use order::{
     Quantity, QuantityOutOfRange, checked_order_total, price_lines,
 };
 pub use product::{BillingPeriod, Product};
+pub use report::{Cause, Report};
 pub use status::{OrderStatus, StatusUpdate, UnknownStatus};

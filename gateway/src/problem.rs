@@ -60,9 +60,10 @@ impl Problem {
         Self::new(StatusCode::NOT_FOUND)
     }
 
-    /// 500 for a failure that is ours; `cause` is logged, the client gets no details.
-    pub(crate) fn internal(what: &str, cause: &dyn std::fmt::Display) -> Self {
-        tracing::error!(error = %cause, "{what} failed");
+    /// 500 for a failure that is ours; `cause` and its sources are logged, the client gets no
+    /// details.
+    pub(crate) fn internal(what: &str, cause: &(dyn std::error::Error + 'static)) -> Self {
+        tracing::error!(error = %contoso_domain::Report(cause), "{what} failed");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR).with_detail(format!("{what} failed"))
     }
 
@@ -144,8 +145,11 @@ mod tests {
 
     #[tokio::test]
     async fn an_internal_problem_does_not_carry_its_cause() {
-        let (status, _, body) =
-            body_of(Problem::internal("issuing a token", &"key at /etc/secret")).await;
+        let (status, _, body) = body_of(Problem::internal(
+            "issuing a token",
+            &std::io::Error::other("key at /etc/secret"),
+        ))
+        .await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!body.to_string().contains("/etc/secret"), "{body}");
         assert!(body.get("errors").is_none());

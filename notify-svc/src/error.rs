@@ -60,9 +60,10 @@ mod tests {
 
     #[test]
     fn infrastructure_failures_do_not_leak_their_cause() {
-        let status = Status::from(WatchError::State(StateError::Unavailable(
-            "redis at 10.1.2.3:6379 refused".into(),
-        )));
+        let status = Status::from(WatchError::State(StateError::Unavailable {
+            context: "reading an order's owner".into(),
+            source: "redis at 10.1.2.3:6379 refused".into(),
+        }));
         assert_eq!(status.code(), Code::Unavailable);
         assert!(!status.message().contains("10.1.2.3"));
     }

@@ -1,6 +1,9 @@
 //! Building client-facing gRPC statuses: INVALID_ARGUMENT carries a `BadRequest` detail naming the
 //! offending field (tonic-types rich error model), and internal failures never leak their text.
 
+use std::error::Error;
+
+use contoso_domain::Report;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -14,15 +17,17 @@ pub fn invalid_argument(field: &str, description: impl Into<String>) -> Status {
     )
 }
 
-/// UNAVAILABLE for a dependency that failed; the cause goes to the log, not to the client.
-pub fn unavailable(what: &str, cause: &dyn std::fmt::Display) -> Status {
-    tracing::warn!(error = %cause, "{what} unavailable");
+/// UNAVAILABLE for a dependency that failed; the cause and its sources go to the log, not to
+/// the client.
+pub fn unavailable(what: &str, cause: &(dyn Error + 'static)) -> Status {
+    tracing::warn!(error = %Report(cause), "{what} unavailable");
     Status::unavailable(format!("{what} is unavailable; retry later"))
 }
 
-/// INTERNAL for a bug or corrupt data; the cause goes to the log, not to the client.
-pub fn internal(what: &str, cause: &dyn std::fmt::Display) -> Status {
-    tracing::error!(error = %cause, "{what} failed");
+/// INTERNAL for a bug or corrupt data; the cause and its sources go to the log, not to the
+/// client.
+pub fn internal(what: &str, cause: &(dyn Error + 'static)) -> Status {
+    tracing::error!(error = %Report(cause), "{what} failed");
     Status::internal(format!("{what} failed"))
 }
 
@@ -42,7 +47,8 @@ mod tests {
 
     #[test]
     fn unavailable_hides_the_cause() {
-        let status = unavailable("the broker", &"connection refused at 10.0.0.7:4222");
+        let cause = std::io::Error::other("connection refused at 10.0.0.7:4222");
+        let status = unavailable("the broker", &cause);
         assert_eq!(status.code(), Code::Unavailable);
         assert!(!status.message().contains("10.0.0.7"));
     }

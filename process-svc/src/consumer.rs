@@ -13,8 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
 
 use contoso_bus::{Bus, ConsumerSpec, Delivery, Envelope, Topic};
-use contoso_domain::NewOrder;
-use contoso_domain::OrderStatus;
+use contoso_domain::{NewOrder, OrderStatus, Report};
 use contoso_platform::seal::CustomerSealer;
 use contoso_state::StatusWriter;
 use contoso_store::{OrderWriter, RecordOutcome, StoreError};
@@ -37,9 +36,9 @@ pub(crate) struct Worker {
 
 #[derive(Debug, thiserror::Error)]
 enum ProcessError {
-    #[error("unprocessable OrderAccepted: {0}")]
+    #[error("unprocessable OrderAccepted")]
     Invalid(#[from] event::InvalidEvent),
-    #[error("recording the order: {0}")]
+    #[error("recording the order")]
     Store(#[from] StoreError),
 }
 
@@ -80,7 +79,7 @@ impl Worker {
                 Ok(deliveries) => deliveries,
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    tracing::warn!(error = %e, failures, "cannot open the orders.accepted consumer; retrying");
+                    tracing::warn!(error = %Report(&e), failures, "cannot open the orders.accepted consumer; retrying");
                     pause(&shutdown, reconnect_backoff(failures)).await;
                     continue;
                 }
@@ -110,7 +109,7 @@ impl Worker {
                     }
                     Some(Err(e)) => {
                         failures = failures.saturating_add(1);
-                        tracing::warn!(error = %e, failures, "receiving from orders.accepted failed");
+                        tracing::warn!(error = %Report(&e), failures, "receiving from orders.accepted failed");
                         pause(&shutdown, reconnect_backoff(failures)).await;
                     }
                     None => {
@@ -179,7 +178,7 @@ impl Worker {
                 result = &mut work => return result,
                 _ = heartbeat.tick() => {
                     if let Err(e) = delivery.in_progress().await {
-                        tracing::debug!(error = %e, "in-progress signal failed");
+                        tracing::debug!(error = %Report(&e), "in-progress signal failed");
                     }
                 }
             }
@@ -225,7 +224,7 @@ impl Worker {
         {
             Ok(advanced) => advanced,
             Err(e) => {
-                tracing::warn!(error = %e, "could not record PROCESSING in workflow state");
+                tracing::warn!(error = %Report(&e), "could not record PROCESSING in workflow state");
                 true
             }
         };
@@ -241,7 +240,7 @@ impl Worker {
             payload: event::processing(order, Utc::now()).into(),
         };
         if let Err(e) = self.bus.publish(envelope).await {
-            tracing::warn!(error = %e, "could not publish the PROCESSING event");
+            tracing::warn!(error = %Report(&e), "could not publish the PROCESSING event");
         }
     }
 
@@ -253,7 +252,7 @@ impl Worker {
         };
         if let Err(e) = settled {
             // The broker redelivers after the ack wait; recording is idempotent.
-            tracing::warn!(error = %e, ?verdict, "settling the delivery with the broker failed");
+            tracing::warn!(error = %Report(&e), ?verdict, "settling the delivery with the broker failed");
         }
     }
 }
@@ -267,22 +266,22 @@ fn verdict(
     match result {
         Ok(_) => Verdict::Ack,
         Err(e @ ProcessError::Invalid(_)) => {
-            tracing::error!(error = %e, "cannot be processed; not acking it, so the broker dead-letters it after max_deliver");
+            tracing::error!(error = %Report(e), "cannot be processed; not acking it, so the broker dead-letters it after max_deliver");
             Verdict::Unprocessable
         }
         Err(e @ ProcessError::Store(StoreError::OrderIdTaken(_))) => {
-            tracing::error!(error = %e, "order id clash; not acking it, so the broker dead-letters it after max_deliver");
+            tracing::error!(error = %Report(e), "order id clash; not acking it, so the broker dead-letters it after max_deliver");
             Verdict::Unprocessable
         }
-        Err(e @ ProcessError::Store(StoreError::Unavailable(_))) => {
+        Err(e @ ProcessError::Store(StoreError::Unavailable { .. })) => {
             let delay = retry_backoff(attempt, settings.max_retry_backoff);
-            tracing::warn!(error = %e, ?delay, "database unavailable; will retry");
+            tracing::warn!(error = %Report(e), ?delay, "database unavailable; will retry");
             Verdict::Retry(delay)
         }
         // Not known to be permanent: retried, and dead-lettered if it never succeeds.
         Err(e @ ProcessError::Store(_)) => {
             let delay = retry_backoff(attempt, settings.max_retry_backoff);
-            tracing::error!(error = %e, ?delay, "recording the order failed; will retry");
+            tracing::error!(error = %Report(e), ?delay, "recording the order failed; will retry");
             Verdict::Retry(delay)
         }
     }
@@ -338,8 +337,9 @@ mod tests {
             OrderId::new(7).unwrap(),
         )));
         assert_eq!(verdict(&taken, 1, &settings), Verdict::Unprocessable);
-        let down = Err(ProcessError::Store(StoreError::Unavailable(
-            "connection refused".into(),
+        let down = Err(ProcessError::Store(StoreError::unavailable(
+            "recording an order",
+            "connection refused",
         )));
         assert_eq!(
             verdict(&down, 3, &settings),

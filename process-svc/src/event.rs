@@ -19,14 +19,14 @@ use contoso_proto::{
 /// Why an `OrderAccepted` cannot become an order.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum InvalidEvent {
-    #[error("payload is not an OrderAccepted: {0}")]
+    #[error("payload is not an OrderAccepted")]
     Decode(#[from] prost::DecodeError),
     #[error("{field}: {problem}")]
     Field {
         field: String,
         problem: &'static str,
     },
-    #[error("customer: {0}")]
+    #[error("customer reference")]
     Seal(#[from] SealError),
 }
 

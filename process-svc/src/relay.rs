@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use contoso_bus::{Bus, Envelope, Topic};
-use contoso_domain::OrderStatus;
+use contoso_domain::{OrderStatus, Report};
 use contoso_state::StatusWriter;
 use contoso_store::{Outbox, OutboxEntry};
 
@@ -76,7 +76,7 @@ impl Relay {
         {
             Ok(entries) => entries,
             Err(e) => {
-                tracing::warn!(error = %e, "leasing outbox entries failed");
+                tracing::warn!(error = %Report(&e), "leasing outbox entries failed");
                 return BatchEnd::Stalled;
             }
         };
@@ -112,12 +112,12 @@ impl Relay {
             payload: entry.payload.clone().into(),
         };
         if let Err(e) = self.bus.publish(envelope).await {
-            tracing::warn!(error = %e, "publishing orders.processed failed; will retry");
+            tracing::warn!(error = %Report(&e), "publishing orders.processed failed; will retry");
             return false;
         }
         if let Err(e) = self.outbox.complete(entry).await {
             // Published but not marked: republished after the lease, and the broker drops the copy.
-            tracing::warn!(error = %e, "completing the outbox entry failed; will retry");
+            tracing::warn!(error = %Report(&e), "completing the outbox entry failed; will retry");
             return false;
         }
         match self
@@ -131,7 +131,7 @@ impl Relay {
         {
             Ok(_) => tracing::info!("order completed"),
             Err(e) => {
-                tracing::warn!(error = %e, "order completed, but recording COMPLETED in workflow state failed")
+                tracing::warn!(error = %Report(&e), "order completed, but recording COMPLETED in workflow state failed")
             }
         }
         true

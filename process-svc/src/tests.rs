@@ -120,13 +120,16 @@ impl OrderWriter for ScriptedStore {
             let _permit = gate
                 .acquire()
                 .await
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                .map_err(|e| StoreError::unavailable("waiting at the gate", e))?;
         }
         let outage = self
             .outages_left
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         if outage.is_ok() {
-            return Err(StoreError::Unavailable("scripted outage".into()));
+            return Err(StoreError::unavailable(
+                "recording an order",
+                "scripted outage",
+            ));
         }
         self.inner.record_order(order, processed_event).await
     }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use contoso_domain::{CorrelationId, OrderId, OrderStatus, UserId};
+use contoso_domain::{Cause, CorrelationId, OrderId, OrderStatus, UserId};
 
 pub mod config;
 pub mod memory;
@@ -42,9 +42,14 @@ pub enum IdempotencyClaim {
 /// Why a workflow state call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    /// The store cannot be reached right now (retryable); the text says what failed and why.
-    #[error("workflow state store unavailable: {0}")]
-    Unavailable(String),
+    /// The store cannot be reached right now (retryable).
+    #[error("workflow state store unavailable while {context}")]
+    Unavailable {
+        /// What the adapter was doing, e.g. `reading an order's owner`.
+        context: String,
+        #[source]
+        source: Cause,
+    },
     /// The store holds something under `key` this code cannot read.
     #[error("workflow state holds a malformed value for {key}: {detail}")]
     Corrupt { key: String, detail: String },

@@ -116,7 +116,7 @@ impl RedisState {
     /// Connects to `url` (e.g. `redis://127.0.0.1:6379`). Every key starts with `key_prefix` and
     /// expires `ttl` after it was written or last advanced (at least one millisecond).
     pub async fn connect(url: &str, key_prefix: &str, ttl: Duration) -> Result<Self, StateError> {
-        let client = Client::open(url).map_err(|e| unavailable("parsing the Redis URL", &e))?;
+        let client = Client::open(url).map_err(|e| unavailable("parsing the Redis URL", e))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECTION_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -124,7 +124,7 @@ impl RedisState {
             .set_max_delay(Duration::from_secs(2));
         let conn = ConnectionManager::new_with_config(client, config)
             .await
-            .map_err(|e| unavailable("connecting to Redis", &e))?;
+            .map_err(|e| unavailable("connecting to Redis", e))?;
         let ttl = ttl.max(Duration::from_millis(1));
         Ok(Self {
             conn,
@@ -168,8 +168,11 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-fn unavailable(context: &str, err: &RedisError) -> StateError {
-    StateError::Unavailable(format!("{context}: {err}"))
+fn unavailable(context: &str, err: RedisError) -> StateError {
+    StateError::Unavailable {
+        context: context.to_owned(),
+        source: err.into(),
+    }
 }
 
 /// A wrong-typed key or reply is bad data under `key`; anything else means Redis could not be
@@ -182,7 +185,7 @@ fn redis_error(context: &str, key: &str, err: RedisError) -> StateError {
             detail: err.to_string(),
         }
     } else {
-        unavailable(context, &err)
+        unavailable(context, err)
     }
 }
 

@@ -14,7 +14,7 @@ pub const PRODUCTS_JSON: &str = include_str!("../data/products.json");
 /// The catalog from [`PRODUCTS_JSON`], parsed and checked with [`validate`], in file order.
 pub fn products() -> Result<Vec<Product>, StoreError> {
     let products: Vec<Product> = serde_json::from_str(PRODUCTS_JSON)
-        .map_err(|e| StoreError::Corrupt(format!("parsing store/data/products.json: {e}")))?;
+        .map_err(|e| StoreError::corrupt("store/data/products.json", e))?;
     validate(&products)?;
     Ok(products)
 }
@@ -25,7 +25,7 @@ pub fn products() -> Result<Vec<Product>, StoreError> {
 pub fn validate(products: &[Product]) -> Result<(), StoreError> {
     let mut seen = HashSet::with_capacity(products.len());
     for p in products {
-        let invalid = |what: &str| Err(StoreError::Corrupt(format!("product {:?}: {what}", p.id)));
+        let invalid = |what: &str| Err(StoreError::corrupt(format!("product {:?}", p.id), what));
         if p.id.trim().is_empty() {
             return invalid("empty id");
         }
@@ -159,7 +159,7 @@ mod tests {
         ];
         for catalog in bad_catalogs {
             assert!(
-                matches!(validate(&catalog), Err(StoreError::Corrupt(_))),
+                matches!(validate(&catalog), Err(StoreError::Corrupt { .. })),
                 "accepted {catalog:?}"
             );
         }

@@ -8,7 +8,7 @@ use std::fmt;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use contoso_domain::{CorrelationId, NewOrder, OrderId, OrderRecord, Product, UserId};
+use contoso_domain::{Cause, CorrelationId, NewOrder, OrderId, OrderRecord, Product, UserId};
 
 pub mod catalog;
 pub mod config;
@@ -74,23 +74,66 @@ pub struct Page<T> {
     pub total: i64,
 }
 
-/// Why a store call failed. Messages are for logs, not for clients.
+/// Why a store call failed. Messages are for logs (with [`contoso_domain::Report`], which adds
+/// the source chain), never for clients.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database could not be reached (connect, pool timeout, dropped connection): retryable.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    /// The database rejected a statement; a violated constraint is named as
-    /// `(constraint <name>)` in the message, e.g. `order_items_product_id_fkey` for an unknown
-    /// product.
-    #[error("database query failed: {0}")]
-    Query(String),
+    #[error("database unavailable while {context}")]
+    Unavailable {
+        /// What the store was doing, e.g. `reading order 42`.
+        context: String,
+        #[source]
+        source: Cause,
+    },
+    /// The database rejected a statement.
+    #[error("the database refused {context}")]
+    Query {
+        /// What the store was doing.
+        context: String,
+        /// The violated constraint, if any, e.g. `order_items_product_id_fkey` for an unknown
+        /// product.
+        constraint: Option<String>,
+        #[source]
+        source: Cause,
+    },
     /// The reserved order id is already recorded under a different correlation id.
     #[error("order {0} is recorded with another correlation id")]
     OrderIdTaken(OrderId),
     /// Stored data (or the catalog file) does not form valid domain values.
-    #[error("stored data is malformed: {0}")]
-    Corrupt(String),
+    #[error("stored data is malformed: {what}")]
+    Corrupt {
+        /// Which value, e.g. `order 42 line 1`.
+        what: String,
+        #[source]
+        source: Cause,
+    },
+}
+
+impl StoreError {
+    /// [`StoreError::Unavailable`] while doing `context`.
+    pub fn unavailable(context: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self::Unavailable {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+
+    /// [`StoreError::Corrupt`] for `what`.
+    pub fn corrupt(what: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self::Corrupt {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+
+    /// The constraint a [`StoreError::Query`] violated.
+    pub fn constraint(&self) -> Option<&str> {
+        match self {
+            Self::Query { constraint, .. } => constraint.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// Reads the catalog (accept-svc caches it in memory).

@@ -108,8 +108,13 @@ impl MemoryStore {
     }
 }
 
+/// The error Postgres would give for the same row, so that callers see one shape from both.
 fn constraint_violation(what: &str, constraint: &str) -> StoreError {
-    StoreError::Query(format!("{what} (constraint {constraint})"))
+    StoreError::Query {
+        context: "recording an order".into(),
+        constraint: Some(constraint.to_owned()),
+        source: format!("{what} violates {constraint}").into(),
+    }
 }
 
 impl State {
@@ -153,10 +158,13 @@ impl State {
             ));
         }
         if self.orders.len() >= self.max_orders {
-            return Err(StoreError::Unavailable(format!(
-                "the in-memory store holds its maximum of {} orders",
-                self.max_orders
-            )));
+            return Err(StoreError::unavailable(
+                "recording an order",
+                format!(
+                    "the in-memory store holds its maximum of {} orders",
+                    self.max_orders
+                ),
+            ));
         }
         Ok(None)
     }
@@ -174,9 +182,9 @@ impl OrderIdSource for MemoryStore {
     async fn reserve_block(&self) -> Result<IdBlock, StoreError> {
         let mut state = self.lock();
         let start = state.next_block_start;
-        state.next_block_start = start
-            .checked_add(ORDER_ID_BLOCK_SIZE)
-            .ok_or_else(|| StoreError::Unavailable("order id blocks exhausted".into()))?;
+        state.next_block_start = start.checked_add(ORDER_ID_BLOCK_SIZE).ok_or_else(|| {
+            StoreError::unavailable("reserving an order id block", "order ids exhausted")
+        })?;
         Ok(IdBlock {
             start,
             len: ORDER_ID_BLOCK_SIZE,
@@ -379,7 +387,7 @@ mod tests {
         );
         assert!(matches!(
             store.record_order(&order(2), b"").await,
-            Err(StoreError::Unavailable(_))
+            Err(StoreError::Unavailable { .. })
         ));
         // A redelivery of a recorded order still answers, full or not.
         assert_eq!(
@@ -395,7 +403,7 @@ mod tests {
         products[0].discount_percent = 101;
         assert!(matches!(
             MemoryStore::with_products(products),
-            Err(StoreError::Corrupt(_))
+            Err(StoreError::Corrupt { .. })
         ));
     }
 }

@@ -91,7 +91,7 @@ impl PgStore {
             .create_timeout(Some(CONNECT_TIMEOUT))
             .recycle_timeout(Some(RECYCLE_TIMEOUT))
             .build()
-            .map_err(|e| unavailable("building the Postgres connection pool", e))?;
+            .map_err(|e| StoreError::unavailable("building the Postgres connection pool", e))?;
         let store = Self { pool };
         drop(store.conn().await?);
         Ok(store)
@@ -114,12 +114,8 @@ impl PgStore {
         self.pool
             .get()
             .await
-            .map_err(|e| unavailable("getting a Postgres connection", e))
+            .map_err(|e| StoreError::unavailable("getting a Postgres connection", e))
     }
-}
-
-pub(crate) fn unavailable(context: &str, e: impl fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("{context}: {e}"))
 }
 
 fn constraint_name(e: &DieselError) -> Option<&str> {
@@ -136,15 +132,12 @@ pub(crate) fn query_error(context: &str, e: DieselError) -> StoreError {
             DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
             _,
         )
-        | DieselError::BrokenTransactionManager => unavailable(context, e),
-        DieselError::DatabaseError(_, info) => match info.constraint_name() {
-            Some(constraint) => StoreError::Query(format!(
-                "{context}: {} (constraint {constraint})",
-                info.message()
-            )),
-            None => StoreError::Query(format!("{context}: {}", info.message())),
+        | DieselError::BrokenTransactionManager => StoreError::unavailable(context, e),
+        _ => StoreError::Query {
+            context: context.to_owned(),
+            constraint: constraint_name(&e).map(str::to_owned),
+            source: e.into(),
         },
-        _ => StoreError::Query(format!("{context}: {e}")),
     }
 }
 
@@ -177,9 +170,11 @@ impl From<TxError> for StoreError {
         match e {
             TxError::Db(context, e) => query_error(context, e),
             TxError::Store(e) => e,
-            TxError::AlreadyRecorded(id) => {
-                StoreError::Query(format!("order {id} was already recorded"))
-            }
+            TxError::AlreadyRecorded(id) => StoreError::Query {
+                context: format!("recording order {id}"),
+                constraint: None,
+                source: "the order was already recorded".into(),
+            },
         }
     }
 }
@@ -232,10 +227,10 @@ impl TryFrom<ProductRow> for Product {
             "Monthly" => BillingPeriod::Monthly,
             "Annual" => BillingPeriod::Annual,
             other => {
-                return Err(StoreError::Corrupt(format!(
-                    "product {}: billing period {other:?}",
-                    row.id
-                )));
+                return Err(StoreError::corrupt(
+                    format!("product {}", row.id),
+                    format!("billing period {other:?}"),
+                ));
             }
         };
         Ok(Self {
@@ -312,7 +307,8 @@ struct OutboxRow {
 }
 
 fn order_id(raw: i64) -> Result<OrderId, StoreError> {
-    OrderId::new(raw).ok_or_else(|| StoreError::Corrupt(format!("order id {raw} is not positive")))
+    OrderId::new(raw)
+        .ok_or_else(|| StoreError::corrupt("an order id", format!("{raw} is not positive")))
 }
 
 impl TryFrom<OutboxRow> for OutboxEntry {
@@ -337,9 +333,9 @@ fn to_record(
     let status: OrderStatus = row
         .status
         .parse()
-        .map_err(|e| StoreError::Corrupt(format!("order {}: {e}", row.id)))?;
+        .map_err(|e| StoreError::corrupt(format!("order {}", row.id), e))?;
     let customer = UserId::parse(external_id)
-        .map_err(|e| StoreError::Corrupt(format!("order {}: customer: {e}", row.id)))?;
+        .map_err(|e| StoreError::corrupt(format!("order {} customer", row.id), e))?;
     Ok(OrderRecord {
         order_id: order_id(row.id)?,
         correlation_id: CorrelationId::from(row.correlation_id),
@@ -374,10 +370,10 @@ async fn with_lines(
     let mut lines: HashMap<i64, Vec<OrderLine>> = HashMap::with_capacity(rows.len());
     for item in items {
         let quantity = Quantity::try_from(item.quantity).map_err(|e| {
-            StoreError::Corrupt(format!(
-                "order {} line {}: quantity {e}",
-                item.order_id, item.line_no
-            ))
+            StoreError::corrupt(
+                format!("order {} line {} quantity", item.order_id, item.line_no),
+                e,
+            )
         })?;
         lines.entry(item.order_id).or_default().push(OrderLine {
             product_id: item.product_id,
@@ -421,9 +417,10 @@ impl OrderIdSource for PgStore {
             .await
             .map_err(on_query("reserving an order id block"))?;
         if start <= 0 {
-            return Err(StoreError::Corrupt(format!(
-                "order_id_blocks returned {start}"
-            )));
+            return Err(StoreError::corrupt(
+                "the order_id_blocks sequence",
+                format!("returned {start}"),
+            ));
         }
         Ok(IdBlock {
             start,

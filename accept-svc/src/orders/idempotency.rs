@@ -1,6 +1,6 @@
 //! Idempotent intake: what a key answers once its first request has settled.
 
-use contoso_domain::UserId;
+use contoso_domain::{Report, UserId};
 use contoso_proto::{events::v1::OrderAccepted, orders::v1 as pb};
 use contoso_state::StateError;
 use prost::Message;
@@ -20,7 +20,7 @@ impl OrdersApi {
             None => self.state.release_idempotency_key(user, key).await,
         };
         if let Err(e) = settled {
-            tracing::warn!(error = %e, "settling the idempotency key failed; it expires with its TTL");
+            tracing::warn!(error = %Report(&e), "settling the idempotency key failed; it expires with its TTL");
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use chrono::Utc;
 use contoso_bus::{Envelope, Topic};
-use contoso_domain::{CorrelationId, OrderId, PricedOrder, UserId};
+use contoso_domain::{CorrelationId, OrderId, PricedOrder, Report, UserId};
 use contoso_proto::{
     convert::to_timestamp,
     events::v1::{OrderAccepted, OrderAcceptedLine},
@@ -117,9 +117,9 @@ impl OrdersApi {
                 payload: event.encode_to_vec().into(),
             };
             if let Err(e) = self.bus.publish(envelope).await {
-                tracing::warn!(error = %e, "OrderAccepted not confirmed; rolling back the intake");
+                tracing::warn!(error = %Report(&e), "OrderAccepted not confirmed; rolling back the intake");
                 if let Err(forget) = self.state.forget(cid).await {
-                    tracing::warn!(error = %forget, "removing the workflow keys failed; they expire with their TTL");
+                    tracing::warn!(error = %Report(&forget), "removing the workflow keys failed; they expire with their TTL");
                 }
                 return Err(e.into());
             }

@@ -19,8 +19,8 @@ use diesel_async::{
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-use super::{ProductRow, unavailable};
-use contoso_domain::Product;
+use super::ProductRow;
+use contoso_domain::{Cause, Product};
 
 use crate::{StoreError, catalog, schema::products};
 
@@ -48,7 +48,7 @@ pub struct MigrationReport {
 #[derive(Debug)]
 enum MigrateError {
     Db(&'static str, diesel::result::Error),
-    Migration(String),
+    Migration(Cause),
 }
 
 impl From<diesel::result::Error> for MigrateError {
@@ -65,16 +65,24 @@ pub async fn migrate(database_url: &str) -> Result<MigrationReport, StoreError> 
     let products = catalog::products()?;
     let conn = AsyncPgConnection::establish(database_url)
         .await
-        .map_err(|e| unavailable("connecting to Postgres to migrate", e))?;
+        .map_err(|e| StoreError::unavailable("connecting to Postgres to migrate", e))?;
     tokio::task::spawn_blocking(move || {
         let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
         Connection::transaction(&mut conn, |conn| migrate_locked(conn, &products))
     })
     .await
-    .map_err(|e| StoreError::Query(format!("migration task failed: {e}")))?
+    .map_err(|e| StoreError::Query {
+        context: "running migrations".into(),
+        constraint: None,
+        source: e.into(),
+    })?
     .map_err(|e| match e {
         MigrateError::Db(context, e) => super::query_error(context, e),
-        MigrateError::Migration(e) => StoreError::Query(format!("running migrations: {e}")),
+        MigrateError::Migration(e) => StoreError::Query {
+            context: "running migrations".into(),
+            constraint: None,
+            source: e,
+        },
     })
 }
 
@@ -92,7 +100,7 @@ fn migrate_locked(
 
     let applied = conn
         .run_pending_migrations(MIGRATIONS)
-        .map_err(|e| MigrateError::Migration(e.to_string()))?
+        .map_err(MigrateError::Migration)?
         .into_iter()
         .map(|v| v.to_string())
         .collect();
