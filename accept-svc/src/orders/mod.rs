@@ -11,6 +11,7 @@ use std::{sync::Arc, time::Duration};
 use contoso_bus::Bus;
 use contoso_domain::{CorrelationId, OrderId, OrderRecord, UserId};
 use contoso_platform::{auth::caller, seal::CustomerSealer};
+use contoso_proto::convert::to_timestamp;
 use contoso_proto::orders::v1::{
     self as pb, DeleteOrderRequest, DeleteOrderResponse, GetOrderRequest, GetOrderResponse,
     GetOrderStatusRequest, GetOrderStatusResponse, ListOrdersRequest, ListOrdersResponse,
@@ -84,6 +85,7 @@ impl OrdersApi {
                         correlation_id: cid.to_string(),
                         status: pb::OrderStatus::from(record.status) as i32,
                         order_id: record.order_id.map_or(0, OrderId::get),
+                        updated_at: Some(to_timestamp(record.updated_at)),
                     });
                 }
             }
@@ -96,6 +98,7 @@ impl OrdersApi {
                 correlation_id: cid.to_string(),
                 status: pb::OrderStatus::from(order.status) as i32,
                 order_id: order.order_id.get(),
+                updated_at: Some(to_timestamp(order.updated_at)),
             }),
             None => Err(no_such_correlation(cid)),
         }
