@@ -181,7 +181,9 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     println!("contoso dev is up");
-    println!("  gateway    http://{gateway_addr}  (grpc-web, POST /dev/token)");
+    println!(
+        "  gateway    http://{gateway_addr}  (grpc-web, REST /api, docs /docs, POST /dev/token)"
+    );
     println!("  accept-svc http://{accept_addr}  (gRPC: CatalogService, OrderService)");
     println!("  notify-svc http://{notify_addr}  (gRPC: OrderStatusService)");
 

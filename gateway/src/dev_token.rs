@@ -9,14 +9,16 @@ use axum::{
     extract::{State, rejection::JsonRejection},
     routing::post,
 };
+use chrono::{DateTime, Utc};
 use contoso_domain::UserId;
 use contoso_platform::auth::Authenticator;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::problem::Problem;
 
 #[derive(Debug, Clone)]
-struct DevLogin {
+pub(crate) struct DevLogin {
     auth: Arc<Authenticator>,
     ttl: Duration,
 }
@@ -27,21 +29,29 @@ pub(crate) fn router(auth: Arc<Authenticator>, ttl: Duration) -> Router {
         .with_state(DevLogin { auth, ttl })
 }
 
-#[derive(Debug, Deserialize)]
+/// Who to sign a token for: `sub` or, as the original clients send it, `userId`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct TokenRequest {
+#[schema(example = json!({"userId": "alice"}))]
+pub(crate) struct TokenRequest {
     sub: Option<String>,
     user_id: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A signed token for the named user.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct TokenResponse {
+pub(crate) struct TokenResponse {
     access_token: String,
     /// The same token, under the name the seed's clients read.
     token: String,
     token_type: &'static str,
+    /// Seconds until it expires.
     expires_in: u64,
+    /// The user the token is for (its `sub`).
+    user_id: String,
+    /// When it expires.
+    expires_at_utc: DateTime<Utc>,
 }
 
 impl TryFrom<TokenRequest> for UserId {
@@ -74,7 +84,17 @@ impl TryFrom<TokenRequest> for UserId {
     }
 }
 
-async fn issue(
+/// Issues a token for any user (dev mode only: the route exists only with `DEV_AUTH=true`).
+#[utoipa::path(
+    post, path = "/dev/token", tag = "dev",
+    request_body = TokenRequest,
+    responses(
+        (status = 200, description = "The token", body = TokenResponse),
+        (status = 400, description = "No user named, or both names given", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not application/json", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
+pub(crate) async fn issue(
     State(login): State<DevLogin>,
     body: Result<Json<TokenRequest>, JsonRejection>,
 ) -> Result<Json<TokenResponse>, Problem> {
@@ -85,11 +105,15 @@ async fn issue(
         .issue(&user, login.ttl)
         .map_err(|e| Problem::internal("issuing a dev token", &e))?;
     tracing::info!(user = %user.as_str(), ttl_secs = login.ttl.as_secs(), "dev token issued");
+    let expires_at_utc =
+        Utc::now() + chrono::Duration::from_std(login.ttl).unwrap_or(chrono::Duration::MAX);
     Ok(Json(TokenResponse {
         access_token: token.clone(),
         token,
         token_type: "Bearer",
         expires_in: login.ttl.as_secs(),
+        user_id: user.as_str().to_owned(),
+        expires_at_utc,
     }))
 }
 
@@ -106,10 +130,10 @@ mod tests {
 
     fn field_of(problem: Problem) -> String {
         let body = serde_json::to_value(problem).unwrap_or_default();
-        body["errors"][0]["field"]
-            .as_str()
+        body["errors"]
+            .as_object()
+            .and_then(|errors| errors.keys().next().cloned())
             .unwrap_or_default()
-            .to_owned()
     }
 
     #[test]

@@ -1,14 +1,24 @@
 //! gateway: the one origin the browser talks to. It serves gRPC and grpc-web for the catalog, the
 //! orders and the live status stream by forwarding each call to the internal service that owns it,
-//! serves the SPA's static files, and, in dev mode only, issues tokens at `POST /dev/token`.
+//! the REST API on top of the same calls ([`rest`]: `/api/*`, `/openapi.json`, `/docs`, product
+//! images), the SPA's static files, and, in dev mode only, issues tokens at `POST /dev/token`.
 //!
 //! Everything listens on one port through [`GrpcHost`], which adds health, reflection, grpc-web,
 //! `/healthz` and `/readyz`.
 
+// A `Problem` is the HTTP error of every route here and is returned by value on the error path
+// only; boxing it would make every handler noisier for no measurable gain.
+#![allow(clippy::result_large_err)]
+
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use axum::{Router, extract::DefaultBodyLimit};
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    http::{HeaderName, HeaderValue, Method, StatusCode, header},
+    middleware,
+};
 use contoso_platform::{
     auth::{AuthInterceptor, Authenticator},
     server::{GrpcHost, Readiness, ServerLimits},
@@ -21,11 +31,19 @@ use contoso_proto::{
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
-use tower_http::trace::TraceLayer;
+use tower_http::{
+    compression::CompressionLayer,
+    cors::{AllowOrigin, CorsLayer},
+    limit::RequestBodyLimitLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
 
 mod dev_token;
 mod forward;
 mod problem;
+mod rest;
 mod upstream;
 mod web;
 
@@ -58,6 +76,9 @@ pub struct Settings {
     pub dev_auth: bool,
     /// Lifetime of tokens issued by the dev login.
     pub dev_token_ttl: Duration,
+    /// Origins whose scripts may call the REST API from a browser (CORS), e.g. the original SPA on
+    /// another port; empty allows the gateway's own origin only.
+    pub cors_origins: Vec<String>,
     pub server: ServerLimits,
 }
 
@@ -69,6 +90,7 @@ impl Default for Settings {
             web_dir: None,
             dev_auth: false,
             dev_token_ttl: Duration::from_secs(3600),
+            cors_origins: Vec::new(),
             server: ServerLimits::default(),
         }
     }
@@ -98,6 +120,7 @@ pub async fn run(
         .context("configuring the upstream gRPC channels")?;
     tracing::info!(accept = %settings.accept_url, notify = %settings.notify_url, "forwarding to upstreams");
 
+    let http = http_routes(&deps, &settings, &upstreams, shutdown.child_token())?;
     let tokens = AuthInterceptor::when_present(deps.auth.clone());
     let max_message = settings.server.max_message_bytes;
     GrpcHost::new(deps.readiness.clone())
@@ -120,20 +143,87 @@ pub async fn run(
             .max_decoding_message_size(max_message),
             tokens,
         ))
-        .merge_http(http_router(&deps, &settings))
+        .merge_http(http)
         .serve(listener, shutdown)
         .await
 }
 
-/// The plain-HTTP side of the gateway: the dev login (when enabled) and the SPA. The REST API will
-/// merge in here beside them; the SPA's catch-all only answers paths no other route claims.
-pub fn http_router(deps: &Deps, settings: &Settings) -> Router {
-    let mut router = Router::new();
+/// The plain-HTTP side of the gateway: the REST API with its docs and images, the dev login (when
+/// enabled) and the SPA, whose catch-all only answers paths no other route claims. Every response
+/// carries an `x-request-id`; every error is `application/problem+json`.
+/// `shutdown` ends open event streams.
+pub fn http_router(
+    deps: &Deps,
+    settings: &Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Router> {
+    let upstreams = Upstreams::lazy(&settings.accept_url, &settings.notify_url)?;
+    http_routes(deps, settings, &upstreams, shutdown)
+}
+
+fn http_routes(
+    deps: &Deps,
+    settings: &Settings,
+    upstreams: &Upstreams,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Router> {
+    let rest = rest::Rest::new(upstreams, deps.auth.clone(), shutdown);
+    let mut router = rest::router(rest).merge(rest::openapi::router(settings.dev_auth));
     if settings.dev_auth {
         router = router.merge(dev_token::router(deps.auth.clone(), settings.dev_token_ttl));
     }
-    router
+    let mut router = router
         .merge(web::router(settings.web_dir.as_deref()))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Layers run outside in from the last one: the request id first, so the trace and
+        // every problem carry it.
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            settings.server.request_timeout,
+        ))
+        .layer(CompressionLayer::new());
+    if let Some(cors) = cors(&settings.cors_origins)? {
+        router = router.layer(cors);
+    }
+    Ok(router
+        .layer(middleware::from_fn(problem::layer))
         .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid)))
+}
+
+/// CORS for the configured origins (`CORS_ALLOWED_ORIGINS`); `None` when there are none.
+fn cors(origins: &[String]) -> anyhow::Result<Option<CorsLayer>> {
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let origins = origins
+        .iter()
+        .map(|o| {
+            HeaderValue::from_str(o.trim_end_matches('/'))
+                .with_context(|| format!("CORS_ALLOWED_ORIGINS: {o:?} is not a valid origin"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static("last-event-id"),
+                HeaderName::from_static("x-request-id"),
+                HeaderName::from_static("traceparent"),
+                HeaderName::from_static("tracestate"),
+            ])
+            .expose_headers([
+                header::LOCATION,
+                header::RETRY_AFTER,
+                header::WWW_AUTHENTICATE,
+                HeaderName::from_static("x-request-id"),
+            ])
+            .max_age(Duration::from_secs(600)),
+    ))
 }

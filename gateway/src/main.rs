@@ -50,6 +50,14 @@ struct Args {
         default_value_t = 3600
     )]
     dev_token_ttl_secs: u64,
+    /// Origins allowed to call the REST API from a browser (CORS), comma-separated, e.g.
+    /// `http://localhost:5173`; empty allows the gateway's own origin only.
+    #[arg(
+        long = "cors-allowed-origins",
+        env = "CORS_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
     #[command(flatten)]
     server: ServerArgs,
     #[command(flatten)]
@@ -75,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
         web_dir: args.web_dir,
         dev_auth: args.dev_auth,
         dev_token_ttl: Duration::from_secs(args.dev_token_ttl_secs),
+        cors_origins: args.cors_origins,
         server: args.server.limits(),
     };
     let listener = bind(args.listen).await?;

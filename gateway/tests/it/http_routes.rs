@@ -9,6 +9,7 @@ use axum::{
 };
 use gateway::{Settings, http_router};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
 use crate::support::{authenticator, deps};
@@ -72,7 +73,7 @@ fn dev_router() -> Router {
         dev_token_ttl: Duration::from_secs(600),
         ..Settings::default()
     };
-    http_router(&deps(), &settings)
+    http_router(&deps(), &settings, CancellationToken::new()).unwrap()
 }
 
 fn post_json(path: &str, body: &str) -> Request<Body> {
@@ -93,6 +94,8 @@ async fn assert_token_for_alice(body: Value) {
     let token = json["accessToken"].as_str().expect("accessToken");
     assert_eq!(json["token"], token, "token must equal accessToken");
     assert_eq!(json["expiresIn"], 600);
+    assert_eq!(json["userId"], "alice");
+    assert!(json["expiresAtUtc"].is_string(), "{json}");
     let user = authenticator().verify(token).expect("the token verifies");
     assert_eq!(user.as_str(), "alice");
 }
@@ -102,8 +105,12 @@ async fn assert_problem_naming(body: &str, field: &str) {
     assert_problem(&answer, StatusCode::BAD_REQUEST);
     let json = answer.json();
     assert_eq!(json["status"], 400);
-    assert_eq!(json["type"], "about:blank");
-    assert_eq!(json["errors"][0]["field"], field, "{json}");
+    assert_eq!(
+        json["type"],
+        "https://tools.ietf.org/html/rfc9110#section-15.5.1"
+    );
+    assert_eq!(json["instance"], "/dev/token");
+    assert!(json["errors"][field][0].is_string(), "{json}");
 }
 
 #[tokio::test]
@@ -145,7 +152,7 @@ async fn dev_token_with_a_non_json_content_type_is_a_415_problem() {
 
 #[tokio::test]
 async fn dev_token_route_does_not_exist_when_dev_auth_is_off() {
-    let router = http_router(&deps(), &Settings::default());
+    let router = http_router(&deps(), &Settings::default(), CancellationToken::new()).unwrap();
     let answer = send(router, post_json("/dev/token", r#"{"sub":"alice"}"#)).await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
 }
@@ -161,7 +168,7 @@ fn spa() -> (tempfile::TempDir, Router) {
         web_dir: Some(dir.path().to_owned()),
         ..Settings::default()
     };
-    let router = http_router(&deps(), &settings);
+    let router = http_router(&deps(), &settings, CancellationToken::new()).unwrap();
     (dir, router)
 }
 
@@ -225,7 +232,7 @@ async fn the_spa_fallback_answers_get_only() {
 
 #[tokio::test]
 async fn without_a_web_dir_the_root_says_the_spa_is_not_built() {
-    let router = http_router(&deps(), &Settings::default());
+    let router = http_router(&deps(), &Settings::default(), CancellationToken::new()).unwrap();
     let answer = send(router, get("/")).await;
     assert_html(&answer);
     assert!(answer.text().contains("not built"), "{}", answer.text());
