@@ -1,7 +1,8 @@
 //! End-to-end tests: the real binaries (`cargo build --workspace --bins` first) on real Postgres,
 //! Redis and a private nats-server, or `contoso dev` on its embedded defaults, driven by the real
-//! clients a user would reach for: grpcurl for gRPC and buf curl for grpc-web.
+//! clients a user would reach for: grpcurl for gRPC, buf curl for grpc-web and curl for REST.
 
+mod rest_api;
 mod support;
 
 use std::time::{Duration, Instant};

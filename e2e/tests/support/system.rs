@@ -13,6 +13,7 @@ use tempfile::TempDir;
 use super::{
     http,
     process::{Service, binary, run_to_completion},
+    rest::RestClient,
     rpc::Client,
 };
 
@@ -154,6 +155,11 @@ impl System {
     /// buf curl, grpc-web, against the gateway.
     pub(crate) fn gateway_web(&self) -> Client {
         Client::GrpcWeb(self.gateway_addr)
+    }
+
+    /// The gateway's REST API, through curl.
+    pub(crate) fn rest(&self) -> RestClient {
+        RestClient::new(self.gateway_addr)
     }
 
     /// A token for `user` from `contoso token`, configured like the services.
@@ -304,6 +310,11 @@ impl DevSystem {
 
     pub(crate) fn gateway_web(&self) -> Client {
         Client::GrpcWeb(self.gateway_addr)
+    }
+
+    /// The gateway's REST API, through curl.
+    pub(crate) fn rest(&self) -> RestClient {
+        RestClient::new(self.gateway_addr)
     }
 }
 

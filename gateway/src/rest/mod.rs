@@ -208,18 +208,21 @@ pub(crate) fn upstream_problem(status: Status, upstream: &'static str) -> Proble
                 .with_detail(format!("{upstream} could not complete the request"));
         }
     };
-    if http == StatusCode::BAD_REQUEST {
-        let violations = status
-            .get_details_bad_request()
-            .map(|b| b.field_violations)
-            .unwrap_or_default();
-        if let Some((first, rest)) = violations.split_first() {
-            let mut problem = Problem::invalid_field(&rest_field(&first.field), &first.description);
-            for v in rest {
-                problem = problem.and_field(&rest_field(&v.field), &v.description);
-            }
-            return problem;
+    // Field violations mean the request's content is wrong, whatever the code (an unknown product
+    // in an order is NOT_FOUND in gRPC, but for the order it is a bad field): 400 naming them.
+    let violations = status
+        .get_details_bad_request()
+        .map(|b| b.field_violations)
+        .unwrap_or_default();
+    if http.is_client_error()
+        && http != StatusCode::UNAUTHORIZED
+        && let Some((first, rest)) = violations.split_first()
+    {
+        let mut problem = Problem::invalid_field(&rest_field(&first.field), &first.description);
+        for v in rest {
+            problem = problem.and_field(&rest_field(&v.field), &v.description);
         }
+        return problem;
     }
     Problem::new(http).with_detail(status.message())
 }
@@ -333,6 +336,20 @@ mod tests {
         let problem = upstream_problem(status, "accept-svc");
         assert_eq!(problem.status_code(), StatusCode::BAD_REQUEST);
         assert_eq!(problem.fields(), ["items[1].quantity"]);
+    }
+
+    #[test]
+    fn a_not_found_about_a_field_of_the_body_is_a_400_naming_it() {
+        let status = Status::with_error_details(
+            Code::NotFound,
+            "lines[0].product_id: product \"NOPE\" is not in the catalog",
+            ErrorDetails::with_bad_request_violation("lines[0].product_id", "is not in the catalog"),
+        );
+        let problem = upstream_problem(status, "accept-svc");
+        assert_eq!(problem.status_code(), StatusCode::BAD_REQUEST);
+        assert_eq!(problem.fields(), ["items[0].productId"]);
+        let plain = upstream_problem(Status::not_found("order 7 not found"), "accept-svc");
+        assert_eq!(plain.status_code(), StatusCode::NOT_FOUND);
     }
 
     #[test]
