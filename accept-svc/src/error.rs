@@ -1,6 +1,7 @@
 //! accept-svc's one error type, mapped to a gRPC status in one place, and paging parsed at the edge.
 
 use contoso_bus::BusError;
+use contoso_domain::OrderId;
 use contoso_platform::{
     grpc_status::{internal, invalid_argument, unavailable},
     seal::SealError,
@@ -22,6 +23,12 @@ pub(crate) enum ApiError {
     NotFound(String),
     #[error("a request with this idempotency key is still in progress")]
     InFlight,
+    #[error(
+        "idempotency key {0:?} was already used for a different order; use a new key for a new order"
+    )]
+    KeyReused(String),
+    #[error("order {0} is still being processed; delete it once it is completed")]
+    StillProcessing(OrderId),
     #[error("no order id could be reserved in time")]
     NoOrderId,
     #[error(transparent)]
@@ -49,6 +56,8 @@ impl From<ApiError> for Status {
             ApiError::Invalid { field, message } => invalid_argument(&field, message),
             ApiError::NotFound(m) => Status::not_found(m),
             ApiError::InFlight => Status::aborted(err.to_string()),
+            ApiError::KeyReused(_) => Status::already_exists(err.to_string()),
+            ApiError::StillProcessing(_) => Status::failed_precondition(err.to_string()),
             ApiError::NoOrderId => unavailable("order id reservation", &err),
             ApiError::Store(e @ StoreError::Unavailable { .. }) => {
                 unavailable("the order database", &e)

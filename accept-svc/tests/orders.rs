@@ -25,7 +25,7 @@ use contoso_proto::{
         order_service_client::OrderServiceClient,
     },
 };
-use contoso_state::{MemoryState, StatusReader};
+use contoso_state::{MemoryState, StatusReader, StatusWriter};
 use contoso_store::{MemoryStore, OrderWriter};
 use futures::StreamExt;
 use prost::Message;
@@ -430,4 +430,300 @@ async fn another_users_order_and_status_are_not_found_as_if_missing() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+// ---- read-your-writes, deleting in flight, idempotency conflicts ----------------------------
+
+impl Harness {
+    async fn get(&self, who: &str, order_id: i64) -> Result<pb::Order, tonic::Status> {
+        let response = self
+            .client
+            .clone()
+            .get_order(self.request(who, GetOrderRequest { order_id }))
+            .await?;
+        Ok(response.into_inner().order.unwrap())
+    }
+
+    async fn list(
+        &self,
+        who: &str,
+        offset: i32,
+        size: i32,
+    ) -> Result<pb::ListOrdersResponse, tonic::Status> {
+        let response = self
+            .client
+            .clone()
+            .list_orders(self.request(who, pb::ListOrdersRequest { offset, size }))
+            .await?;
+        Ok(response.into_inner())
+    }
+
+    async fn delete(&self, who: &str, order_id: i64) -> Result<(), tonic::Status> {
+        self.client
+            .clone()
+            .delete_order(self.request(who, pb::DeleteOrderRequest { order_id }))
+            .await?;
+        Ok(())
+    }
+
+    /// Records a placed order in the store, as process-svc would.
+    async fn record(&self, who: &str, order: &pb::Order) {
+        let new_order = NewOrder {
+            order_id: OrderId::new(order.order_id).unwrap(),
+            correlation_id: order.correlation_id.parse().unwrap(),
+            customer: user(who),
+            lines: order
+                .lines
+                .iter()
+                .map(|l| OrderLine {
+                    product_id: l.product_id.clone(),
+                    product_name: l.product_name.clone(),
+                    quantity: Quantity::try_from(l.quantity).unwrap(),
+                    unit_price_cents: l.unit_price_cents,
+                })
+                .collect(),
+            total_cents: order.total_cents,
+            currency: order.currency.clone(),
+            accepted_at: contoso_proto::convert::from_timestamp(order.created_at.as_ref().unwrap())
+                .unwrap(),
+        };
+        self.store.record_order(&new_order, b"event").await.unwrap();
+    }
+}
+
+fn ids(response: &pb::ListOrdersResponse) -> Vec<i64> {
+    response.orders.iter().map(|o| o.order_id).collect()
+}
+
+#[tokio::test]
+async fn a_placed_order_is_readable_and_listed_at_once_and_once_recorded_listed_once() {
+    let h = start(Arc::new(MemoryBus::new())).await;
+    let placed = h
+        .place("alice", &[("AZ-700", 2), ("SAA-C03", 1)], "")
+        .await
+        .unwrap();
+
+    // Nothing processes it: it is only in the workflow state.
+    assert_eq!(h.get("alice", placed.order_id).await.unwrap(), placed);
+    let listed = h.list("alice", 0, 0).await.unwrap();
+    assert_eq!(listed.orders, std::slice::from_ref(&placed));
+    assert_eq!((listed.total, listed.offset, listed.size), (1, 0, 20));
+    assert_eq!(listed.orders[0].status, pb::OrderStatus::Accepted as i32);
+
+    // Another user neither reads nor lists it.
+    let err = h.get("bob", placed.order_id).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let bobs = h.list("bob", 0, 0).await.unwrap();
+    assert_eq!((bobs.orders.len(), bobs.total), (0, 0));
+
+    // The workflow status shows through while it is in flight.
+    let cid: CorrelationId = placed.correlation_id.parse().unwrap();
+    assert!(
+        h.state
+            .advance(cid, OrderStatus::Processing, None)
+            .await
+            .unwrap()
+    );
+    let processing = pb::OrderStatus::Processing as i32;
+    assert_eq!(
+        h.get("alice", placed.order_id).await.unwrap().status,
+        processing
+    );
+    assert_eq!(
+        h.list("alice", 0, 10).await.unwrap().orders[0].status,
+        processing
+    );
+
+    // Recorded: listed once, from the store, and the in-flight entry is pruned.
+    h.record("alice", &placed).await;
+    let listed = h.list("alice", 0, 10).await.unwrap();
+    assert_eq!((ids(&listed), listed.total), (vec![placed.order_id], 1));
+    assert_eq!(
+        pb::Order {
+            status: pb::OrderStatus::Accepted as i32,
+            ..listed.orders[0].clone()
+        },
+        placed,
+        "the recorded order reads as it was accepted"
+    );
+    assert_eq!(h.state.inflight_count(), 0, "recorded entries are pruned");
+    assert_eq!(
+        h.get("alice", placed.order_id).await.unwrap().status,
+        processing
+    );
+
+    // A newer order in flight is listed before the recorded one.
+    let newer = h.place("alice", &[("AZ-104", 1)], "").await.unwrap();
+    let listed = h.list("alice", 0, 10).await.unwrap();
+    assert_eq!(
+        (ids(&listed), listed.total),
+        (vec![newer.order_id, placed.order_id], 2)
+    );
+}
+
+#[tokio::test]
+async fn list_pages_over_recorded_and_in_flight_orders_newest_first() {
+    let h = start(Arc::new(MemoryBus::new())).await;
+    let mut placed = Vec::new();
+    for product in ["AZ-700", "AZ-104", "AZ-900", "SAA-C03", "CKA"] {
+        placed.push(h.place("alice", &[(product, 1)], "").await.unwrap());
+    }
+    // Every other one recorded, in reverse order of acceptance.
+    for order in placed.iter().rev().step_by(2) {
+        h.record("alice", order).await;
+    }
+    let newest_first: Vec<i64> = placed.iter().rev().map(|o| o.order_id).collect();
+
+    let all = h.list("alice", 0, 10).await.unwrap();
+    assert_eq!((ids(&all), all.total), (newest_first.clone(), 5));
+    for offset in 0..6 {
+        let page = h.list("alice", offset, 2).await.unwrap();
+        let expected: Vec<i64> = newest_first
+            .iter()
+            .skip(offset as usize)
+            .take(2)
+            .copied()
+            .collect();
+        assert_eq!(
+            (ids(&page), page.total, page.offset, page.size),
+            (expected, 5, offset, 2),
+            "offset {offset}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn deleting_an_order_in_flight_is_refused_until_it_is_recorded() {
+    let h = start(Arc::new(MemoryBus::new())).await;
+    let placed = h.place("alice", &[("AZ-700", 1)], "").await.unwrap();
+
+    let err = h.delete("alice", placed.order_id).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(
+        err.message(),
+        format!(
+            "order {} is still being processed; delete it once it is completed",
+            placed.order_id
+        )
+    );
+    assert_eq!(
+        h.get("alice", placed.order_id).await.unwrap(),
+        placed,
+        "a refused delete loses nothing"
+    );
+    assert_eq!(
+        h.delete("bob", placed.order_id).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        h.delete("alice", placed.order_id + 1000)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+
+    h.record("alice", &placed).await;
+    h.delete("alice", placed.order_id).await.unwrap();
+    assert_eq!(
+        h.get("alice", placed.order_id).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let listed = h.list("alice", 0, 10).await.unwrap();
+    assert_eq!((listed.orders.len(), listed.total), (0, 0));
+    assert_eq!(
+        h.delete("alice", placed.order_id).await.unwrap_err().code(),
+        Code::NotFound
+    );
+}
+
+#[tokio::test]
+async fn a_failed_intake_leaves_nothing_to_read() {
+    let h = start(Arc::new(RefusingBus)).await;
+    let err = h.place("alice", &[("AZ-700", 1)], "").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(h.state.inflight_count(), 0);
+    let listed = h.list("alice", 0, 10).await.unwrap();
+    assert_eq!((listed.orders.len(), listed.total), (0, 0));
+}
+
+#[tokio::test]
+async fn the_same_key_and_the_same_lines_answer_the_first_order_and_publish_once() {
+    let h = start(Arc::new(MemoryBus::new())).await;
+    let first = h
+        .place("alice", &[("AZ-700", 1), ("AZ-104", 2)], "cart-1")
+        .await
+        .unwrap();
+    let again = h
+        .place("alice", &[("az-700", 1), ("AZ-104", 2)], "cart-1")
+        .await
+        .unwrap();
+    assert_eq!(first, again);
+
+    let marker = h.place("alice", &[("CKA", 1)], "").await.unwrap();
+    let mut deliveries = h
+        .bus
+        .consume(&ConsumerSpec::new("test", [Topic::OrderAccepted]))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_accepted(&mut deliveries).await.correlation_id,
+        first.correlation_id
+    );
+    assert_eq!(
+        next_accepted(&mut deliveries).await.correlation_id,
+        marker.correlation_id,
+        "the retry published nothing"
+    );
+}
+
+#[tokio::test]
+async fn the_same_key_with_other_lines_is_already_exists_and_publishes_nothing() {
+    let h = start(Arc::new(MemoryBus::new())).await;
+    let first = h
+        .place("alice", &[("AZ-700", 1), ("AZ-104", 2)], "cart-2")
+        .await
+        .unwrap();
+    let others: [Lines; 4] = [
+        &[("AZ-700", 2), ("AZ-104", 2)],
+        &[("AZ-104", 2), ("AZ-700", 1)],
+        &[("AZ-700", 1)],
+        &[("AZ-700", 1), ("AZ-104", 2), ("CKA", 1)],
+    ];
+    for lines in others {
+        let err = h.place("alice", lines, "cart-2").await.unwrap_err();
+        assert_eq!(err.code(), Code::AlreadyExists, "{lines:?}");
+        assert!(
+            err.message().contains("\"cart-2\"")
+                && err.message().contains("already used for a different order"),
+            "{}",
+            err.message()
+        );
+    }
+    // The key still answers its own order, and bob's key of the same name is his own.
+    assert_eq!(
+        h.place("alice", &[("AZ-700", 1), ("AZ-104", 2)], "cart-2")
+            .await
+            .unwrap(),
+        first
+    );
+    let bobs = h.place("bob", &[("CKA", 1)], "cart-2").await.unwrap();
+
+    let marker = h.place("alice", &[("CKA", 1)], "").await.unwrap();
+    let mut deliveries = h
+        .bus
+        .consume(&ConsumerSpec::new("test", [Topic::OrderAccepted]))
+        .await
+        .unwrap();
+    for expected in [&first, &bobs, &marker] {
+        assert_eq!(
+            next_accepted(&mut deliveries).await.correlation_id,
+            expected.correlation_id
+        );
+    }
+    let listed = h.list("alice", 0, 10).await.unwrap();
+    assert_eq!(
+        (ids(&listed), listed.total),
+        (vec![marker.order_id, first.order_id], 2)
+    );
 }

@@ -138,7 +138,12 @@ impl Harness {
     async fn accepted(&self, user: &str, order_id: i64) -> CorrelationId {
         let cid = CorrelationId::new();
         self.state
-            .record_accepted(cid, &UserId::parse(user).expect("user id"), order(order_id))
+            .record_accepted(
+                cid,
+                &UserId::parse(user).expect("user id"),
+                order(order_id),
+                &[],
+            )
             .await
             .expect("recording the order map");
         cid
@@ -501,7 +506,12 @@ async fn an_event_whose_owner_is_unknown_is_nacked_and_delivered_again() {
 
     harness
         .state
-        .record_accepted(cid, &UserId::parse("alice").expect("user id"), order(5))
+        .record_accepted(
+            cid,
+            &UserId::parse("alice").expect("user id"),
+            order(5),
+            &[],
+        )
         .await
         .expect("recording the map");
     expect_update(&mut stream, cid, OrderStatus::Processing, 5).await;

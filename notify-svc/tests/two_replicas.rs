@@ -157,7 +157,7 @@ async fn a_users_streams_on_both_replicas_receive_every_update_whichever_replica
         let cid = CorrelationId::new();
         let order = OrderId::new(order_id).expect("a positive order id");
         state
-            .record_accepted(cid, &alice, order)
+            .record_accepted(cid, &alice, order, &[])
             .await
             .expect("recording the order map");
         let event = OrderAccepted {

@@ -157,6 +157,13 @@ impl OrderReader for ScriptedStore {
         self.inner.get_order_by_correlation(cid).await
     }
 
+    async fn recorded_among(
+        &self,
+        order_ids: &[OrderId],
+    ) -> Result<std::collections::HashSet<OrderId>, StoreError> {
+        self.inner.recorded_among(order_ids).await
+    }
+
     async fn soft_delete(&self, customer: &UserId, order_id: OrderId) -> Result<bool, StoreError> {
         self.inner.soft_delete(customer, order_id).await
     }
@@ -269,7 +276,7 @@ impl Harness {
             accepted_at: Some(to_timestamp(accepted_at)),
         };
         self.state
-            .record_accepted(cid, &customer, order_id)
+            .record_accepted(cid, &customer, order_id, &[])
             .await
             .expect("record accepted");
         let order = NewOrder {

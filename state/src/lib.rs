@@ -1,5 +1,6 @@
-//! Ephemeral workflow state: who owns a correlation id, where its order is in the workflow, and
-//! idempotency keys. Everything here expires (TTL); Postgres, not this, is the system of record.
+//! Ephemeral workflow state: who owns a correlation id, where its order is in the workflow, the
+//! orders each user has in flight, and idempotency keys. Everything here expires (TTL); Postgres,
+//! not this, is the system of record.
 //! The seam is split by role ([`StatusReader`], [`StatusWriter`], [`IntakeState`]) so each service
 //! receives only what it uses; [`MemoryState`] and [`RedisState`] implement them all.
 
@@ -16,6 +17,12 @@ pub mod memory;
 pub mod redis;
 
 pub use self::{config::RedisArgs, memory::MemoryState, redis::RedisState};
+
+/// How long a completed idempotency key answers retries unless configured otherwise
+/// (`IDEMPOTENCY_TTL_SECS`): a day, so a client retrying long after a failure still gets its
+/// first order back.
+pub const DEFAULT_IDEMPOTENCY_TTL: std::time::Duration =
+    std::time::Duration::from_secs(24 * 60 * 60);
 
 /// The status of one order as the workflow state knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,21 +88,60 @@ pub trait StatusWriter: Send + Sync + fmt::Debug {
     ) -> Result<bool, StateError>;
 }
 
-/// What intake writes: a newly accepted order's owner map and status, and idempotency keys
-/// (accept-svc).
+/// An accepted order held in its owner's in-flight set until accept-svc sees it recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InflightOrder {
+    /// The business id (the field name in the owner's set).
+    pub order_id: OrderId,
+    /// What intake stored: opaque bytes (accept-svc stores the encoded accepted order).
+    pub snapshot: Vec<u8>,
+}
+
+/// What intake writes: a newly accepted order's owner map, status and in-flight snapshot, and
+/// idempotency keys (accept-svc).
+///
+/// The in-flight set of a user (`order:inflight:{user}`) lets the caller read their own writes:
+/// an order is listed from it between `PlaceOrder` answering and process-svc recording it in
+/// Postgres. Each entry lives for the workflow TTL from when it was written; accept-svc drops the
+/// entries it finds recorded ([`IntakeState::drop_inflight`]).
 #[async_trait]
 pub trait IntakeState: StatusReader {
-    /// Records a newly accepted order: `order:map:{cid} = owner` and
-    /// `order:status:{cid} = ACCEPTED`, both with the configured TTL.
+    /// Records a newly accepted order, in one atomic step: `order:map:{cid} = owner`,
+    /// `order:status:{cid} = ACCEPTED` and `snapshot` under `order_id` in the owner's in-flight
+    /// set, all with the workflow TTL (the set's TTL is refreshed). Returns how many in-flight
+    /// entries the owner now holds (expired ones not yet removed included), so a caller can
+    /// prune a set that grows.
     async fn record_accepted(
+        &self,
+        cid: CorrelationId,
+        owner: &UserId,
+        order_id: OrderId,
+        snapshot: &[u8],
+    ) -> Result<usize, StateError>;
+
+    /// Removes the map and status of `cid` and `order_id` from `owner`'s in-flight set (an
+    /// intake that did not complete).
+    async fn forget(
         &self,
         cid: CorrelationId,
         owner: &UserId,
         order_id: OrderId,
     ) -> Result<(), StateError>;
 
-    /// Removes the map and status of `cid` (an intake that did not complete).
-    async fn forget(&self, cid: CorrelationId) -> Result<(), StateError>;
+    /// `user`'s in-flight orders that have not expired, ordered by order id. Expired entries are
+    /// removed on the way.
+    async fn inflight_orders(&self, user: &UserId) -> Result<Vec<InflightOrder>, StateError>;
+
+    /// The snapshot of one of `user`'s in-flight orders, if it is there and has not expired.
+    async fn inflight_order(
+        &self,
+        user: &UserId,
+        order_id: OrderId,
+    ) -> Result<Option<Vec<u8>>, StateError>;
+
+    /// Removes `order_ids` from `user`'s in-flight set (orders found recorded). Ids not in the
+    /// set are ignored.
+    async fn drop_inflight(&self, user: &UserId, order_ids: &[OrderId]) -> Result<(), StateError>;
 
     /// Claims `key` for `user` (idempotent order placement). A claim that is neither completed
     /// nor released (the claimer died) lapses after the adapter's claim TTL, so retries are not
@@ -106,7 +152,8 @@ pub trait IntakeState: StatusReader {
         key: &str,
     ) -> Result<IdempotencyClaim, StateError>;
 
-    /// Stores the finished result for a claimed key, kept for the full TTL from now.
+    /// Stores the finished result for a claimed key, kept for the idempotency TTL from now
+    /// (`IDEMPOTENCY_TTL_SECS`, [`DEFAULT_IDEMPOTENCY_TTL`] unless configured).
     async fn complete_idempotency_key(
         &self,
         user: &UserId,

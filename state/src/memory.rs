@@ -1,5 +1,5 @@
 //! In-memory [`WorkflowState`] for `contoso dev` and tests: the same semantics as the Redis
-//! adapter (TTLs, forward-only statuses, idempotency claims), in one process.
+//! adapter (TTLs, forward-only statuses, in-flight orders, idempotency claims), in one process.
 //!
 //! Expired entries are invisible at once and swept out on a later write, so memory stays bounded
 //! by what was written within roughly one TTL. Time is `tokio::time`, so tests can pause it.
@@ -15,13 +15,13 @@ use chrono::Utc;
 use tokio::time::Instant;
 
 use crate::{
-    IdempotencyClaim, IntakeState, StateError, StatusReader, StatusRecord, StatusWriter,
-    WorkflowState,
+    DEFAULT_IDEMPOTENCY_TTL, IdempotencyClaim, InflightOrder, IntakeState, StateError,
+    StatusReader, StatusRecord, StatusWriter, WorkflowState,
 };
 use contoso_domain::{CorrelationId, OrderId, OrderStatus, UserId};
 
 /// How long a claimed idempotency key stays in flight when neither completed nor released (the
-/// claimer crashed), capped at the TTL. Long enough for any intake request to finish.
+/// claimer crashed), capped at the idempotency TTL. Long enough for any intake request to finish.
 pub const DEFAULT_CLAIM_TTL: Duration = Duration::from_secs(120);
 
 /// Full sweeps run at most this often, however short the TTL.
@@ -33,6 +33,7 @@ const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone)]
 pub struct MemoryState {
     ttl: Duration,
+    idempotency_ttl: Duration,
     claim_ttl: Duration,
     inner: Arc<Mutex<Tables>>,
 }
@@ -55,11 +56,13 @@ enum Idempotency {
     Done(Vec<u8>),
 }
 
-/// The map and the status expire independently, as the two Redis keys do.
+/// The map and the status expire independently, as the two Redis keys do; each in-flight entry
+/// expires a TTL after it was written, as the Redis adapter's entries do.
 #[derive(Debug)]
 struct Tables {
     owners: HashMap<CorrelationId, Expiring<UserId>>,
     statuses: HashMap<CorrelationId, Expiring<StatusRecord>>,
+    inflight: HashMap<UserId, HashMap<OrderId, Expiring<Vec<u8>>>>,
     idempotency: HashMap<(UserId, String), Expiring<Idempotency>>,
     next_sweep: Instant,
 }
@@ -79,31 +82,47 @@ impl Tables {
         self.owners.retain(|_, e| e.live(now));
         self.statuses.retain(|_, e| e.live(now));
         self.idempotency.retain(|_, e| e.live(now));
+        self.inflight.retain(|_, orders| {
+            orders.retain(|_, e| e.live(now));
+            !orders.is_empty()
+        });
         self.next_sweep = now + interval;
     }
 }
 
 impl MemoryState {
-    /// State whose entries expire `ttl` after they were written or last advanced. A zero TTL is
+    /// State whose workflow entries expire `ttl` after they were written or last advanced, and
+    /// whose completed idempotency keys live for [`DEFAULT_IDEMPOTENCY_TTL`]. A zero TTL is
     /// raised to one millisecond, as Redis would refuse it.
     pub fn new(ttl: Duration) -> Self {
         let ttl = ttl.max(Duration::from_millis(1));
         Self {
             ttl,
-            claim_ttl: DEFAULT_CLAIM_TTL.min(ttl),
+            idempotency_ttl: DEFAULT_IDEMPOTENCY_TTL,
+            claim_ttl: DEFAULT_CLAIM_TTL.min(DEFAULT_IDEMPOTENCY_TTL),
             inner: Arc::new(Mutex::new(Tables {
                 owners: HashMap::new(),
                 statuses: HashMap::new(),
+                inflight: HashMap::new(),
                 idempotency: HashMap::new(),
                 next_sweep: Instant::now() + sweep_interval(ttl),
             })),
         }
     }
 
+    /// Overrides how long a completed idempotency key answers retries (default
+    /// [`DEFAULT_IDEMPOTENCY_TTL`], at least one millisecond). The claim TTL is lowered to it if
+    /// longer.
+    pub fn with_idempotency_ttl(mut self, idempotency_ttl: Duration) -> Self {
+        self.idempotency_ttl = idempotency_ttl.max(Duration::from_millis(1));
+        self.claim_ttl = self.claim_ttl.min(self.idempotency_ttl);
+        self
+    }
+
     /// Overrides how long an unfinished idempotency claim blocks retries (default
-    /// [`DEFAULT_CLAIM_TTL`], never more than the TTL).
+    /// [`DEFAULT_CLAIM_TTL`], never more than the idempotency TTL).
     pub fn with_claim_ttl(mut self, claim_ttl: Duration) -> Self {
-        self.claim_ttl = claim_ttl.clamp(Duration::from_millis(1), self.ttl);
+        self.claim_ttl = claim_ttl.clamp(Duration::from_millis(1), self.idempotency_ttl);
         self
     }
 
@@ -121,9 +140,15 @@ impl MemoryState {
     }
 
     /// Entries held (owner maps, statuses, idempotency keys), expired ones not yet swept included.
+    /// In-flight orders are counted by [`MemoryState::inflight_count`].
     pub fn entry_count(&self) -> usize {
         let tables = self.tables();
         tables.owners.len() + tables.statuses.len() + tables.idempotency.len()
+    }
+
+    /// In-flight order snapshots held, of every user, expired ones not yet swept included.
+    pub fn inflight_count(&self) -> usize {
+        self.tables().inflight.values().map(HashMap::len).sum()
     }
 }
 
@@ -133,6 +158,17 @@ fn sweep_interval(ttl: Duration) -> Duration {
 
 fn idempotency_key(user: &UserId, key: &str) -> (UserId, String) {
     (user.clone(), key.to_owned())
+}
+
+fn remove_inflight(tables: &mut Tables, user: &UserId, order_ids: &[OrderId]) {
+    if let Some(mine) = tables.inflight.get_mut(user) {
+        for order_id in order_ids {
+            mine.remove(order_id);
+        }
+        if mine.is_empty() {
+            tables.inflight.remove(user);
+        }
+    }
 }
 
 #[async_trait]
@@ -195,7 +231,8 @@ impl IntakeState for MemoryState {
         cid: CorrelationId,
         owner: &UserId,
         order_id: OrderId,
-    ) -> Result<(), StateError> {
+        snapshot: &[u8],
+    ) -> Result<usize, StateError> {
         let now = Instant::now();
         let expires_at = now + self.ttl;
         let mut tables = self.tables_for_write(now);
@@ -217,13 +254,69 @@ impl IntakeState for MemoryState {
                 expires_at,
             },
         );
-        Ok(())
+        let mine = tables.inflight.entry(owner.clone()).or_default();
+        mine.insert(
+            order_id,
+            Expiring {
+                value: snapshot.to_vec(),
+                expires_at,
+            },
+        );
+        Ok(mine.len())
     }
 
-    async fn forget(&self, cid: CorrelationId) -> Result<(), StateError> {
+    async fn forget(
+        &self,
+        cid: CorrelationId,
+        owner: &UserId,
+        order_id: OrderId,
+    ) -> Result<(), StateError> {
         let mut tables = self.tables();
         tables.owners.remove(&cid);
         tables.statuses.remove(&cid);
+        remove_inflight(&mut tables, owner, &[order_id]);
+        Ok(())
+    }
+
+    async fn inflight_orders(&self, user: &UserId) -> Result<Vec<InflightOrder>, StateError> {
+        let now = Instant::now();
+        let mut tables = self.tables();
+        let Some(mine) = tables.inflight.get_mut(user) else {
+            return Ok(Vec::new());
+        };
+        // Like the Redis adapter, expired entries are removed as they are found.
+        mine.retain(|_, e| e.live(now));
+        let mut orders: Vec<InflightOrder> = mine
+            .iter()
+            .map(|(order_id, e)| InflightOrder {
+                order_id: *order_id,
+                snapshot: e.value.clone(),
+            })
+            .collect();
+        if mine.is_empty() {
+            tables.inflight.remove(user);
+        }
+        orders.sort_by_key(|o| o.order_id);
+        Ok(orders)
+    }
+
+    async fn inflight_order(
+        &self,
+        user: &UserId,
+        order_id: OrderId,
+    ) -> Result<Option<Vec<u8>>, StateError> {
+        let now = Instant::now();
+        Ok(self
+            .tables()
+            .inflight
+            .get(user)
+            .and_then(|mine| mine.get(&order_id))
+            .filter(|e| e.live(now))
+            .map(|e| e.value.clone()))
+    }
+
+    async fn drop_inflight(&self, user: &UserId, order_ids: &[OrderId]) -> Result<(), StateError> {
+        remove_inflight(&mut self.tables(), user, order_ids);
         Ok(())
     }
 
@@ -265,12 +358,13 @@ impl IntakeState for MemoryState {
     ) -> Result<(), StateError> {
         let now = Instant::now();
         let mut tables = self.tables_for_write(now);
-        // The finished result is kept for the full TTL from now, however long the claim took.
+        // The finished result is kept for the idempotency TTL from now, however long the claim
+        // took.
         tables.idempotency.insert(
             idempotency_key(user, key),
             Expiring {
                 value: Idempotency::Done(result.to_vec()),
-                expires_at: now + self.ttl,
+                expires_at: now + self.idempotency_ttl,
             },
         );
         Ok(())
@@ -317,7 +411,7 @@ mod tests {
         let state = MemoryState::new(TTL);
         let cid = CorrelationId::new();
         state
-            .record_accepted(cid, &alice(), order(1))
+            .record_accepted(cid, &alice(), order(1), b"snapshot")
             .await
             .unwrap();
 
@@ -335,7 +429,7 @@ mod tests {
         let state = MemoryState::new(TTL);
         let cid = CorrelationId::new();
         state
-            .record_accepted(cid, &alice(), order(1))
+            .record_accepted(cid, &alice(), order(1), b"snapshot")
             .await
             .unwrap();
 
@@ -363,7 +457,7 @@ mod tests {
         let state = MemoryState::new(TTL);
         let cid = CorrelationId::new();
         state
-            .record_accepted(cid, &alice(), order(1))
+            .record_accepted(cid, &alice(), order(1), b"snapshot")
             .await
             .unwrap();
         tokio::time::advance(TTL * 2).await;
@@ -385,7 +479,7 @@ mod tests {
         let state = MemoryState::new(TTL);
         for n in 1..=10 {
             state
-                .record_accepted(CorrelationId::new(), &alice(), order(n))
+                .record_accepted(CorrelationId::new(), &alice(), order(n), b"snapshot")
                 .await
                 .unwrap();
             state
@@ -397,7 +491,7 @@ mod tests {
 
         tokio::time::advance(TTL + sweep_interval(TTL)).await;
         state
-            .record_accepted(CorrelationId::new(), &alice(), order(11))
+            .record_accepted(CorrelationId::new(), &alice(), order(11), b"snapshot")
             .await
             .unwrap();
         assert_eq!(state.entry_count(), 2);
@@ -425,7 +519,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_completed_key_is_kept_for_the_ttl_then_forgotten() {
-        let state = MemoryState::new(TTL).with_claim_ttl(Duration::from_secs(5));
+        let state = MemoryState::new(TTL)
+            .with_idempotency_ttl(TTL)
+            .with_claim_ttl(Duration::from_secs(5));
         let user = alice();
         state.claim_idempotency_key(&user, "k").await.unwrap();
         state
@@ -443,5 +539,47 @@ mod tests {
             state.claim_idempotency_key(&user, "k").await.unwrap(),
             IdempotencyClaim::Claimed
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn completed_keys_live_for_the_idempotency_ttl_not_the_workflow_ttl() {
+        let state = MemoryState::new(TTL);
+        let user = alice();
+        state.claim_idempotency_key(&user, "k").await.unwrap();
+        state
+            .complete_idempotency_key(&user, "k", b"done")
+            .await
+            .unwrap();
+
+        tokio::time::advance(TTL * 10).await;
+        assert_eq!(
+            state.claim_idempotency_key(&user, "k").await.unwrap(),
+            IdempotencyClaim::Completed(b"done".to_vec()),
+            "the default idempotency TTL is a day, far beyond the workflow TTL"
+        );
+        tokio::time::advance(DEFAULT_IDEMPOTENCY_TTL - TTL * 10).await;
+        assert_eq!(
+            state.claim_idempotency_key(&user, "k").await.unwrap(),
+            IdempotencyClaim::Claimed
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_inflight_entries_are_swept_on_a_later_write() {
+        let state = MemoryState::new(TTL);
+        for n in 1..=5 {
+            state
+                .record_accepted(CorrelationId::new(), &alice(), order(n), b"o")
+                .await
+                .unwrap();
+        }
+        assert_eq!(state.inflight_count(), 5);
+
+        tokio::time::advance(TTL + sweep_interval(TTL)).await;
+        let count = state
+            .record_accepted(CorrelationId::new(), &alice(), order(6), b"o")
+            .await
+            .unwrap();
+        assert_eq!((count, state.inflight_count()), (1, 1));
     }
 }

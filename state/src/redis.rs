@@ -6,10 +6,14 @@
 //! |--------------------------|--------|----------------------------------------------------------|
 //! | `{p}order:map:{cid}`     | string | the owner's user id                                      |
 //! | `{p}order:status:{cid}`  | hash   | `status` (`ACCEPTED`…), `updated_at` (RFC 3339), `order_id` (decimal, absent when unknown) |
+//! | `{p}order:inflight:{user}` | hash | field: order id (decimal); value: when it was written (8 bytes, big-endian Unix milliseconds) followed by the snapshot |
 //! | `{p}idem:{user}:{key}`   | string | `p` while claimed, `d` followed by the stored result once completed |
 //!
 //! The status is a hash rather than JSON so the advance script compares one field without
-//! decoding anything, and an operator can read it with `HGETALL`. Every key carries a TTL.
+//! decoding anything, and an operator can read it with `HGETALL`. Every key carries a TTL: the
+//! workflow TTL, except completed idempotency keys (the idempotency TTL). The in-flight hash's TTL
+//! is refreshed on each write, and Redis (before 7.4) cannot expire one field, so each entry
+//! carries its write time and is ignored (and removed when listed) once older than the TTL.
 //!
 //! All commands go over one multiplexed [`ConnectionManager`], which reconnects by itself; a
 //! command that fails meanwhile surfaces as [`StateError::Unavailable`].
@@ -24,8 +28,8 @@ use redis::{
 };
 
 use crate::{
-    IdempotencyClaim, IntakeState, StateError, StatusReader, StatusRecord, StatusWriter,
-    WorkflowState,
+    DEFAULT_IDEMPOTENCY_TTL, IdempotencyClaim, InflightOrder, IntakeState, StateError,
+    StatusReader, StatusRecord, StatusWriter, WorkflowState,
 };
 use contoso_domain::{CorrelationId, OrderId, OrderStatus, UserId};
 
@@ -85,6 +89,8 @@ return 0
 
 const PENDING: &[u8] = b"p";
 const DONE_TAG: u8 = b'd';
+/// Bytes of the write time in front of an in-flight snapshot.
+const WRITTEN_AT_LEN: usize = 8;
 
 /// Bounds on how long one command may take, so a dead server fails calls instead of hanging them.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -96,6 +102,7 @@ pub struct RedisState {
     conn: ConnectionManager,
     prefix: String,
     ttl: Duration,
+    idempotency_ttl: Duration,
     claim_ttl: Duration,
     advance: Script,
     claim: Script,
@@ -107,14 +114,17 @@ impl fmt::Debug for RedisState {
         f.debug_struct("RedisState")
             .field("prefix", &self.prefix)
             .field("ttl", &self.ttl)
+            .field("idempotency_ttl", &self.idempotency_ttl)
             .field("claim_ttl", &self.claim_ttl)
             .finish_non_exhaustive()
     }
 }
 
 impl RedisState {
-    /// Connects to `url` (e.g. `redis://127.0.0.1:6379`). Every key starts with `key_prefix` and
-    /// expires `ttl` after it was written or last advanced (at least one millisecond).
+    /// Connects to `url` (e.g. `redis://127.0.0.1:6379`). Every key starts with `key_prefix`;
+    /// workflow keys expire `ttl` after they were written or last advanced (at least one
+    /// millisecond), completed idempotency keys after [`DEFAULT_IDEMPOTENCY_TTL`] unless
+    /// [`RedisState::with_idempotency_ttl`] says otherwise.
     pub async fn connect(url: &str, key_prefix: &str, ttl: Duration) -> Result<Self, StateError> {
         let client = Client::open(url).map_err(|e| unavailable("parsing the Redis URL", e))?;
         let config = ConnectionManagerConfig::new()
@@ -130,17 +140,27 @@ impl RedisState {
             conn,
             prefix: key_prefix.to_owned(),
             ttl,
-            claim_ttl: DEFAULT_CLAIM_TTL.min(ttl),
+            idempotency_ttl: DEFAULT_IDEMPOTENCY_TTL,
+            claim_ttl: DEFAULT_CLAIM_TTL.min(DEFAULT_IDEMPOTENCY_TTL),
             advance: Script::new(ADVANCE_LUA),
             claim: Script::new(CLAIM_LUA),
             release: Script::new(RELEASE_LUA),
         })
     }
 
+    /// Overrides how long a completed idempotency key answers retries (default
+    /// [`DEFAULT_IDEMPOTENCY_TTL`], at least one millisecond). The claim TTL is lowered to it if
+    /// longer.
+    pub fn with_idempotency_ttl(mut self, idempotency_ttl: Duration) -> Self {
+        self.idempotency_ttl = idempotency_ttl.max(Duration::from_millis(1));
+        self.claim_ttl = self.claim_ttl.min(self.idempotency_ttl);
+        self
+    }
+
     /// Overrides how long an unfinished idempotency claim blocks retries (default
-    /// [`DEFAULT_CLAIM_TTL`], never more than the TTL).
+    /// [`DEFAULT_CLAIM_TTL`], never more than the idempotency TTL).
     pub fn with_claim_ttl(mut self, claim_ttl: Duration) -> Self {
-        self.claim_ttl = claim_ttl.clamp(Duration::from_millis(1), self.ttl);
+        self.claim_ttl = claim_ttl.clamp(Duration::from_millis(1), self.idempotency_ttl);
         self
     }
 
@@ -152,6 +172,11 @@ impl RedisState {
     /// `{prefix}order:status:{cid}`.
     pub fn status_key(&self, cid: CorrelationId) -> String {
         format!("{}order:status:{cid}", self.prefix)
+    }
+
+    /// `{prefix}order:inflight:{user}`.
+    pub fn inflight_key(&self, user: &UserId) -> String {
+        format!("{}order:inflight:{user}", self.prefix)
     }
 
     /// `{prefix}idem:{user}:{key}`.
@@ -198,6 +223,37 @@ fn corrupt(key: &str, detail: impl Into<String>) -> StateError {
 
 fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// An in-flight hash value: the write time, then the snapshot.
+fn inflight_value(snapshot: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(WRITTEN_AT_LEN + snapshot.len());
+    value.extend_from_slice(&Utc::now().timestamp_millis().to_be_bytes());
+    value.extend_from_slice(snapshot);
+    value
+}
+
+/// Splits an in-flight hash value into its write time (Unix ms) and its snapshot.
+fn parse_inflight_value<'v>(
+    key: &str,
+    field: &str,
+    value: &'v [u8],
+) -> Result<(i64, &'v [u8]), StateError> {
+    match value.split_first_chunk::<WRITTEN_AT_LEN>() {
+        Some((written_at, snapshot)) => Ok((i64::from_be_bytes(*written_at), snapshot)),
+        None => Err(corrupt(
+            key,
+            format!("in-flight entry {field} is shorter than its write time"),
+        )),
+    }
+}
+
+fn parse_inflight_field(key: &str, field: &str) -> Result<OrderId, StateError> {
+    field
+        .parse::<i64>()
+        .ok()
+        .and_then(OrderId::new)
+        .ok_or_else(|| corrupt(key, format!("in-flight field {field:?} is not an order id")))
 }
 
 fn parse_status_record(
@@ -300,11 +356,14 @@ impl IntakeState for RedisState {
         cid: CorrelationId,
         owner: &UserId,
         order_id: OrderId,
-    ) -> Result<(), StateError> {
+        snapshot: &[u8],
+    ) -> Result<usize, StateError> {
         let (map_key, status_key) = (self.map_key(cid), self.status_key(cid));
+        let inflight_key = self.inflight_key(owner);
         let ttl = self.ttl_ms();
-        // MULTI/EXEC: a reader never sees the map without the status, nor either without a TTL.
-        redis::pipe()
+        // MULTI/EXEC: a reader never sees the map, the status or the in-flight entry without the
+        // others, nor any of them without a TTL.
+        let (held,): (usize,) = redis::pipe()
             .atomic()
             .cmd("SET")
             .arg(&map_key)
@@ -327,18 +386,111 @@ impl IntakeState for RedisState {
             .arg(&status_key)
             .arg(ttl)
             .ignore()
-            .exec_async(&mut self.conn.clone())
+            .hset(
+                &inflight_key,
+                order_id.get().to_string(),
+                inflight_value(snapshot),
+            )
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&inflight_key)
+            .arg(ttl)
+            .ignore()
+            .hlen(&inflight_key)
+            .query_async(&mut self.conn.clone())
             .await
-            .map_err(|e| redis_error("recording an accepted order", &status_key, e))
+            .map_err(|e| redis_error("recording an accepted order", &status_key, e))?;
+        Ok(held)
     }
 
-    async fn forget(&self, cid: CorrelationId) -> Result<(), StateError> {
+    async fn forget(
+        &self,
+        cid: CorrelationId,
+        owner: &UserId,
+        order_id: OrderId,
+    ) -> Result<(), StateError> {
         let map_key = self.map_key(cid);
-        self.conn
-            .clone()
-            .del::<_, ()>(&[&map_key, &self.status_key(cid)])
+        redis::pipe()
+            .atomic()
+            .del(&[&map_key, &self.status_key(cid)])
+            .ignore()
+            .hdel(self.inflight_key(owner), order_id.get().to_string())
+            .ignore()
+            .exec_async(&mut self.conn.clone())
             .await
             .map_err(|e| redis_error("forgetting an order", &map_key, e))
+    }
+
+    async fn inflight_orders(&self, user: &UserId) -> Result<Vec<InflightOrder>, StateError> {
+        let key = self.inflight_key(user);
+        let entries: HashMap<String, Vec<u8>> = self
+            .conn
+            .clone()
+            .hgetall(&key)
+            .await
+            .map_err(|e| redis_error("reading in-flight orders", &key, e))?;
+        let now = Utc::now().timestamp_millis();
+        let ttl = i64::try_from(self.ttl_ms()).unwrap_or(i64::MAX);
+        let mut live = Vec::with_capacity(entries.len());
+        let mut expired = Vec::new();
+        for (field, value) in &entries {
+            let order_id = parse_inflight_field(&key, field)?;
+            let (written_at, snapshot) = parse_inflight_value(&key, field, value)?;
+            if now.saturating_sub(written_at) >= ttl {
+                expired.push(field.as_str());
+            } else {
+                live.push(InflightOrder {
+                    order_id,
+                    snapshot: snapshot.to_vec(),
+                });
+            }
+        }
+        if !expired.is_empty() {
+            self.conn
+                .clone()
+                .hdel::<_, _, ()>(&key, expired)
+                .await
+                .map_err(|e| redis_error("removing expired in-flight orders", &key, e))?;
+        }
+        live.sort_by_key(|o| o.order_id);
+        Ok(live)
+    }
+
+    async fn inflight_order(
+        &self,
+        user: &UserId,
+        order_id: OrderId,
+    ) -> Result<Option<Vec<u8>>, StateError> {
+        let key = self.inflight_key(user);
+        let field = order_id.get().to_string();
+        let value: Option<Vec<u8>> = self
+            .conn
+            .clone()
+            .hget(&key, &field)
+            .await
+            .map_err(|e| redis_error("reading an in-flight order", &key, e))?;
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let (written_at, snapshot) = parse_inflight_value(&key, &field, &value)?;
+        let ttl = i64::try_from(self.ttl_ms()).unwrap_or(i64::MAX);
+        if Utc::now().timestamp_millis().saturating_sub(written_at) >= ttl {
+            return Ok(None);
+        }
+        Ok(Some(snapshot.to_vec()))
+    }
+
+    async fn drop_inflight(&self, user: &UserId, order_ids: &[OrderId]) -> Result<(), StateError> {
+        if order_ids.is_empty() {
+            return Ok(());
+        }
+        let key = self.inflight_key(user);
+        let fields: Vec<String> = order_ids.iter().map(|id| id.get().to_string()).collect();
+        self.conn
+            .clone()
+            .hdel::<_, _, ()>(&key, fields)
+            .await
+            .map_err(|e| redis_error("dropping in-flight orders", &key, e))
     }
 
     async fn claim_idempotency_key(
@@ -373,11 +525,11 @@ impl IntakeState for RedisState {
         let mut value = Vec::with_capacity(result.len() + 1);
         value.push(DONE_TAG);
         value.extend_from_slice(result);
-        // A fresh full TTL rather than the claim's: the claim TTL is short by design, while
-        // the result must answer retries for as long as the rest of the workflow state lives.
+        // A fresh idempotency TTL rather than the claim's: the claim TTL is short by design,
+        // while the result must answer retries for as long as a client may retry.
         self.conn
             .clone()
-            .pset_ex::<_, _, ()>(&key, value, self.ttl_ms())
+            .pset_ex::<_, _, ()>(&key, value, millis(self.idempotency_ttl))
             .await
             .map_err(|e| redis_error("completing an idempotency key", &key, e))
     }

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use chrono::Utc;
 use contoso_domain::{CorrelationId, OrderId, OrderStatus, UserId};
 use contoso_state::{
-    IdempotencyClaim, IntakeState, MemoryState, RedisState, StateError, StatusReader, StatusWriter,
-    WorkflowState,
+    IdempotencyClaim, InflightOrder, IntakeState, MemoryState, RedisState, StateError,
+    StatusReader, StatusWriter, WorkflowState,
 };
 use redis::{AsyncCommands, aio::MultiplexedConnection};
 
@@ -34,6 +34,12 @@ trait Subject: Send + Sync {
     /// The remaining TTLs of `cid`'s map and status (`None` for a missing key), where the
     /// adapter can show them.
     async fn ttls(&self, cid: CorrelationId) -> Option<[Option<Duration>; 2]>;
+
+    /// Lets `by` of the lifetime of `user`'s in-flight entries (and their set) pass.
+    async fn age_inflight(&self, user: &UserId, by: Duration);
+
+    /// The remaining TTL of `user`'s in-flight set, where the adapter can show it.
+    async fn inflight_ttl(&self, user: &UserId) -> Option<Option<Duration>>;
 }
 
 struct Memory(Arc<MemoryState>);
@@ -49,6 +55,14 @@ impl Subject for Memory {
     }
 
     async fn ttls(&self, _cid: CorrelationId) -> Option<[Option<Duration>; 2]> {
+        None
+    }
+
+    async fn age_inflight(&self, _user: &UserId, by: Duration) {
+        tokio::time::advance(by).await;
+    }
+
+    async fn inflight_ttl(&self, _user: &UserId) -> Option<Option<Duration>> {
         None
     }
 }
@@ -120,6 +134,37 @@ impl Subject for Redis {
         let [map, status] = self.keys(cid);
         Some([pttl(&mut conn, &map).await, pttl(&mut conn, &status).await])
     }
+
+    /// Moves each entry's recorded write time back by `by` (the layout is documented in
+    /// `contoso_state::redis`) and shortens the set's TTL by as much.
+    async fn age_inflight(&self, user: &UserId, by: Duration) {
+        let mut conn = self.probe.clone();
+        let key = self.state.inflight_key(user);
+        let entries: std::collections::HashMap<String, Vec<u8>> = conn.hgetall(&key).await.unwrap();
+        for (field, value) in entries {
+            let (written_at, snapshot) = value.split_first_chunk::<8>().unwrap();
+            let aged = i64::from_be_bytes(*written_at) - by.as_millis() as i64;
+            let mut value = aged.to_be_bytes().to_vec();
+            value.extend_from_slice(snapshot);
+            let _: () = conn.hset(&key, field, value).await.unwrap();
+        }
+        let Some(left) = pttl(&mut conn, &key).await else {
+            return;
+        };
+        match left.checked_sub(by).filter(|d| !d.is_zero()) {
+            Some(left) => {
+                let _: bool = conn.pexpire(&key, left.as_millis() as i64).await.unwrap();
+            }
+            None => {
+                let _: usize = conn.del(&key).await.unwrap();
+            }
+        }
+    }
+
+    async fn inflight_ttl(&self, user: &UserId) -> Option<Option<Duration>> {
+        let mut conn = self.probe.clone();
+        Some(pttl(&mut conn, &self.state.inflight_key(user)).await)
+    }
 }
 
 /// Asserts that the status (and the map, when `map_expected`) carry a TTL within the configured one.
@@ -141,7 +186,7 @@ async fn record_accepted_sets_owner_and_status_until_the_ttl_passes(subject: &dy
     let cid = CorrelationId::new();
     let before = Utc::now();
     state
-        .record_accepted(cid, &user("alice"), order(7))
+        .record_accepted(cid, &user("alice"), order(7), b"snapshot")
         .await
         .unwrap();
 
@@ -165,15 +210,18 @@ async fn forget_removes_map_and_status(subject: &dyn Subject) {
     let state = subject.state();
     let (kept, forgotten) = (CorrelationId::new(), CorrelationId::new());
     state
-        .record_accepted(kept, &user("alice"), order(1))
+        .record_accepted(kept, &user("alice"), order(1), b"snapshot")
         .await
         .unwrap();
     state
-        .record_accepted(forgotten, &user("alice"), order(2))
+        .record_accepted(forgotten, &user("alice"), order(2), b"snapshot")
         .await
         .unwrap();
 
-    state.forget(forgotten).await.unwrap();
+    state
+        .forget(forgotten, &user("alice"), order(2))
+        .await
+        .unwrap();
 
     assert_eq!(state.owner(forgotten).await.unwrap(), None);
     assert_eq!(state.status(forgotten).await.unwrap(), None);
@@ -182,9 +230,173 @@ async fn forget_removes_map_and_status(subject: &dyn Subject) {
     }
     assert_eq!(state.owner(kept).await.unwrap(), Some(user("alice")));
     state
-        .forget(CorrelationId::new())
+        .forget(CorrelationId::new(), &user("nobody"), order(99))
         .await
         .expect("forgetting nothing is fine");
+}
+
+fn inflight(n: i64, snapshot: &[u8]) -> InflightOrder {
+    InflightOrder {
+        order_id: order(n),
+        snapshot: snapshot.to_vec(),
+    }
+}
+
+/// Asserts that `user`'s in-flight set carries a TTL within the configured one.
+async fn assert_inflight_ttl(subject: &dyn Subject, user: &UserId) {
+    if let Some(ttl) = subject.inflight_ttl(user).await {
+        assert!(
+            ttl.is_some_and(|t| !t.is_zero() && t <= TTL),
+            "in-flight TTL {ttl:?} not in (0, {TTL:?}]"
+        );
+    }
+}
+
+async fn record_accepted_keeps_the_snapshot_in_the_owners_inflight_set(subject: &dyn Subject) {
+    let state = subject.state();
+    let (alice, bob) = (user("alice"), user("bob"));
+    let held = state
+        .record_accepted(CorrelationId::new(), &alice, order(21), b"\x00one\xff")
+        .await
+        .unwrap();
+    assert_eq!(held, 1);
+    let held = state
+        .record_accepted(CorrelationId::new(), &alice, order(22), b"")
+        .await
+        .unwrap();
+    assert_eq!(held, 2);
+    let held = state
+        .record_accepted(CorrelationId::new(), &bob, order(23), b"three")
+        .await
+        .unwrap();
+    assert_eq!(held, 1, "sets are per user");
+
+    assert_eq!(
+        state.inflight_orders(&alice).await.unwrap(),
+        [inflight(21, b"\x00one\xff"), inflight(22, b"")]
+    );
+    assert_eq!(
+        state.inflight_orders(&bob).await.unwrap(),
+        [inflight(23, b"three")]
+    );
+    assert_eq!(state.inflight_orders(&user("nobody")).await.unwrap(), []);
+    assert_eq!(
+        state.inflight_order(&alice, order(21)).await.unwrap(),
+        Some(b"\x00one\xff".to_vec())
+    );
+    assert_eq!(
+        state.inflight_order(&alice, order(22)).await.unwrap(),
+        Some(Vec::new())
+    );
+    assert_eq!(
+        state.inflight_order(&bob, order(21)).await.unwrap(),
+        None,
+        "another user's order is not in bob's set"
+    );
+    assert_eq!(state.inflight_order(&alice, order(23)).await.unwrap(), None);
+    assert_inflight_ttl(subject, &alice).await;
+
+    // A retry recording the same order again replaces its entry.
+    let held = state
+        .record_accepted(CorrelationId::new(), &alice, order(21), b"again")
+        .await
+        .unwrap();
+    assert_eq!(held, 2);
+    assert_eq!(
+        state.inflight_order(&alice, order(21)).await.unwrap(),
+        Some(b"again".to_vec())
+    );
+}
+
+async fn drop_inflight_removes_only_the_named_orders(subject: &dyn Subject) {
+    let state = subject.state();
+    let alice = user("alice");
+    for n in 1..=3 {
+        state
+            .record_accepted(CorrelationId::new(), &alice, order(n), b"o")
+            .await
+            .unwrap();
+    }
+    state
+        .drop_inflight(&alice, &[order(1), order(3), order(99)])
+        .await
+        .unwrap();
+    assert_eq!(
+        state.inflight_orders(&alice).await.unwrap(),
+        [inflight(2, b"o")]
+    );
+    assert_eq!(state.inflight_order(&alice, order(1)).await.unwrap(), None);
+
+    state.drop_inflight(&alice, &[]).await.unwrap();
+    state
+        .drop_inflight(&user("nobody"), &[order(2)])
+        .await
+        .unwrap();
+    assert_eq!(
+        state.inflight_orders(&alice).await.unwrap(),
+        [inflight(2, b"o")]
+    );
+    state.drop_inflight(&alice, &[order(2)]).await.unwrap();
+    assert_eq!(state.inflight_orders(&alice).await.unwrap(), []);
+}
+
+async fn forget_removes_the_inflight_entry_too(subject: &dyn Subject) {
+    let state = subject.state();
+    let alice = user("alice");
+    let (kept, forgotten) = (CorrelationId::new(), CorrelationId::new());
+    state
+        .record_accepted(kept, &alice, order(31), b"kept")
+        .await
+        .unwrap();
+    state
+        .record_accepted(forgotten, &alice, order(32), b"forgotten")
+        .await
+        .unwrap();
+
+    state.forget(forgotten, &alice, order(32)).await.unwrap();
+
+    assert_eq!(
+        state.inflight_orders(&alice).await.unwrap(),
+        [inflight(31, b"kept")]
+    );
+    assert_eq!(state.inflight_order(&alice, order(32)).await.unwrap(), None);
+    assert_eq!(state.status(forgotten).await.unwrap(), None);
+    assert!(state.status(kept).await.unwrap().is_some());
+}
+
+async fn inflight_entries_expire_a_ttl_after_they_were_written(subject: &dyn Subject) {
+    let state = subject.state();
+    let alice = user("alice");
+    state
+        .record_accepted(CorrelationId::new(), &alice, order(41), b"old")
+        .await
+        .unwrap();
+    subject.age_inflight(&alice, TTL * 3 / 4).await;
+    state
+        .record_accepted(CorrelationId::new(), &alice, order(42), b"new")
+        .await
+        .unwrap();
+    assert_inflight_ttl(subject, &alice).await;
+    subject.age_inflight(&alice, TTL / 2).await;
+
+    // The set lives on (refreshed by the second write), but the first entry is older than the TTL.
+    assert_eq!(state.inflight_order(&alice, order(41)).await.unwrap(), None);
+    assert_eq!(
+        state.inflight_order(&alice, order(42)).await.unwrap(),
+        Some(b"new".to_vec())
+    );
+    assert_eq!(
+        state.inflight_orders(&alice).await.unwrap(),
+        [inflight(42, b"new")]
+    );
+    let held = state
+        .record_accepted(CorrelationId::new(), &alice, order(43), b"newer")
+        .await
+        .unwrap();
+    assert_eq!(held, 2, "listing removed the expired entry");
+
+    subject.age_inflight(&alice, TTL).await;
+    assert_eq!(state.inflight_orders(&alice).await.unwrap(), []);
 }
 
 async fn advance_only_moves_forward(subject: &dyn Subject) {
@@ -192,7 +404,7 @@ async fn advance_only_moves_forward(subject: &dyn Subject) {
     let state = subject.state();
     let cid = CorrelationId::new();
     state
-        .record_accepted(cid, &user("alice"), order(3))
+        .record_accepted(cid, &user("alice"), order(3), b"snapshot")
         .await
         .unwrap();
 
@@ -231,7 +443,7 @@ async fn advance_only_moves_forward(subject: &dyn Subject) {
 
     let failed = CorrelationId::new();
     state
-        .record_accepted(failed, &user("alice"), order(4))
+        .record_accepted(failed, &user("alice"), order(4), b"snapshot")
         .await
         .unwrap();
     assert!(
@@ -249,7 +461,7 @@ async fn advance_keeps_the_known_order_id_when_given_none(subject: &dyn Subject)
     let state = subject.state();
     let cid = CorrelationId::new();
     state
-        .record_accepted(cid, &user("alice"), order(11))
+        .record_accepted(cid, &user("alice"), order(11), b"snapshot")
         .await
         .unwrap();
     assert!(
@@ -287,7 +499,7 @@ async fn advance_refreshes_the_ttl_of_map_and_status_and_a_refused_one_does_not(
     let state = subject.state();
     let cid = CorrelationId::new();
     state
-        .record_accepted(cid, &user("alice"), order(5))
+        .record_accepted(cid, &user("alice"), order(5), b"snapshot")
         .await
         .unwrap();
 
@@ -330,7 +542,7 @@ async fn concurrent_advances_end_at_the_highest_status(subject: &dyn Subject) {
     let state = subject.state();
     let cid = CorrelationId::new();
     state
-        .record_accepted(cid, &user("alice"), order(8))
+        .record_accepted(cid, &user("alice"), order(8), b"snapshot")
         .await
         .unwrap();
 
@@ -450,6 +662,10 @@ macro_rules! contract {
 contract!(
     record_accepted_sets_owner_and_status_until_the_ttl_passes,
     forget_removes_map_and_status,
+    record_accepted_keeps_the_snapshot_in_the_owners_inflight_set,
+    drop_inflight_removes_only_the_named_orders,
+    forget_removes_the_inflight_entry_too,
+    inflight_entries_expire_a_ttl_after_they_were_written,
     advance_only_moves_forward,
     advance_keeps_the_known_order_id_when_given_none,
     advance_recreates_a_missing_status_but_not_the_map,
@@ -470,7 +686,7 @@ async fn redis_keys_follow_the_documented_layout() {
     let mut conn = probe().await;
     let cid = CorrelationId::new();
     state
-        .record_accepted(cid, &user("alice"), order(42))
+        .record_accepted(cid, &user("alice"), order(42), b"snapshot")
         .await
         .unwrap();
     state
@@ -489,6 +705,14 @@ async fn redis_keys_follow_the_documented_layout() {
     assert!(status.contains_key("updated_at"));
     let exists: bool = conn.exists(format!("{prefix}idem:alice:k")).await.unwrap();
     assert!(exists);
+    let entry: Vec<u8> = conn
+        .hget(format!("{prefix}order:inflight:alice"), "42")
+        .await
+        .unwrap();
+    let (written_at, snapshot) = entry.split_first_chunk::<8>().unwrap();
+    let age = Utc::now().timestamp_millis() - i64::from_be_bytes(*written_at);
+    assert!((0..60_000).contains(&age), "written {age} ms ago");
+    assert_eq!(snapshot, b"snapshot");
 }
 
 #[tokio::test]
@@ -498,6 +722,7 @@ async fn redis_claims_expire_soon_but_completed_results_live_for_the_full_ttl() 
     let state = RedisState::connect(&contoso_testkit::redis_url(), &prefix, TTL)
         .await
         .unwrap()
+        .with_idempotency_ttl(TTL)
         .with_claim_ttl(claim_ttl);
     let mut conn = probe().await;
     let key = state.idempotency_key(&user("alice"), "k");
@@ -515,6 +740,85 @@ async fn redis_claims_expire_soon_but_completed_results_live_for_the_full_ttl() 
         .unwrap();
     let done = pttl(&mut conn, &key).await.unwrap();
     assert!(done > claim_ttl && done <= TTL, "result TTL {done:?}");
+}
+
+#[tokio::test]
+async fn redis_completed_idempotency_keys_live_for_the_idempotency_ttl_not_the_workflow_ttl() {
+    let prefix = format!("{}:", contoso_testkit::unique_name("idem-ttl"));
+    let idempotency_ttl = TTL * 100;
+    let state = RedisState::connect(&contoso_testkit::redis_url(), &prefix, TTL)
+        .await
+        .unwrap()
+        .with_idempotency_ttl(idempotency_ttl);
+    let mut conn = probe().await;
+    let key = state.idempotency_key(&user("alice"), "k");
+
+    state
+        .claim_idempotency_key(&user("alice"), "k")
+        .await
+        .unwrap();
+    let pending = pttl(&mut conn, &key).await.unwrap();
+    assert!(
+        pending <= contoso_state::redis::DEFAULT_CLAIM_TTL,
+        "claim TTL {pending:?}"
+    );
+    state
+        .complete_idempotency_key(&user("alice"), "k", b"r")
+        .await
+        .unwrap();
+    let done = pttl(&mut conn, &key).await.unwrap();
+    assert!(done > TTL && done <= idempotency_ttl, "result TTL {done:?}");
+
+    let default = RedisState::connect(&contoso_testkit::redis_url(), &prefix, TTL)
+        .await
+        .unwrap();
+    default
+        .claim_idempotency_key(&user("bob"), "k")
+        .await
+        .unwrap();
+    default
+        .complete_idempotency_key(&user("bob"), "k", b"r")
+        .await
+        .unwrap();
+    let done = pttl(&mut conn, &default.idempotency_key(&user("bob"), "k"))
+        .await
+        .unwrap();
+    assert!(
+        done > contoso_state::DEFAULT_IDEMPOTENCY_TTL - Duration::from_secs(60)
+            && done <= contoso_state::DEFAULT_IDEMPOTENCY_TTL,
+        "default result TTL {done:?}"
+    );
+}
+
+#[tokio::test]
+async fn redis_reports_a_malformed_inflight_entry_as_corrupt() {
+    let prefix = format!("{}:", contoso_testkit::unique_name("inflight-corrupt"));
+    let state = RedisState::connect(&contoso_testkit::redis_url(), &prefix, TTL)
+        .await
+        .unwrap();
+    let mut conn = probe().await;
+    let alice = user("alice");
+    let _: () = conn
+        .hset(state.inflight_key(&alice), "7", b"short".to_vec())
+        .await
+        .unwrap();
+    assert!(matches!(
+        state.inflight_orders(&alice).await,
+        Err(StateError::Corrupt { .. })
+    ));
+    assert!(matches!(
+        state.inflight_order(&alice, order(7)).await,
+        Err(StateError::Corrupt { .. })
+    ));
+    let bob = user("bob");
+    let _: () = conn
+        .hset(state.inflight_key(&bob), "not-an-id", vec![0u8; 9])
+        .await
+        .unwrap();
+    let _: bool = conn.expire(state.inflight_key(&bob), 60).await.unwrap();
+    let _: bool = conn.expire(state.inflight_key(&alice), 60).await.unwrap();
+    let err = state.inflight_orders(&bob).await.unwrap_err();
+    assert!(matches!(err, StateError::Corrupt { .. }), "{err:?}");
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 //! ([`MemoryStore`]) for the embedded dev mode and fast tests. The catalog comes from one data
 //! file ([`catalog::PRODUCTS_JSON`]) that both seed.
 
-use std::fmt;
+use std::{collections::HashSet, fmt};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -169,8 +169,9 @@ pub trait OrderWriter: Send + Sync + fmt::Debug {
 /// Reads and soft-deletes a customer's orders (accept-svc).
 #[async_trait]
 pub trait OrderReader: Send + Sync + fmt::Debug {
-    /// The customer's orders that are not deleted, newest first; `limit` is clamped to
-    /// 0..=[`MAX_BATCH`] and a negative `offset` counts as 0.
+    /// The customer's orders that are not deleted, newest first by acceptance time
+    /// (`accepted_at`, then order id, both descending); `limit` is clamped to 0..=[`MAX_BATCH`]
+    /// and a negative `offset` counts as 0.
     async fn list_orders(
         &self,
         customer: &UserId,
@@ -186,6 +187,9 @@ pub trait OrderReader: Send + Sync + fmt::Debug {
         &self,
         cid: CorrelationId,
     ) -> Result<Option<OrderRecord>, StoreError>;
+
+    /// Which of `order_ids` are recorded, whoever owns them, deleted or not (one round trip).
+    async fn recorded_among(&self, order_ids: &[OrderId]) -> Result<HashSet<OrderId>, StoreError>;
 
     /// Marks the order deleted if `customer` owns it. Returns false when it does not exist for
     /// that customer or is already deleted.

@@ -5,7 +5,7 @@
 
 use std::{
     cmp::Reverse,
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     fmt,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
@@ -48,20 +48,12 @@ impl fmt::Debug for MemoryStore {
 struct State {
     products: BTreeMap<String, Product>,
     next_block_start: i64,
-    orders: BTreeMap<OrderId, StoredOrder>,
+    orders: BTreeMap<OrderId, OrderRecord>,
     by_correlation: HashMap<CorrelationId, OrderId>,
     /// Unpublished entries only: a published entry has nothing left to do in memory.
     outbox: BTreeMap<i64, PendingEntry>,
     next_outbox_id: i64,
-    next_seq: u64,
     max_orders: usize,
-}
-
-#[derive(Debug)]
-struct StoredOrder {
-    record: OrderRecord,
-    /// Insertion order, to break ties between equal `created_at` like Postgres' `id DESC` does.
-    seq: u64,
 }
 
 #[derive(Debug)]
@@ -88,7 +80,6 @@ impl MemoryStore {
                 by_correlation: HashMap::new(),
                 outbox: BTreeMap::new(),
                 next_outbox_id: 1,
-                next_seq: 0,
                 max_orders: DEFAULT_MAX_ORDERS,
             })),
         })
@@ -204,8 +195,6 @@ impl OrderWriter for MemoryStore {
             return Ok(RecordOutcome::AlreadyRecorded(existing));
         }
         let now = Utc::now();
-        let seq = state.next_seq;
-        state.next_seq += 1;
         let record = OrderRecord {
             order_id: order.order_id,
             correlation_id: order.correlation_id,
@@ -219,9 +208,7 @@ impl OrderWriter for MemoryStore {
             updated_at: now,
             deleted: false,
         };
-        state
-            .orders
-            .insert(order.order_id, StoredOrder { record, seq });
+        state.orders.insert(order.order_id, record);
         state
             .by_correlation
             .insert(order.correlation_id, order.order_id);
@@ -255,26 +242,21 @@ impl OrderReader for MemoryStore {
         limit: i64,
     ) -> Result<Page<OrderRecord>, StoreError> {
         let state = self.lock();
-        let mut mine: Vec<&StoredOrder> = state
+        let mut mine: Vec<&OrderRecord> = state
             .orders
             .values()
-            .filter(|o| &o.record.customer == customer && !o.record.deleted)
+            .filter(|o| &o.customer == customer && !o.deleted)
             .collect();
-        mine.sort_by_key(|o| Reverse((o.record.created_at, o.seq)));
+        mine.sort_by_key(|o| Reverse((o.accepted_at, o.order_id)));
         let total = i64::try_from(mine.len()).unwrap_or(i64::MAX);
         let offset = usize::try_from(offset.max(0)).unwrap_or(usize::MAX);
         let limit = usize::try_from(limit.clamp(0, MAX_BATCH)).unwrap_or(0);
-        let items = mine
-            .into_iter()
-            .skip(offset)
-            .take(limit)
-            .map(|o| o.record.clone())
-            .collect();
+        let items = mine.into_iter().skip(offset).take(limit).cloned().collect();
         Ok(Page { items, total })
     }
 
     async fn get_order(&self, order_id: OrderId) -> Result<Option<OrderRecord>, StoreError> {
-        Ok(self.lock().orders.get(&order_id).map(|o| o.record.clone()))
+        Ok(self.lock().orders.get(&order_id).cloned())
     }
 
     async fn get_order_by_correlation(
@@ -286,15 +268,24 @@ impl OrderReader for MemoryStore {
             .by_correlation
             .get(&cid)
             .and_then(|id| state.orders.get(id));
-        Ok(order.map(|o| o.record.clone()))
+        Ok(order.cloned())
+    }
+
+    async fn recorded_among(&self, order_ids: &[OrderId]) -> Result<HashSet<OrderId>, StoreError> {
+        let state = self.lock();
+        Ok(order_ids
+            .iter()
+            .filter(|id| state.orders.contains_key(id))
+            .copied()
+            .collect())
     }
 
     async fn soft_delete(&self, customer: &UserId, order_id: OrderId) -> Result<bool, StoreError> {
         let mut state = self.lock();
         match state.orders.get_mut(&order_id) {
-            Some(o) if &o.record.customer == customer && !o.record.deleted => {
-                o.record.deleted = true;
-                o.record.updated_at = Utc::now();
+            Some(o) if &o.customer == customer && !o.deleted => {
+                o.deleted = true;
+                o.updated_at = Utc::now();
                 Ok(true)
             }
             _ => Ok(false),
@@ -329,10 +320,10 @@ impl Outbox for MemoryStore {
         let mut state = self.lock();
         state.outbox.remove(&entry.id);
         if let Some(o) = state.orders.get_mut(&entry.order_id)
-            && !o.record.status.is_final()
+            && !o.status.is_final()
         {
-            o.record.status = OrderStatus::Completed;
-            o.record.updated_at = Utc::now();
+            o.status = OrderStatus::Completed;
+            o.updated_at = Utc::now();
         }
         Ok(())
     }

@@ -7,7 +7,11 @@
 //! [`StoreError::Query`] with the constraint named, and lost connections or pool timeouts are
 //! [`StoreError::Unavailable`].
 
-use std::{collections::HashMap, fmt, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -548,7 +552,7 @@ impl OrderReader for PgStore {
             .await
             .map_err(on_query("counting orders"))?;
         let rows: Vec<(OrderRow, String)> = mine
-            .order((orders::created_at.desc(), orders::id.desc()))
+            .order((orders::accepted_at.desc(), orders::id.desc()))
             .offset(offset.max(0))
             .limit(limit.clamp(0, MAX_BATCH))
             .select((OrderRow::as_select(), customers::external_id))
@@ -586,6 +590,23 @@ impl OrderReader for PgStore {
             .await
             .map_err(on_query("reading an order by correlation id"))?;
         Ok(with_lines(&mut conn, rows).await?.pop())
+    }
+
+    #[tracing::instrument(skip(self, order_ids), fields(count = order_ids.len()))]
+    async fn recorded_among(&self, order_ids: &[OrderId]) -> Result<HashSet<OrderId>, StoreError> {
+        if order_ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let ids: Vec<i64> = order_ids.iter().map(|id| id.get()).collect();
+        let mut conn = self.conn().await?;
+        // `eq_any` binds the ids as one array: `WHERE id = ANY($1)`, whatever their number.
+        let found: Vec<i64> = orders::table
+            .filter(orders::id.eq_any(ids))
+            .select(orders::id)
+            .load(&mut conn)
+            .await
+            .map_err(on_query("checking which orders are recorded"))?;
+        found.into_iter().map(order_id).collect()
     }
 
     #[tracing::instrument(skip(self, customer), fields(order_id = %order_id))]

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use diesel::{QueryableByName, sql_types::BigInt};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
@@ -452,6 +452,65 @@ async fn list_orders_pages_newest_first_with_total_and_excludes_deleted(w: World
     assert_eq!((page_ids(&bob), bob.total), (vec![start + 10], 1));
 }
 
+/// Orders are listed by acceptance time, not by when they were recorded: process-svc records them
+/// in any order, and accept-svc merges in-flight orders into the list by acceptance time.
+async fn list_orders_orders_by_acceptance_time_then_id(w: World) {
+    let start = w.a.reserve_block().await.expect("block").start;
+    // Postgres keeps microseconds.
+    let t0 = (Utc::now() - chrono::Duration::minutes(10)).trunc_subsecs(6);
+    let at = |minutes: i64, id: i64| NewOrder {
+        accepted_at: t0 + chrono::Duration::minutes(minutes),
+        ..new_order(start + id, "grace", vec![line("AZ-900", 1)])
+    };
+    // Recorded in this order: the latest accepted first, two accepted at the same instant.
+    for order in [at(3, 0), at(1, 1), at(2, 2), at(2, 3), at(0, 4)] {
+        record(&*w.a, &order).await;
+    }
+    let page = w.b.list_orders(&user("grace"), 0, 10).await.expect("list");
+    let ids: Vec<i64> = page
+        .items
+        .iter()
+        .map(|o| o.order_id.get() - start)
+        .collect();
+    assert_eq!(ids, [0, 3, 2, 1, 4]);
+    assert_eq!(page.items[0].accepted_at, t0 + chrono::Duration::minutes(3));
+    let second = w.b.list_orders(&user("grace"), 2, 2).await.expect("page 2");
+    let ids: Vec<i64> = second
+        .items
+        .iter()
+        .map(|o| o.order_id.get() - start)
+        .collect();
+    assert_eq!((ids, second.total), (vec![2, 1], 5));
+}
+
+async fn recorded_among_tells_which_ids_are_recorded_deleted_or_not(w: World) {
+    let start = w.a.reserve_block().await.expect("block").start;
+    let alice = new_order(start, "alice", vec![line("AZ-104", 1)]);
+    let bob = new_order(start + 1, "bob", vec![line("AZ-104", 1)]);
+    let deleted = new_order(start + 2, "alice", vec![line("AZ-104", 1)]);
+    for order in [&alice, &bob, &deleted] {
+        record(&*w.a, order).await;
+    }
+    assert!(
+        w.a.soft_delete(&user("alice"), deleted.order_id)
+            .await
+            .expect("delete")
+    );
+    let id = |n: i64| OrderId::new(start + n).expect("id");
+
+    let found =
+        w.b.recorded_among(&[id(0), id(1), id(2), id(3), id(50)])
+            .await
+            .expect("recorded_among");
+    assert_eq!(found, [id(0), id(1), id(2)].into_iter().collect());
+    assert!(w.b.recorded_among(&[]).await.expect("no ids").is_empty());
+    let many: Vec<OrderId> = (3..200).map(id).chain([id(1)]).collect();
+    assert_eq!(
+        w.b.recorded_among(&many).await.expect("many ids"),
+        [id(1)].into_iter().collect()
+    );
+}
+
 async fn soft_delete_only_for_the_owner(w: World) {
     let start = w.a.reserve_block().await.expect("block").start;
     let order = new_order(start, "alice", vec![line("AZ-700", 1)]);
@@ -597,6 +656,8 @@ contract_tests!(
     an_unknown_product_rolls_back_the_whole_order,
     record_order_records_the_largest_quantity,
     list_orders_pages_newest_first_with_total_and_excludes_deleted,
+    list_orders_orders_by_acceptance_time_then_id,
+    recorded_among_tells_which_ids_are_recorded_deleted_or_not,
     soft_delete_only_for_the_owner,
     lease_pending_skips_entries_leased_by_another_store_instance_and_re_offers_them_after_the_lease_expires,
     complete_marks_order_completed_and_entry_published,
@@ -608,7 +669,7 @@ contract_tests!(
 async fn migrate_is_idempotent_and_loads_145_products() {
     let db = TestDatabase::create().await;
     let first = migrate(db.url()).await.expect("first migrate");
-    assert_eq!(first.applied, ["20261124000001"]);
+    assert_eq!(first.applied, ["20261124000001", "20261130000001"]);
     assert_eq!(
         (first.products_changed, first.products_deactivated),
         (145, 0)
@@ -634,7 +695,7 @@ async fn migrate_is_idempotent_and_loads_145_products() {
     assert_eq!(
         sql.count("SELECT count(*) AS n FROM __diesel_schema_migrations")
             .await,
-        1
+        2
     );
 }
 
@@ -687,7 +748,11 @@ async fn migrating_twice_concurrently_succeeds() {
     let (x, y) = (x.expect("first replica"), y.expect("second replica"));
     let mut applied = [x.applied.len(), y.applied.len()];
     applied.sort_unstable();
-    assert_eq!(applied, [0, 1], "exactly one replica applied the migration");
+    assert_eq!(
+        applied,
+        [0, 2],
+        "exactly one replica applied the migrations"
+    );
     assert_eq!(x.products_changed + y.products_changed, 145);
 
     let sql = Sql {
@@ -697,7 +762,7 @@ async fn migrating_twice_concurrently_succeeds() {
     assert_eq!(
         sql.count("SELECT count(*) AS n FROM __diesel_schema_migrations")
             .await,
-        1
+        2
     );
 }
 

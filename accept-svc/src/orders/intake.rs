@@ -2,7 +2,7 @@
 //! id, the sealed customer, the priced lines), recorded in the workflow state and published; the
 //! caller gets an answer only once the broker confirmed it.
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use contoso_bus::{Envelope, Topic};
 use contoso_domain::{CorrelationId, OrderId, PricedOrder, Report, UserId};
 use contoso_proto::{
@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use super::{
     OrdersApi,
-    idempotency::{Remembered, corrupt},
+    idempotency::{Outcome, Remembered, corrupt, request_lines},
     mapping::accepted_order,
     parse,
 };
@@ -33,14 +33,24 @@ impl OrdersApi {
             let event = self.new_event(user, &priced).await?;
             return self.publish_accepted(user, &event).await;
         };
+        let lines = request_lines(&priced);
         let event = match self.state.claim_idempotency_key(user, &key).await? {
-            IdempotencyClaim::Completed(stored) => match Remembered::decode(&stored)? {
-                Remembered::Accepted(order) => return Ok(order),
-                // The first attempt's publish was not confirmed, so its event may or may not be
-                // in the stream: publish the very same event again. The broker drops it as a
-                // duplicate inside its window, and process-svc records a correlation id once.
-                Remembered::Unconfirmed(event) => event,
-            },
+            IdempotencyClaim::Completed(stored) => {
+                let first = Remembered::decode(&stored)?;
+                // Another order under a used key is a client bug (a reused key), not a retry:
+                // neither answering the first order nor placing this one would be what it meant.
+                if !first.same_lines(&lines) {
+                    return Err(ApiError::KeyReused(key));
+                }
+                match first.outcome {
+                    Outcome::Accepted(order) => return Ok(order),
+                    // The first attempt's publish was not confirmed, so its event may or may not
+                    // be in the stream: publish the very same event again. The broker drops it
+                    // as a duplicate inside its window, and process-svc records a correlation id
+                    // once.
+                    Outcome::Unconfirmed(event) => event,
+                }
+            }
             IdempotencyClaim::InFlight => return Err(ApiError::InFlight),
             IdempotencyClaim::Claimed => match self.new_event(user, &priced).await {
                 Ok(event) => event,
@@ -52,8 +62,8 @@ impl OrdersApi {
         };
         let result = self.publish_accepted(user, &event).await;
         let remembered = match &result {
-            Ok(order) => Some(Remembered::Accepted(order.clone())),
-            Err(ApiError::Bus(_)) => Some(Remembered::Unconfirmed(event)),
+            Ok(order) => Some(Remembered::new(lines, Outcome::Accepted(order.clone()))),
+            Err(ApiError::Bus(_)) => Some(Remembered::new(lines, Outcome::Unconfirmed(event))),
             // Nothing was published: a retry may start afresh.
             Err(_) => None,
         };
@@ -90,12 +100,15 @@ impl OrdersApi {
                 .collect(),
             total_cents: priced.total_cents,
             currency: priced.currency.clone(),
-            accepted_at: Some(to_timestamp(Utc::now())),
+            // Microseconds, as Postgres keeps them: the order sorts and reads the same before and
+            // after it is recorded.
+            accepted_at: Some(to_timestamp(Utc::now().trunc_subsecs(6))),
         })
     }
 
-    /// Records the workflow state and publishes `OrderAccepted`, answering only once the broker
-    /// confirmed it; if it did not, the workflow keys are removed again.
+    /// Records the workflow state (with the order's snapshot in the caller's in-flight set, so
+    /// their next `GetOrder` and `ListOrders` show it) and publishes `OrderAccepted`, answering
+    /// only once the broker confirmed it; if it did not, the workflow keys are removed again.
     async fn publish_accepted(
         &self,
         user: &UserId,
@@ -110,7 +123,10 @@ impl OrdersApi {
         let span =
             tracing::info_span!("accept_order", correlation_id = %cid, order_id = order_id.get());
         async {
-            self.state.record_accepted(cid, user, order_id).await?;
+            let held = self
+                .state
+                .record_accepted(cid, user, order_id, &order.encode_to_vec())
+                .await?;
             let envelope = Envelope {
                 topic: Topic::OrderAccepted,
                 message_id: cid.to_string(),
@@ -118,12 +134,13 @@ impl OrdersApi {
             };
             if let Err(e) = self.bus.publish(envelope).await {
                 tracing::warn!(error = %Report(&e), "OrderAccepted not confirmed; rolling back the intake");
-                if let Err(forget) = self.state.forget(cid).await {
+                if let Err(forget) = self.state.forget(cid, user, order_id).await {
                     tracing::warn!(error = %Report(&forget), "removing the workflow keys failed; they expire with their TTL");
                 }
                 return Err(e.into());
             }
             tracing::info!(lines = order.lines.len(), total_cents = order.total_cents, "order accepted");
+            self.prune_inflight_in_background(user, held);
             Ok(order)
         }
         .instrument(span)

@@ -3,13 +3,14 @@
 
 //!
 //! The module is split by job: [`intake`] places orders, [`idempotency`] remembers what a key
-//! answers, [`parse`] checks requests at the edge, [`mapping`] builds the wire messages, and this
-//! file holds the handlers and the history reads.
+//! answers, [`history`] reads and deletes the caller's orders (recorded and in flight),
+//! [`parse`] checks requests at the edge, [`mapping`] builds the wire messages, and this file
+//! holds the handlers.
 
 use std::{sync::Arc, time::Duration};
 
 use contoso_bus::Bus;
-use contoso_domain::{CorrelationId, OrderId, OrderRecord, UserId};
+use contoso_domain::{CorrelationId, OrderId, UserId};
 use contoso_platform::{auth::caller, seal::CustomerSealer};
 use contoso_proto::convert::to_timestamp;
 use contoso_proto::orders::v1::{
@@ -20,7 +21,6 @@ use contoso_proto::orders::v1::{
 use contoso_state::IntakeState;
 use contoso_store::OrderReader;
 use tonic::{Request, Response, Status};
-use tracing::Instrument;
 
 use crate::{
     catalog::CatalogCache,
@@ -28,12 +28,11 @@ use crate::{
     ids::IdAllocator,
 };
 
+mod history;
 mod idempotency;
 mod intake;
 mod mapping;
 mod parse;
-
-use mapping::record_pb;
 
 /// The order API over its adapters. It reads orders but never writes them: recording is
 /// process-svc's job, and [`OrderReader`] offers no write.
@@ -103,16 +102,6 @@ impl OrdersApi {
             None => Err(no_such_correlation(cid)),
         }
     }
-
-    async fn owned_order(&self, user: &UserId, raw_id: i64) -> Result<OrderRecord, ApiError> {
-        let id = OrderId::new(raw_id)
-            .ok_or_else(|| ApiError::invalid("order_id", "must be a positive order id"))?;
-        match self.orders.get_order(id).await? {
-            Some(order) if !order.deleted && order.customer == *user => Ok(order),
-            // Another user's order answers exactly as a missing one: its existence is not told.
-            _ => Err(ApiError::NotFound(format!("order {id} not found"))),
-        }
-    }
 }
 
 /// Unknown, expired and another user's correlation ids all answer the same.
@@ -149,14 +138,10 @@ impl OrderService for OrdersApi {
         let user = caller(&request)?;
         let req = request.into_inner();
         let paging = Paging::parse(req.offset, req.size)?;
-        let page = self
-            .orders
-            .list_orders(&user, paging.offset as i64, paging.size as i64)
-            .await
-            .map_err(ApiError::from)?;
+        let (orders, total) = self.list(&user, paging).await?;
         Ok(Response::new(ListOrdersResponse {
-            orders: page.items.into_iter().map(record_pb).collect(),
-            total: i32::try_from(page.total).unwrap_or(i32::MAX),
+            orders,
+            total: i32::try_from(total).unwrap_or(i32::MAX),
             offset: req.offset,
             size: paging.size as i32,
         }))
@@ -167,10 +152,8 @@ impl OrderService for OrdersApi {
         request: Request<GetOrderRequest>,
     ) -> Result<Response<GetOrderResponse>, Status> {
         let user = caller(&request)?;
-        let order = self.owned_order(&user, request.get_ref().order_id).await?;
-        Ok(Response::new(GetOrderResponse {
-            order: Some(record_pb(order)),
-        }))
+        let order = self.order(&user, request.get_ref().order_id).await?;
+        Ok(Response::new(GetOrderResponse { order: Some(order) }))
     }
 
     async fn delete_order(
@@ -178,24 +161,7 @@ impl OrderService for OrdersApi {
         request: Request<DeleteOrderRequest>,
     ) -> Result<Response<DeleteOrderResponse>, Status> {
         let user = caller(&request)?;
-        let order = self.owned_order(&user, request.get_ref().order_id).await?;
-        let span = tracing::info_span!("delete_order", correlation_id = %order.correlation_id, order_id = order.order_id.get());
-        async {
-            if !self
-                .orders
-                .soft_delete(&user, order.order_id)
-                .await
-                .map_err(ApiError::from)?
-            {
-                return Err(Status::from(ApiError::NotFound(format!(
-                    "order {} not found",
-                    order.order_id
-                ))));
-            }
-            tracing::info!("order soft-deleted");
-            Ok(Response::new(DeleteOrderResponse {}))
-        }
-        .instrument(span)
-        .await
+        self.delete(&user, request.get_ref().order_id).await?;
+        Ok(Response::new(DeleteOrderResponse {}))
     }
 }
