@@ -182,12 +182,13 @@ fn http_routes(
             StatusCode::GATEWAY_TIMEOUT,
             settings.server.request_timeout,
         ))
+        // Inside compression: a problem it writes is compressed like any other body.
+        .layer(middleware::from_fn(problem::layer))
         .layer(CompressionLayer::new());
     if let Some(cors) = cors(&settings.cors_origins)? {
         router = router.layer(cors);
     }
     Ok(router
-        .layer(middleware::from_fn(problem::layer))
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid)))

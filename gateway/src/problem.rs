@@ -216,6 +216,7 @@ pub(crate) async fn layer(request: Request, next: Next) -> Response {
         parts.headers.insert(name.clone(), value.clone());
     }
     parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_ENCODING);
     Response::from_parts(parts, rendered.into_body())
 }
 

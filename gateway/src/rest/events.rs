@@ -79,7 +79,7 @@ fn snapshot_ids(raw_query: Option<&str>, headers: &HeaderMap) -> Vec<String> {
 #[utoipa::path(
     get, path = "/api/orders/events", tag = "orders",
     params(
-        ("correlationId" = Option<Vec<String>>, Query, explode = true, description = "Orders whose current status is sent first (repeatable)"),
+        ("correlationId" = Option<Vec<uuid::Uuid>>, Query, explode = true, description = "Orders whose current status is sent first (repeatable)"),
         ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received; its order is added to the snapshot"),
     ),
     responses(

@@ -136,7 +136,8 @@ impl TryFrom<pb::Order> for Order {
 #[serde(rename_all = "camelCase")]
 #[schema(example = json!({"items": [{"productId": "AZ-104", "quantity": 2}]}))]
 pub(crate) struct PlaceOrder {
-    /// 1 to 50 lines.
+    /// 1 to 50 lines, each of a different active product.
+    #[schema(min_items = 1, max_items = 50)]
     items: Vec<PlaceOrderItem>,
 }
 
@@ -419,7 +420,7 @@ pub(crate) struct StatusView {
 /// workflow state while it lasts, then from the order history.
 #[utoipa::path(
     get, path = "/api/orders/status/{correlationId}", tag = "orders",
-    params(("correlationId" = String, Path, description = "The order's correlation id (a UUID)")),
+    params(("correlationId" = uuid::Uuid, Path, description = "The order's correlation id")),
     responses(
         (status = 200, description = "The status", body = StatusView),
         (status = 400, description = "The correlation id is not a UUID", body = Problem, content_type = "application/problem+json"),
