@@ -3,7 +3,7 @@
 use contoso_bus::BusError;
 use contoso_domain::OrderId;
 use contoso_platform::{
-    grpc_status::{internal, invalid_argument, unavailable},
+    grpc_status::{internal, invalid_argument, not_found_field, unavailable},
     seal::SealError,
 };
 use contoso_state::StateError;
@@ -21,6 +21,9 @@ pub(crate) enum ApiError {
     Invalid { field: String, message: String },
     #[error("{0}")]
     NotFound(String),
+    /// A request field names something that does not exist (an unknown product).
+    #[error("{field}: {message}")]
+    UnknownReference { field: String, message: String },
     #[error("a request with this idempotency key is still in progress")]
     InFlight,
     #[error(
@@ -55,6 +58,7 @@ impl From<ApiError> for Status {
         match err {
             ApiError::Invalid { field, message } => invalid_argument(&field, message),
             ApiError::NotFound(m) => Status::not_found(m),
+            ApiError::UnknownReference { field, message } => not_found_field(&field, message),
             ApiError::InFlight => Status::aborted(err.to_string()),
             ApiError::KeyReused(_) => Status::already_exists(err.to_string()),
             ApiError::StillProcessing(_) => Status::failed_precondition(err.to_string()),

@@ -17,6 +17,17 @@ pub fn invalid_argument(field: &str, description: impl Into<String>) -> Status {
     )
 }
 
+/// NOT_FOUND for something a request field names, e.g. an unknown product on an order line: the
+/// same `BadRequest` detail as [`invalid_argument`], so clients can point at the field.
+pub fn not_found_field(field: &str, description: impl Into<String>) -> Status {
+    let description = description.into();
+    Status::with_error_details(
+        Code::NotFound,
+        format!("{field}: {description}"),
+        ErrorDetails::with_bad_request_violation(field, description),
+    )
+}
+
 /// UNAVAILABLE for a dependency that failed; the cause and its sources go to the log, not to
 /// the client.
 pub fn unavailable(what: &str, cause: &(dyn Error + 'static)) -> Status {
@@ -43,6 +54,20 @@ mod tests {
         let details = status.get_error_details();
         let violation = &details.bad_request().unwrap().field_violations[0];
         assert_eq!(violation.field, "lines[0].quantity");
+    }
+
+    #[test]
+    fn not_found_field_names_the_field_in_its_details() {
+        let status = not_found_field(
+            "lines[1].product_id",
+            "product \"NOPE\" is not in the catalog",
+        );
+        assert_eq!(status.code(), Code::NotFound);
+        let details = status.get_error_details();
+        assert_eq!(
+            details.bad_request().unwrap().field_violations[0].field,
+            "lines[1].product_id"
+        );
     }
 
     #[test]

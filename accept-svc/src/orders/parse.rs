@@ -24,9 +24,10 @@ pub(crate) fn price(
         })
         .collect();
     price_lines(&requests, |id| catalog.get(id)).map_err(|violation| match violation {
-        OrderRuleViolation::UnknownProduct { .. } => {
-            ApiError::NotFound(format!("{}: {violation}", violation.field()))
-        }
+        OrderRuleViolation::UnknownProduct { .. } => ApiError::UnknownReference {
+            field: violation.field(),
+            message: violation.to_string(),
+        },
         other => ApiError::invalid(other.field(), other.to_string()),
     })
 }

@@ -91,7 +91,9 @@ fn the_catalog_contract_over_rest() {
     let page = rest.get("/api/products", None).ok(200);
     assert_eq!(page["offset"], 0);
     assert_eq!(page["size"], 12, "the original default page size");
-    let grpc_page = system.accept().ok(LIST_PRODUCTS, None, json!({ "size": 1 }));
+    let grpc_page = system
+        .accept()
+        .ok(LIST_PRODUCTS, None, json!({ "size": 1 }));
     assert_eq!(page["total"], grpc_page["total"], "every active product");
     assert!(page["total"].as_i64().unwrap() > 100, "{page}");
     assert_eq!(page["items"].as_array().map(Vec::len), Some(12));

@@ -343,7 +343,10 @@ mod tests {
         let status = Status::with_error_details(
             Code::NotFound,
             "lines[0].product_id: product \"NOPE\" is not in the catalog",
-            ErrorDetails::with_bad_request_violation("lines[0].product_id", "is not in the catalog"),
+            ErrorDetails::with_bad_request_violation(
+                "lines[0].product_id",
+                "is not in the catalog",
+            ),
         );
         let problem = upstream_problem(status, "accept-svc");
         assert_eq!(problem.status_code(), StatusCode::BAD_REQUEST);
