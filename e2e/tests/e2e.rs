@@ -378,8 +378,14 @@ fn bad_input_gets_a_clear_status_and_leaves_nothing_behind() {
     );
     let keys = system.redis_keys("*");
     assert!(
-        keys.iter().all(|k| k.ends_with(cid)),
+        keys.iter()
+            .all(|k| k.ends_with(cid) || k.ends_with("order:inflight:alice")),
         "only the good order has workflow keys: {keys:?}"
+    );
+    assert_eq!(
+        system.redis_hash_fields("order:inflight:alice"),
+        [int64(&order["orderId"]).to_string()],
+        "alice's in-flight orders hold only the good one"
     );
 }
 

@@ -238,6 +238,15 @@ impl System {
         keys.sort();
         keys
     }
+
+    /// The fields of the Redis hash `key` under this test's prefix.
+    pub(crate) fn redis_hash_fields(&self, key: &str) -> Vec<String> {
+        let mut conn = redis_connection();
+        redis::cmd("HKEYS")
+            .arg(format!("{}{key}", self.redis_prefix))
+            .query(&mut conn)
+            .expect("HKEYS on the test's prefix")
+    }
 }
 
 impl Drop for System {
