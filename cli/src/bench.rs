@@ -12,11 +12,6 @@ use std::{
 
 use anyhow::Context;
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
 use contoso_domain::UserId;
 use contoso_platform::auth::{AuthArgs, Authenticator};
 use contoso_proto::{
@@ -27,6 +22,11 @@ use contoso_proto::{
     orders::v1::{
         OrderLineRequest, OrderStatus, PlaceOrderRequest, order_service_client::OrderServiceClient,
     },
+};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
 };
 use tokio::{sync::Mutex, task::JoinSet};
 use tonic::{Request, transport::Channel};

@@ -4,4 +4,5 @@
 
 mod forwarding;
 mod http_routes;
+mod rest_layers;
 mod support;
