@@ -114,7 +114,9 @@ mod tests {
     #[tokio::test]
     async fn an_unknown_product_is_not_found() {
         let err = price(&[line("NOPE-000", 1)], &catalog().await).unwrap_err();
-        assert!(matches!(err, ApiError::NotFound(m) if m.contains("lines[0].product_id")));
+        assert!(
+            matches!(err, ApiError::UnknownReference { field, .. } if field == "lines[0].product_id")
+        );
     }
 
     #[tokio::test]
@@ -129,7 +131,7 @@ mod tests {
             .find(|p| !p.active)
             .expect("the catalog has inactive products");
         let err = price(&[line(&inactive.id, 1)], &catalog).unwrap_err();
-        assert!(matches!(err, ApiError::NotFound(_)));
+        assert!(matches!(err, ApiError::UnknownReference { .. }));
     }
 
     #[tokio::test]
