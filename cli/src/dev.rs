@@ -42,7 +42,8 @@ pub(crate) struct DevArgs {
     /// process-svc health endpoints (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:0")]
     process_addr: SocketAddr,
-    /// Directory with the built SPA, served by the gateway.
+    /// Directory with the built SPA, served by the gateway. Default: the checkout's
+    /// `gateway/web/dist`, built with npm first when missing or stale.
     #[arg(long, env = "WEB_DIR")]
     web_dir: Option<PathBuf>,
     #[command(flatten)]
@@ -113,6 +114,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     let auth = Arc::new(Authenticator::new(&args.auth.clone().or_dev_secret())?);
     let sealer = CustomerSealer::from_spec(DEV_SEAL_KEYS)?;
     let b = backends(&args).await?;
+    let web_dir = crate::web::dev_web_dir(args.web_dir.clone());
 
     // Bind everything first so a taken port fails before anything starts.
     let gateway_listener = bind(args.gateway_addr).await?;
@@ -174,7 +176,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
         gateway::Settings {
             accept_url: format!("http://{accept_addr}"),
             notify_url: format!("http://{notify_addr}"),
-            web_dir: args.web_dir.clone(),
+            web_dir,
             dev_auth: true,
             ..gateway::Settings::default()
         },

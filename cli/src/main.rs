@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod dev;
+mod web;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -173,7 +173,7 @@ fn http_routes(
         router = router.merge(dev_token::router(deps.auth.clone(), settings.dev_token_ttl));
     }
     let mut router = router
-        .merge(web::router(settings.web_dir.as_deref()))
+        .merge(web::router(settings.web_dir.as_deref(), settings.dev_auth))
         // Layers run outside in from the last one: the request id first, so the trace and
         // every problem carry it.
         .layer(DefaultBodyLimit::disable())

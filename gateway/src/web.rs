@@ -1,5 +1,8 @@
 //! The SPA: static files from the web directory, and `index.html` for any other GET of a path that
-//! looks like a client-side route (`/orders/42`), so deep links and refreshes work.
+//! looks like a client-side route (`/orders/42`), so deep links and refreshes work. Hashed assets
+//! (`/assets/*`) are cached for a year as immutable; `index.html` is revalidated on every load, so
+//! a deployment reaches every browser at its next navigation. `GET /app-config.json` tells the app
+//! how to sign in.
 //!
 //! The catch-all also sees whatever no other route claims, gRPC included, so it keeps the answers
 //! those callers expect: UNIMPLEMENTED for an unknown gRPC method, problem+json 404 under `/api`
@@ -12,13 +15,14 @@ use std::{
 };
 
 use axum::{
-    Router,
+    Json, Router,
     body::Body,
     extract::{Request, State},
     http::{HeaderValue, Method, StatusCode, header},
     response::{Html, IntoResponse, Response},
-    routing::any,
+    routing::{any, get},
 };
+use serde::Serialize;
 use tower::ServiceExt as _;
 use tower_http::services::{ServeDir, ServeFile, fs::ServeFileSystemResponseBody};
 
@@ -37,9 +41,27 @@ enum Spa {
     NotBuilt,
 }
 
-pub(crate) fn router(web_dir: Option<&Path>) -> Router {
+/// Hashed file names: safe to keep forever.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// `index.html` and anything not hashed: always ask the server whether it changed.
+const REVALIDATE: &str = "no-cache";
+
+/// What the app needs to know before signing in.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AppConfig {
+    /// `POST /dev/token` is on.
+    dev_auth: bool,
+}
+
+pub(crate) fn router(web_dir: Option<&Path>, dev_auth: bool) -> Router {
     let spa = web_dir.map_or(Spa::NotBuilt, |dir| Spa::Dir(dir.to_owned()));
+    let config = AppConfig { dev_auth };
     Router::new()
+        .route(
+            "/app-config.json",
+            get(move || async move { ([(header::CACHE_CONTROL, REVALIDATE)], Json(config)) }),
+        )
         .route("/", any(serve))
         .route("/{*path}", any(serve))
         .with_state(Arc::new(spa))
@@ -67,17 +89,37 @@ async fn serve(State(spa): State<Arc<Spa>>, request: Request) -> Response {
     match &*spa {
         Spa::NotBuilt if path == "/" => Html(NOT_BUILT).into_response(),
         Spa::NotBuilt => Problem::not_found().into_response(),
-        Spa::Dir(dir) if is_asset(path) => respond(ServeDir::new(dir).oneshot(request).await),
+        Spa::Dir(dir) if is_asset(path) => {
+            let cache = if path.starts_with("/assets/") {
+                IMMUTABLE
+            } else {
+                REVALIDATE
+            };
+            respond(ServeDir::new(dir).oneshot(request).await, cache)
+        }
         Spa::Dir(dir) => {
             let index = ServeFile::new(dir.join("index.html"));
-            respond(ServeDir::new(dir).fallback(index).oneshot(request).await)
+            respond(
+                ServeDir::new(dir).fallback(index).oneshot(request).await,
+                REVALIDATE,
+            )
         }
     }
 }
 
-fn respond(result: Result<http::Response<ServeFileSystemResponseBody>, Infallible>) -> Response {
+fn respond(
+    result: Result<http::Response<ServeFileSystemResponseBody>, Infallible>,
+    cache: &'static str,
+) -> Response {
     match result {
-        Ok(response) => response.map(Body::new),
+        Ok(mut response) => {
+            if response.status().is_success() {
+                response
+                    .headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+            }
+            response.map(Body::new)
+        }
         Err(never) => match never {},
     }
 }

@@ -264,3 +264,37 @@ async fn run_refuses_a_web_dir_without_an_index_html() {
     let err = result.expect_err("a web dir without index.html is a configuration error");
     assert!(format!("{err:#}").contains("index.html"), "{err:#}");
 }
+
+/// The `Cache-Control` the SPA answers `path` with.
+async fn cache_control_of(path: &str) -> String {
+    let (_dir, router) = spa();
+    let response = router.oneshot(get(path)).await.expect("infallible");
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
+    response.headers()[header::CACHE_CONTROL]
+        .to_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn hashed_assets_are_immutable_and_the_index_is_revalidated() {
+    assert!(
+        cache_control_of("/assets/app.js")
+            .await
+            .contains("immutable")
+    );
+    assert_eq!(cache_control_of("/").await, "no-cache");
+    assert_eq!(cache_control_of("/orders/42").await, "no-cache");
+}
+
+#[tokio::test]
+async fn the_app_config_says_whether_the_dev_login_is_on() {
+    let answer = send(dev_router(), get("/app-config.json")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.json(), json!({ "devAuth": true }));
+    let router = http_router(&deps(), &Settings::default(), CancellationToken::new()).unwrap();
+    assert_eq!(
+        send(router, get("/app-config.json")).await.json(),
+        json!({ "devAuth": false })
+    );
+}
