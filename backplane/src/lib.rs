@@ -20,8 +20,10 @@ pub mod redis;
 pub use self::memory::MemoryBackplane;
 pub use self::redis::RedisBackplane;
 
-/// Updates for one user, until the stream is dropped. A subscriber that falls too far behind
-/// skips the oldest updates rather than holding memory without bound.
+/// Updates for one user, until the stream is dropped. A subscriber that falls too far behind (more
+/// than the per-user buffer) sees the stream end rather than silently skip updates: the caller
+/// treats it as a lost subscription (notify-svc ends the watch with UNAVAILABLE and the client
+/// takes a fresh snapshot), and publishers are never held back.
 pub type UpdateStream = BoxStream<'static, StatusUpdate>;
 
 /// Why the backplane could not publish or subscribe.
@@ -61,11 +63,11 @@ pub trait Backplane: Send + Sync + fmt::Debug {
     async fn is_ready(&self) -> bool;
 }
 
-/// Updates one process buffers per user before a slow stream starts skipping.
+/// Updates one process buffers per user before a slow stream is ended.
 pub(crate) const USER_CHANNEL_CAPACITY: usize = 256;
 
-/// Wraps one user's broadcast receiver as an [`UpdateStream`]. A lagging stream skips what it
-/// missed (with a warning) instead of holding publishers back. `on_drop` is dropped right after
+/// Wraps one user's broadcast receiver as an [`UpdateStream`]. A lagging stream ends (with a
+/// warning) instead of holding publishers back or skipping what it missed. `on_drop` is dropped right after
 /// the receiver, so an adapter can count the receivers left and clean up that user's channel.
 pub(crate) fn update_stream<G>(rx: broadcast::Receiver<StatusUpdate>, on_drop: G) -> UpdateStream
 where
@@ -90,14 +92,17 @@ impl<G: Unpin> Stream for Guarded<G> {
         let Some(updates) = self.updates.as_mut() else {
             return Poll::Ready(None);
         };
-        loop {
-            match ready!(updates.poll_next_unpin(cx)) {
-                Some(Ok(update)) => return Poll::Ready(Some(update)),
-                Some(Err(BroadcastStreamRecvError::Lagged(skipped))) => {
-                    tracing::warn!(skipped, "a status stream fell behind and skipped updates");
-                }
-                None => return Poll::Ready(None),
+        match ready!(updates.poll_next_unpin(cx)) {
+            Some(Ok(update)) => Poll::Ready(Some(update)),
+            Some(Err(BroadcastStreamRecvError::Lagged(missed))) => {
+                tracing::warn!(
+                    missed,
+                    "a status stream fell behind; ending it so its client takes a fresh snapshot"
+                );
+                self.updates = None;
+                Poll::Ready(None)
             }
+            None => Poll::Ready(None),
         }
     }
 }

@@ -570,6 +570,33 @@ async fn shutdown_ends_open_streams_cleanly() {
 }
 
 #[tokio::test]
+async fn a_watch_that_falls_behind_ends_with_unavailable_instead_of_skipping_updates() {
+    let backplane = Arc::new(MemoryBackplane::new());
+    let harness = Harness::start_with(fast_settings(), backplane.clone()).await;
+    let mut stream = harness.watch("alice", &[]).await.expect("the stream opens");
+    let alice = UserId::parse("alice").expect("a valid user id");
+    // Far more than the per-user buffer plus what the transport holds, while the client reads
+    // nothing: the watch falls behind.
+    for _ in 0..5_000 {
+        let update = StatusUpdate {
+            correlation_id: CorrelationId::new(),
+            status: OrderStatus::Processing,
+            order_id: None,
+            occurred_at: chrono::Utc::now(),
+            reason: String::new(),
+        };
+        backplane
+            .publish(&alice, &update)
+            .await
+            .expect("publishing never blocks");
+    }
+    let end = stream_end(&mut stream).await;
+    let status = end.expect_err("a lagging stream ends with an error, not cleanly or never");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    harness.stop().await;
+}
+
+#[tokio::test]
 async fn an_ended_backplane_subscription_ends_the_stream_with_unavailable() {
     let backplane = Arc::new(Severing::default());
     let harness = Harness::start_with(fast_settings(), backplane.clone()).await;

@@ -141,11 +141,12 @@ async fn send_all(
                     continue;
                 }
                 None => {
-                    // Without the subscription this stream would go silent; the client
-                    // reconnects and subscribes again.
-                    let _ = sink.tx.try_send(Err(Status::unavailable(
-                        "status updates were interrupted; reconnect",
-                    )));
+                    // The subscription was lost or fell behind: without it this stream would go
+                    // silent or miss updates, so it ends with UNAVAILABLE and the client
+                    // reconnects and takes a fresh snapshot. Waits for room like any other item
+                    // (a lagging client's channel is full), within the stall timeout.
+                    let ended = Err(Status::unavailable("status updates were interrupted; reconnect"));
+                    let _ = tokio::time::timeout(sink.stall_timeout, sink.tx.send(ended)).await;
                     return Stop::BackplaneLost;
                 }
             },
