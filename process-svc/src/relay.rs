@@ -103,9 +103,26 @@ impl Relay {
         BatchEnd::Relayed { full }
     }
 
-    /// Publishes one entry, completes it and moves the status to COMPLETED. False when the bus or
-    /// the store failed, so the rest of the batch is left for later.
+    /// Moves the status to COMPLETED, then publishes the entry and completes it. False when the
+    /// workflow state, the bus or the store failed, so the entry is retried after its lease.
+    ///
+    /// The status comes first: once `orders.processed` is out, a watch opened at any moment must
+    /// find COMPLETED either in its snapshot or on its live stream, never PROCESSING and then
+    /// silence. A replay of these steps is harmless: the status only moves forward, the broker
+    /// drops a second copy within its window, and completing twice changes nothing.
     async fn relay(&self, entry: &OutboxEntry) -> bool {
+        if let Err(e) = self
+            .state
+            .advance(
+                entry.correlation_id,
+                OrderStatus::Completed,
+                Some(entry.order_id),
+            )
+            .await
+        {
+            tracing::warn!(error = %Report(&e), "recording COMPLETED in workflow state failed; will retry");
+            return false;
+        }
         let envelope = Envelope {
             topic: Topic::OrderProcessed,
             message_id: event::processed_message_id(entry.correlation_id),
@@ -120,20 +137,7 @@ impl Relay {
             tracing::warn!(error = %Report(&e), "completing the outbox entry failed; will retry");
             return false;
         }
-        match self
-            .state
-            .advance(
-                entry.correlation_id,
-                OrderStatus::Completed,
-                Some(entry.order_id),
-            )
-            .await
-        {
-            Ok(_) => tracing::info!("order completed"),
-            Err(e) => {
-                tracing::warn!(error = %Report(&e), "order completed, but recording COMPLETED in workflow state failed")
-            }
-        }
+        tracing::info!("order completed");
         true
     }
 }

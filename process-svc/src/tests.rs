@@ -5,7 +5,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU32, Ordering},
+        atomic::{AtomicU32, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -53,11 +53,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Workflow state that records every `advance` and whether it moved the status.
+/// Workflow state that records every `advance` and whether it moved the status, and can fail the
+/// next few COMPLETED advances as an unreachable Redis would.
 #[derive(Debug)]
 struct RecordingState {
     inner: MemoryState,
     advances: Arc<Mutex<Vec<(OrderStatus, bool)>>>,
+    completed_outages: Arc<AtomicUsize>,
 }
 
 #[async_trait]
@@ -68,6 +70,17 @@ impl StatusWriter for RecordingState {
         status: OrderStatus,
         order_id: Option<OrderId>,
     ) -> Result<bool, StateError> {
+        let outage = status == OrderStatus::Completed
+            && self
+                .completed_outages
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if outage {
+            return Err(StateError::Unavailable {
+                context: "advancing an order's status".into(),
+                source: "scripted Redis outage".into(),
+            });
+        }
         let advanced = self.inner.advance(cid, status, order_id).await?;
         lock(&self.advances).push((status, advanced));
         Ok(advanced)
@@ -194,6 +207,7 @@ struct Harness {
     /// The worker's consumer answers through this; `bus` above is for publishing and observing.
     recording: RecordingBus,
     advances: Arc<Mutex<Vec<(OrderStatus, bool)>>>,
+    completed_outages: Arc<AtomicUsize>,
     addr: std::net::SocketAddr,
     shutdown: CancellationToken,
     running: JoinHandle<anyhow::Result<()>>,
@@ -211,11 +225,13 @@ impl Harness {
         let sealer = CustomerSealer::from_spec(DEV_SEAL_KEYS).expect("dev seal key");
         let recording = RecordingBus::new(Arc::new(bus.clone()));
         let advances = Arc::new(Mutex::new(Vec::new()));
+        let completed_outages = Arc::new(AtomicUsize::new(0));
         let deps = Deps {
             bus: Arc::new(recording.clone()),
             state: Arc::new(RecordingState {
                 inner: state.clone(),
                 advances: advances.clone(),
+                completed_outages: completed_outages.clone(),
             }),
             orders: store.clone(),
             outbox: store.clone(),
@@ -236,6 +252,7 @@ impl Harness {
             settings,
             recording,
             advances,
+            completed_outages,
             addr,
             shutdown,
             running,
@@ -460,6 +477,50 @@ async fn the_workflow_status_moves_from_accepted_through_processing_to_completed
             (OrderStatus::Processing, true),
             (OrderStatus::Completed, true)
         ]
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn completed_is_recorded_in_the_workflow_state_before_it_is_announced_even_after_a_redis_error()
+ {
+    let settings = Settings {
+        outbox_lease: Duration::from_millis(200),
+        outbox_poll_interval: Duration::from_millis(50),
+        ..Settings::default()
+    };
+    let harness = Harness::start_with(ScriptedStore::default(), settings).await;
+    harness.completed_outages.store(1, Ordering::SeqCst);
+    let (order, event) = harness.accepted_order("erin").await;
+    let cid = order.correlation_id;
+    let mut observer = harness.observer().await;
+    harness
+        .publish(&cid.to_string(), event.encode_to_vec())
+        .await;
+
+    // The first attempt to record COMPLETED fails. The relay must not announce the order as
+    // processed before the workflow state says COMPLETED (a watch opened in between would get a
+    // stale snapshot and never hear of it), and must come back to it.
+    loop {
+        let delivery = next_delivery(&mut observer).await;
+        if delivery.topic == Topic::OrderProcessed {
+            let status = harness.state.status(cid).await.expect("status");
+            assert_eq!(
+                status.map(|s| s.status),
+                Some(OrderStatus::Completed),
+                "announced before the workflow state was COMPLETED"
+            );
+            break;
+        }
+    }
+    harness.wait_until_completed(order.order_id).await;
+    assert_eq!(
+        *lock(&harness.advances),
+        [
+            (OrderStatus::Processing, true),
+            (OrderStatus::Completed, true)
+        ],
+        "COMPLETED was recorded once it could be, before anything announced it"
     );
     harness.stop().await;
 }
