@@ -111,6 +111,11 @@ pub trait IntakeState: StatusReader {
     /// set, all with the workflow TTL (the set's TTL is refreshed). Returns how many in-flight
     /// entries the owner now holds (expired ones not yet removed included), so a caller can
     /// prune a set that grows.
+    ///
+    /// Calling it again for the same order (a keyed retry replaying its intake) writes only what
+    /// is missing or expired: a status already there is kept as it is (never moved back to
+    /// ACCEPTED; only a missing order id is filled in), and neither an existing map nor an
+    /// existing in-flight entry is rewritten or has its TTL extended.
     async fn record_accepted(
         &self,
         cid: CorrelationId,

@@ -236,32 +236,45 @@ impl IntakeState for MemoryState {
         let now = Instant::now();
         let expires_at = now + self.ttl;
         let mut tables = self.tables_for_write(now);
-        tables.owners.insert(
-            cid,
-            Expiring {
-                value: owner.clone(),
-                expires_at,
-            },
-        );
-        tables.statuses.insert(
-            cid,
-            Expiring {
-                value: StatusRecord {
-                    status: OrderStatus::Accepted,
-                    order_id: Some(order_id),
-                    updated_at: Utc::now(),
+        // Like the Redis script: only what is missing (or expired) is written, so a replay never
+        // moves a status back nor extends what is there.
+        if !tables.owners.get(&cid).is_some_and(|e| e.live(now)) {
+            tables.owners.insert(
+                cid,
+                Expiring {
+                    value: owner.clone(),
+                    expires_at,
                 },
-                expires_at,
-            },
-        );
+            );
+        }
+        match tables.statuses.get_mut(&cid).filter(|e| e.live(now)) {
+            Some(current) => {
+                current.value.order_id.get_or_insert(order_id);
+            }
+            None => {
+                tables.statuses.insert(
+                    cid,
+                    Expiring {
+                        value: StatusRecord {
+                            status: OrderStatus::Accepted,
+                            order_id: Some(order_id),
+                            updated_at: Utc::now(),
+                        },
+                        expires_at,
+                    },
+                );
+            }
+        }
         let mine = tables.inflight.entry(owner.clone()).or_default();
-        mine.insert(
-            order_id,
-            Expiring {
-                value: snapshot.to_vec(),
-                expires_at,
-            },
-        );
+        if !mine.get(&order_id).is_some_and(|e| e.live(now)) {
+            mine.insert(
+                order_id,
+                Expiring {
+                    value: snapshot.to_vec(),
+                    expires_at,
+                },
+            );
+        }
         Ok(mine.len())
     }
 

@@ -66,6 +66,37 @@ redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return 1
 ";
 
+/// Records an accepted order, or replays its recording: writes only what is missing, so a keyed
+/// retry never moves a status back (or rewrites its time) nor refreshes what is there. A missing
+/// or expired in-flight entry is written; the in-flight hash's TTL is refreshed, as on every write
+/// to it.
+///
+/// KEYS: owner map, status hash, in-flight hash. ARGV: owner, order id, updated_at, TTL in ms,
+/// now in Unix ms, in-flight value (write time, then snapshot). Returns the in-flight hash's length.
+const RECORD_ACCEPTED_LUA: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[4])
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('HSET', KEYS[2], 'status', 'ACCEPTED', 'order_id', ARGV[2], 'updated_at', ARGV[3])
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+else
+  redis.call('HSETNX', KEYS[2], 'order_id', ARGV[2])
+end
+local entry = redis.call('HGET', KEYS[3], ARGV[2])
+local live = false
+if entry and string.len(entry) >= 8 then
+  local written_at = 0
+  for i = 1, 8 do
+    written_at = written_at * 256 + string.byte(entry, i)
+  end
+  live = tonumber(ARGV[5]) - written_at < tonumber(ARGV[4])
+end
+if not live then
+  redis.call('HSET', KEYS[3], ARGV[2], ARGV[6])
+end
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+return redis.call('HLEN', KEYS[3])
+";
+
 /// Takes an idempotency key if it is free; otherwise returns what it holds, read in the same
 /// atomic step so an expiry in between cannot be mistaken for a free key.
 ///
@@ -105,6 +136,7 @@ pub struct RedisState {
     idempotency_ttl: Duration,
     claim_ttl: Duration,
     advance: Script,
+    record: Script,
     claim: Script,
     release: Script,
 }
@@ -143,6 +175,7 @@ impl RedisState {
             idempotency_ttl: DEFAULT_IDEMPOTENCY_TTL,
             claim_ttl: DEFAULT_CLAIM_TTL.min(DEFAULT_IDEMPOTENCY_TTL),
             advance: Script::new(ADVANCE_LUA),
+            record: Script::new(RECORD_ACCEPTED_LUA),
             claim: Script::new(CLAIM_LUA),
             release: Script::new(RELEASE_LUA),
         })
@@ -225,10 +258,10 @@ fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-/// An in-flight hash value: the write time, then the snapshot.
-fn inflight_value(snapshot: &[u8]) -> Vec<u8> {
+/// An in-flight hash value: the write time (Unix ms), then the snapshot.
+fn inflight_value_at(written_at: i64, snapshot: &[u8]) -> Vec<u8> {
     let mut value = Vec::with_capacity(WRITTEN_AT_LEN + snapshot.len());
-    value.extend_from_slice(&Utc::now().timestamp_millis().to_be_bytes());
+    value.extend_from_slice(&written_at.to_be_bytes());
     value.extend_from_slice(snapshot);
     value
 }
@@ -358,46 +391,23 @@ impl IntakeState for RedisState {
         order_id: OrderId,
         snapshot: &[u8],
     ) -> Result<usize, StateError> {
-        let (map_key, status_key) = (self.map_key(cid), self.status_key(cid));
-        let inflight_key = self.inflight_key(owner);
-        let ttl = self.ttl_ms();
-        // MULTI/EXEC: a reader never sees the map, the status or the in-flight entry without the
-        // others, nor any of them without a TTL.
-        let (held,): (usize,) = redis::pipe()
-            .atomic()
-            .cmd("SET")
-            .arg(&map_key)
+        let status_key = self.status_key(cid);
+        let now = Utc::now();
+        let now_ms = now.timestamp_millis();
+        // One script: a reader never sees the map, the status or the in-flight entry without the
+        // others, nor any of them without a TTL; and a replay writes only what is missing.
+        let held: usize = self
+            .record
+            .key(self.map_key(cid))
+            .key(&status_key)
+            .key(self.inflight_key(owner))
             .arg(owner.as_str())
-            .arg("PX")
-            .arg(ttl)
-            .ignore()
-            .del(&status_key)
-            .ignore()
-            .hset_multiple(
-                &status_key,
-                &[
-                    ("status", OrderStatus::Accepted.as_str().to_owned()),
-                    ("order_id", order_id.get().to_string()),
-                    ("updated_at", timestamp(Utc::now())),
-                ],
-            )
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&status_key)
-            .arg(ttl)
-            .ignore()
-            .hset(
-                &inflight_key,
-                order_id.get().to_string(),
-                inflight_value(snapshot),
-            )
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&inflight_key)
-            .arg(ttl)
-            .ignore()
-            .hlen(&inflight_key)
-            .query_async(&mut self.conn.clone())
+            .arg(order_id.get().to_string())
+            .arg(timestamp(now))
+            .arg(self.ttl_ms())
+            .arg(now_ms)
+            .arg(inflight_value_at(now_ms, snapshot))
+            .invoke_async(&mut self.conn.clone())
             .await
             .map_err(|e| redis_error("recording an accepted order", &status_key, e))?;
         Ok(held)

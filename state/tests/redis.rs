@@ -296,7 +296,7 @@ async fn record_accepted_keeps_the_snapshot_in_the_owners_inflight_set(subject: 
     assert_eq!(state.inflight_order(&alice, order(23)).await.unwrap(), None);
     assert_inflight_ttl(subject, &alice).await;
 
-    // A retry recording the same order again replaces its entry.
+    // A retry recording the same order again keeps the entry already there.
     let held = state
         .record_accepted(CorrelationId::new(), &alice, order(21), b"again")
         .await
@@ -304,8 +304,92 @@ async fn record_accepted_keeps_the_snapshot_in_the_owners_inflight_set(subject: 
     assert_eq!(held, 2);
     assert_eq!(
         state.inflight_order(&alice, order(21)).await.unwrap(),
+        Some(b"\x00one\xff".to_vec())
+    );
+}
+
+/// A keyed retry replays the intake of an order that may be far along: the replay restores what
+/// is missing and never moves a status back.
+async fn replaying_record_accepted_never_moves_a_status_back_and_restores_only_what_is_missing(
+    subject: &dyn Subject,
+) {
+    use OrderStatus::*;
+    let state = subject.state();
+    let alice = user("alice");
+    for far_along in [vec![Processing], vec![Processing, Completed], vec![Failed]] {
+        let cid = CorrelationId::new();
+        state
+            .record_accepted(cid, &alice, order(51), b"first")
+            .await
+            .unwrap();
+        for status in &far_along {
+            assert!(state.advance(cid, *status, None).await.unwrap());
+        }
+        let before = state.status(cid).await.unwrap().unwrap();
+
+        let held = state
+            .record_accepted(cid, &alice, order(51), b"replayed")
+            .await
+            .unwrap();
+        assert_eq!(held, 1, "the replay added no entry");
+        assert_eq!(
+            state.status(cid).await.unwrap().unwrap(),
+            before,
+            "after {far_along:?}: status, order id and update time unchanged"
+        );
+        assert_eq!(state.owner(cid).await.unwrap(), Some(alice.clone()));
+        assert_eq!(
+            state.inflight_order(&alice, order(51)).await.unwrap(),
+            Some(b"first".to_vec()),
+            "the replay keeps the entry already there"
+        );
+        assert_ttls(subject, cid, true).await;
+        state.drop_inflight(&alice, &[order(51)]).await.unwrap();
+    }
+
+    // A status recreated by a late advance (no map, no order id): the replay restores the map and
+    // the order id and keeps the later status.
+    let recreated = CorrelationId::new();
+    assert!(state.advance(recreated, Processing, None).await.unwrap());
+    state
+        .record_accepted(recreated, &alice, order(52), b"o")
+        .await
+        .unwrap();
+    let record = state.status(recreated).await.unwrap().unwrap();
+    assert_eq!(
+        (record.status, record.order_id),
+        (Processing, Some(order(52)))
+    );
+    assert_eq!(state.owner(recreated).await.unwrap(), Some(alice.clone()));
+    assert_ttls(subject, recreated, true).await;
+
+    // Everything expired: the replay writes it all again.
+    let expired = CorrelationId::new();
+    state
+        .record_accepted(expired, &alice, order(53), b"first")
+        .await
+        .unwrap();
+    assert!(state.advance(expired, Completed, None).await.unwrap());
+    subject.age(expired, TTL + Duration::from_secs(1)).await;
+    subject
+        .age_inflight(&alice, TTL + Duration::from_secs(1))
+        .await;
+    assert_eq!(state.status(expired).await.unwrap(), None);
+    state
+        .record_accepted(expired, &alice, order(53), b"again")
+        .await
+        .unwrap();
+    let record = state.status(expired).await.unwrap().unwrap();
+    assert_eq!(
+        (record.status, record.order_id),
+        (Accepted, Some(order(53)))
+    );
+    assert_eq!(state.owner(expired).await.unwrap(), Some(alice.clone()));
+    assert_eq!(
+        state.inflight_order(&alice, order(53)).await.unwrap(),
         Some(b"again".to_vec())
     );
+    assert_ttls(subject, expired, true).await;
 }
 
 async fn drop_inflight_removes_only_the_named_orders(subject: &dyn Subject) {
@@ -665,6 +749,7 @@ contract!(
     record_accepted_keeps_the_snapshot_in_the_owners_inflight_set,
     drop_inflight_removes_only_the_named_orders,
     forget_removes_the_inflight_entry_too,
+    replaying_record_accepted_never_moves_a_status_back_and_restores_only_what_is_missing,
     inflight_entries_expire_a_ttl_after_they_were_written,
     advance_only_moves_forward,
     advance_keeps_the_known_order_id_when_given_none,
