@@ -160,6 +160,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
         notify_svc::Deps {
             bus: b.bus.clone(),
             state: b.state.clone(),
+            status_writer: b.state.clone(),
             backplane: b.backplane.clone(),
             authenticator: auth.clone(),
             readiness: Readiness::new(),

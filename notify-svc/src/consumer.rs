@@ -10,8 +10,9 @@ use std::{sync::Arc, time::Duration};
 
 use contoso_backplane::Backplane;
 use contoso_bus::{Bus, ConsumerSpec, Deliveries, Delivery, Topic};
+use contoso_domain::Report;
 use contoso_domain::{CorrelationId, StatusUpdate, UserId};
-use contoso_state::{StateError, StatusReader};
+use contoso_state::{StateError, StatusReader, StatusWriter};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -33,6 +34,7 @@ pub(crate) enum Outcome {
 #[derive(Debug)]
 pub(crate) struct Consumer {
     state: Arc<dyn StatusReader>,
+    status_writer: Arc<dyn StatusWriter>,
     backplane: Arc<dyn Backplane>,
     settings: Arc<Settings>,
 }
@@ -40,11 +42,13 @@ pub(crate) struct Consumer {
 impl Consumer {
     pub(crate) fn new(
         state: Arc<dyn StatusReader>,
+        status_writer: Arc<dyn StatusWriter>,
         backplane: Arc<dyn Backplane>,
         settings: Arc<Settings>,
     ) -> Self {
         Self {
             state,
+            status_writer,
             backplane,
             settings,
         }
@@ -105,10 +109,21 @@ impl Consumer {
                 return Outcome::Retry(self.settings.missing_owner_redelivery);
             }
             Err(error) => {
-                tracing::warn!(%error, "looking up the owner failed; retrying later");
+                tracing::warn!(error = %Report(&error), "looking up the owner failed; retrying later");
                 return Outcome::Retry(backoff(self.settings.retry_backoff, attempt));
             }
         };
+        // Recorded before it is announced: a watch opened after this update reaches anyone finds
+        // it (or a later status) in its snapshot, even if the sender's own write failed. Only
+        // moves forward, so a late or repeated event changes nothing.
+        if let Err(error) = self
+            .status_writer
+            .advance(update.correlation_id, update.status, update.order_id)
+            .await
+        {
+            tracing::warn!(error = %Report(&error), "recording the status failed; retrying later");
+            return Outcome::Retry(backoff(self.settings.retry_backoff, attempt));
+        }
         match self.backplane.publish(&owner, &update).await {
             Ok(()) => {
                 tracing::debug!(status = %update.status, "status update published to the backplane");

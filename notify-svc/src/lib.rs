@@ -16,7 +16,7 @@ use contoso_platform::{
     server::{GrpcHost, Readiness, ServerLimits},
 };
 use contoso_proto::notify::v1::order_status_service_server::OrderStatusServiceServer;
-use contoso_state::StatusReader;
+use contoso_state::{StatusReader, StatusWriter};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
@@ -37,8 +37,11 @@ mod tests;
 #[derive(Debug, Clone)]
 pub struct Deps {
     pub bus: Arc<dyn Bus>,
-    /// Owners and statuses only: notify-svc never writes workflow state.
+    /// Owners and statuses, for routing and snapshots.
     pub state: Arc<dyn StatusReader>,
+    /// Moves a status forward before its event is fanned out, so a snapshot taken after the
+    /// update never shows an older status (the same store as `state`).
+    pub status_writer: Arc<dyn StatusWriter>,
     pub backplane: Arc<dyn Backplane>,
     pub authenticator: Arc<Authenticator>,
     pub readiness: Readiness,
@@ -121,6 +124,7 @@ pub async fn run(
     let mut consuming = tokio::spawn(consumer::run(
         Arc::new(consumer::Consumer::new(
             deps.state.clone(),
+            deps.status_writer.clone(),
             deps.backplane.clone(),
             settings.clone(),
         )),

@@ -79,7 +79,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let deps = Deps {
         bus,
-        state,
+        state: state.clone(),
+        status_writer: state,
         backplane,
         authenticator: Arc::new(authenticator),
         readiness,

@@ -72,6 +72,7 @@ impl Harness {
         let deps = Deps {
             bus: bus.clone(),
             state: state.clone(),
+            status_writer: state.clone(),
             backplane,
             authenticator: Arc::new(auth.clone()),
             readiness: Readiness::new(),
@@ -566,6 +567,29 @@ async fn shutdown_ends_open_streams_cleanly() {
     harness.shutdown.cancel();
     let end = stream_end(&mut stream).await;
     assert!(matches!(end, Ok(None)), "the stream ended with {end:?}");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_status_event_is_recorded_before_it_is_fanned_out_so_later_snapshots_are_not_stale() {
+    let harness = Harness::start(fast_settings()).await;
+    let cid = harness.accepted("alice", 11).await;
+    let mut live = harness
+        .watch("alice", &[cid])
+        .await
+        .expect("the stream opens");
+    expect_update(&mut live, cid, OrderStatus::Accepted, 11).await;
+
+    // process-svc's own write of PROCESSING is missing (say Redis refused it); its event arrives.
+    harness.publish_processing(cid, 11, "").await;
+    expect_update(&mut live, cid, OrderStatus::Processing, 11).await;
+
+    // A watch opened now must not be told ACCEPTED.
+    let mut later = harness
+        .watch("alice", &[cid])
+        .await
+        .expect("the stream opens");
+    expect_update(&mut later, cid, OrderStatus::Processing, 11).await;
     harness.stop().await;
 }
 

@@ -63,9 +63,11 @@ impl Replica {
         let backplane = RedisBackplane::connect(&redis_url(), prefix)
             .await
             .expect("connecting the Redis backplane");
+        let state = Arc::new(state);
         let deps = Deps {
             bus: Arc::new(bus.clone()),
-            state: Arc::new(state),
+            state: state.clone(),
+            status_writer: state,
             backplane: Arc::new(backplane),
             authenticator: Arc::new(auth.clone()),
             readiness: Readiness::new(),
