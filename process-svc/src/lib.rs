@@ -64,6 +64,10 @@ pub struct Settings {
     pub outbox_batch_size: i64,
     /// How long a leased entry is reserved for this relay.
     pub outbox_lease: Duration,
+    /// How long published outbox entries are kept (for audit) before the relay deletes them.
+    pub outbox_retention: Duration,
+    /// How often the relay deletes published entries past their retention.
+    pub outbox_prune_interval: Duration,
     /// How long in-flight deliveries, and then the relay's last batch, may take after shutdown.
     pub drain_deadline: Duration,
     /// Limits of the health server.
@@ -81,6 +85,8 @@ impl Default for Settings {
             outbox_poll_interval: Duration::from_secs(1),
             outbox_batch_size: 50,
             outbox_lease: Duration::from_secs(30),
+            outbox_retention: Duration::from_secs(7 * 24 * 3600),
+            outbox_prune_interval: Duration::from_secs(600),
             drain_deadline: Duration::from_secs(20),
             server: ServerLimits::default(),
         }

@@ -41,6 +41,9 @@ struct Args {
     #[arg(long, env = "OUTBOX_POLL_INTERVAL_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(10..))]
     outbox_poll_interval_ms: u64,
+    /// How long published outbox rows are kept before the relay deletes them, in hours.
+    #[arg(long, env = "OUTBOX_RETENTION_HOURS", default_value_t = 168)]
+    outbox_retention_hours: u64,
     #[command(flatten)]
     nats: NatsArgs,
     #[command(flatten)]
@@ -80,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
         concurrency: args.process_concurrency as usize,
         max_deliver: args.max_deliver,
         outbox_poll_interval: Duration::from_millis(args.outbox_poll_interval_ms),
+        outbox_retention: Duration::from_secs(args.outbox_retention_hours.saturating_mul(3600)),
         server: args.server.limits(),
         ..Settings::default()
     };

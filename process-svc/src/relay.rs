@@ -27,6 +27,8 @@ pub(crate) struct Relay {
 
 /// Entries of one batch in flight at once.
 const RELAY_CONCURRENCY: usize = 16;
+/// Published entries deleted per statement when pruning.
+const PRUNE_BATCH: i64 = 500;
 
 /// How relaying one batch ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -44,11 +46,17 @@ impl Relay {
     pub(crate) async fn run(self, wake: Arc<Notify>, stop: CancellationToken) {
         let mut tick = tokio::time::interval(self.settings.outbox_poll_interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut prune = tokio::time::interval(self.settings.outbox_prune_interval);
+        prune.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = wake.notified() => {},
                 _ = tick.tick() => {},
+                _ = prune.tick() => {
+                    self.prune().await;
+                    continue;
+                }
             }
             while self.relay_batch().await == (BatchEnd::Relayed { full: true }) {
                 if stop.is_cancelled() {
@@ -65,6 +73,37 @@ impl Relay {
             );
         }
         tracing::info!("outbox relay stopped");
+    }
+
+    /// Deletes published entries past their retention, a batch at a time, until none is left;
+    /// a failure waits for the next prune tick. Several replicas may prune at once: each row goes
+    /// once.
+    async fn prune(&self) {
+        let mut total = 0;
+        loop {
+            match self
+                .outbox
+                .prune_published(self.settings.outbox_retention, PRUNE_BATCH)
+                .await
+            {
+                Ok(n) => {
+                    total += n;
+                    if n < PRUNE_BATCH as u64 {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %Report(&e), "pruning published outbox entries failed");
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            tracing::info!(
+                pruned = total,
+                "deleted published outbox entries past retention"
+            );
+        }
     }
 
     async fn relay_batch(&self) -> BatchEnd {

@@ -87,13 +87,15 @@ impl StatusWriter for RecordingState {
     }
 }
 
-/// A memory store whose `record_order` can fail a number of times, or wait for a permit.
+/// A memory store whose `record_order` can fail a number of times, or wait for a permit, and
+/// that records the retention of every outbox prune.
 #[derive(Debug)]
 struct ScriptedStore {
     inner: MemoryStore,
     outages_left: AtomicU32,
     entered: Notify,
     gate: Option<Semaphore>,
+    prunes: Mutex<Vec<Duration>>,
 }
 
 impl Default for ScriptedStore {
@@ -103,6 +105,7 @@ impl Default for ScriptedStore {
             outages_left: AtomicU32::new(0),
             entered: Notify::new(),
             gate: None,
+            prunes: Mutex::new(Vec::new()),
         }
     }
 }
@@ -194,6 +197,11 @@ impl Outbox for ScriptedStore {
 
     async fn complete(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
         self.inner.complete(entry).await
+    }
+
+    async fn prune_published(&self, older_than: Duration, limit: i64) -> Result<u64, StoreError> {
+        lock(&self.prunes).push(older_than);
+        self.inner.prune_published(older_than, limit).await
     }
 }
 
@@ -477,6 +485,27 @@ async fn the_workflow_status_moves_from_accepted_through_processing_to_completed
             (OrderStatus::Processing, true),
             (OrderStatus::Completed, true)
         ]
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn the_relay_prunes_published_outbox_entries_past_the_configured_retention() {
+    let retention = Duration::from_secs(5 * 3600);
+    let settings = Settings {
+        outbox_retention: retention,
+        outbox_prune_interval: Duration::from_millis(20),
+        ..Settings::default()
+    };
+    let harness = Harness::start_with(ScriptedStore::default(), settings).await;
+    eventually("two prunes", DEADLINE, || async {
+        lock(&harness.store.prunes).len() >= 2
+    })
+    .await;
+    assert!(
+        lock(&harness.store.prunes).iter().all(|d| *d == retention),
+        "{:?}",
+        lock(&harness.store.prunes)
     );
     harness.stop().await;
 }

@@ -27,7 +27,8 @@ pub const ORDER_ID_BLOCK_SIZE: i64 = 100;
 pub const PROCESSED_EVENT_KIND: &str = "orders.processed";
 
 /// The most rows one call returns (a page of [`OrderReader::list_orders`], a batch of
-/// [`Outbox::lease_pending`]); larger requests are clamped, so no caller can ask for everything.
+/// [`Outbox::lease_pending`], a prune of [`Outbox::prune_published`]); larger requests are
+/// clamped, so no caller can ask for everything.
 pub const MAX_BATCH: i64 = 500;
 
 /// A contiguous block of reserved order ids: `start..start + len`.
@@ -210,6 +211,15 @@ pub trait Outbox: Send + Sync + fmt::Debug {
     /// Marks the entry published and its order COMPLETED (unless its status is already final), in
     /// one transaction. Completing an entry twice is harmless.
     async fn complete(&self, entry: &OutboxEntry) -> Result<(), StoreError>;
+
+    /// Deletes up to `limit` entries published more than `older_than` ago, oldest first, and
+    /// returns how many went. Unpublished entries are never touched. (The memory store keeps no
+    /// published entries, so it has nothing to prune.)
+    async fn prune_published(
+        &self,
+        older_than: std::time::Duration,
+        limit: i64,
+    ) -> Result<u64, StoreError>;
 }
 
 /// Everything a full store offers.

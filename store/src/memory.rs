@@ -316,6 +316,11 @@ impl Outbox for MemoryStore {
             .collect())
     }
 
+    async fn prune_published(&self, _older_than: Duration, _limit: i64) -> Result<u64, StoreError> {
+        // `complete` already removed every published entry.
+        Ok(0)
+    }
+
     async fn complete(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
         let mut state = self.lock();
         state.outbox.remove(&entry.id);

@@ -664,6 +664,28 @@ impl Outbox for PgStore {
         rows.into_iter().map(OutboxEntry::try_from).collect()
     }
 
+    #[tracing::instrument(skip(self))]
+    async fn prune_published(&self, older_than: Duration, limit: i64) -> Result<u64, StoreError> {
+        let limit = limit.clamp(0, MAX_BATCH);
+        if limit == 0 {
+            return Ok(0);
+        }
+        let mut conn = self.conn().await?;
+        let deleted = diesel::sql_query(
+            "DELETE FROM outbox WHERE id IN ( \
+                 SELECT id FROM outbox \
+                 WHERE published_at IS NOT NULL \
+                   AND published_at < now() - make_interval(secs => $1) \
+                 ORDER BY published_at LIMIT $2)",
+        )
+        .bind::<Double, _>(older_than.as_secs_f64())
+        .bind::<BigInt, _>(limit)
+        .execute(&mut conn)
+        .await
+        .map_err(on_query("pruning published outbox entries"))?;
+        Ok(u64::try_from(deleted).unwrap_or(0))
+    }
+
     #[tracing::instrument(
         skip(self, entry),
         fields(correlation_id = %entry.correlation_id, order_id = %entry.order_id)
