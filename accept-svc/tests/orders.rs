@@ -4,7 +4,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -26,7 +26,7 @@ use contoso_proto::{
     },
 };
 use contoso_state::{MemoryState, StatusReader, StatusWriter};
-use contoso_store::{MemoryStore, OrderWriter};
+use contoso_store::{IdBlock, MemoryStore, OrderIdSource, OrderWriter, StoreError};
 use futures::StreamExt;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
@@ -51,15 +51,37 @@ impl Drop for Harness {
 }
 
 async fn start(bus: Arc<dyn Bus>) -> Harness {
+    start_with(bus, Options::default()).await
+}
+
+/// What a test may change in the harness.
+struct Options {
+    state: MemoryState,
+    /// The order id source; the store's own when `None`.
+    ids: Option<Arc<dyn OrderIdSource>>,
+    id_wait: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            state: MemoryState::new(Duration::from_secs(60)),
+            ids: None,
+            id_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+async fn start_with(bus: Arc<dyn Bus>, options: Options) -> Harness {
     let auth = Authenticator::new(&AuthArgs::dev()).unwrap();
-    let state = Arc::new(MemoryState::new(Duration::from_secs(60)));
+    let state = Arc::new(options.state);
     let store = Arc::new(MemoryStore::new().unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let deps = accept_svc::Deps {
         catalog: store.clone(),
-        ids: store.clone(),
+        ids: options.ids.unwrap_or_else(|| store.clone()),
         orders: store.clone(),
         state: state.clone(),
         bus: bus.clone(),
@@ -68,7 +90,7 @@ async fn start(bus: Arc<dyn Bus>) -> Harness {
         readiness: Readiness::new(),
     };
     let settings = accept_svc::Settings {
-        id_wait: Duration::from_secs(2),
+        id_wait: options.id_wait,
         ..Default::default()
     };
     tokio::spawn(accept_svc::run(listener, deps, settings, shutdown.clone()));
@@ -102,12 +124,12 @@ impl Harness {
         request
     }
 
-    async fn place(
+    fn place_request(
         &self,
         who: &str,
         lines: &[(&str, i32)],
         key: &str,
-    ) -> Result<pb::Order, tonic::Status> {
+    ) -> Request<PlaceOrderRequest> {
         let req = PlaceOrderRequest {
             lines: lines
                 .iter()
@@ -118,12 +140,37 @@ impl Harness {
                 .collect(),
             idempotency_key: key.into(),
         };
+        self.request(who, req)
+    }
+
+    async fn place(
+        &self,
+        who: &str,
+        lines: &[(&str, i32)],
+        key: &str,
+    ) -> Result<pb::Order, tonic::Status> {
         let response = self
             .client
             .clone()
-            .place_order(self.request(who, req))
+            .place_order(self.place_request(who, lines, key))
             .await?;
         Ok(response.into_inner().order.unwrap())
+    }
+
+    /// Starts a `PlaceOrder` in a task of its own, so the test can drop it (the client gives up,
+    /// and the server drops the handler with the stream).
+    fn spawn_place(
+        &self,
+        who: &str,
+        lines: &[(&str, i32)],
+        key: &str,
+    ) -> tokio::task::JoinHandle<Result<pb::Order, tonic::Status>> {
+        let mut client = self.client.clone();
+        let request = self.place_request(who, lines, key);
+        tokio::spawn(async move {
+            let response = client.place_order(request).await?;
+            Ok(response.into_inner().order.unwrap())
+        })
     }
 }
 
@@ -726,4 +773,261 @@ async fn the_same_key_with_other_lines_is_already_exists_and_publishes_nothing()
         (ids(&listed), listed.total),
         (vec![marker.order_id, first.order_id], 2)
     );
+}
+
+// ---- interrupted intakes (issue 8) ----------------------------------------------------------
+
+/// Where a [`StallingBus`] publish is.
+#[derive(Debug, Clone, PartialEq)]
+enum Stall {
+    Idle,
+    /// The message (this id) is stored, and the confirmation never comes.
+    Stalled(String),
+    /// The stalled publish was dropped with its request.
+    Dropped(String),
+}
+
+/// A broker that stores the first message it is given and then never confirms it, as a broker
+/// whose ack is lost while the caller is stopped (process killed, grpc-timeout, drain deadline).
+#[derive(Debug)]
+struct StallingBus {
+    inner: MemoryBus,
+    stall_next: AtomicBool,
+    stall: tokio::sync::watch::Sender<Stall>,
+    publishes: AtomicUsize,
+}
+
+impl StallingBus {
+    fn new() -> Self {
+        Self {
+            inner: MemoryBus::new(),
+            stall_next: AtomicBool::new(true),
+            stall: tokio::sync::watch::channel(Stall::Idle).0,
+            publishes: AtomicUsize::new(0),
+        }
+    }
+
+    /// Waits until the stall is where `reached` says, and returns it.
+    async fn wait_for(&self, what: &str, reached: impl Fn(&Stall) -> bool) -> Stall {
+        let mut rx = self.stall.subscribe();
+        tokio::time::timeout(Duration::from_secs(5), rx.wait_for(reached))
+            .await
+            .unwrap_or_else(|_| panic!("{what} within 5 s"))
+            .unwrap()
+            .clone()
+    }
+}
+
+/// Marks the stalled publish as dropped when its future goes away.
+struct DropMark<'a>(&'a tokio::sync::watch::Sender<Stall>, String);
+
+impl Drop for DropMark<'_> {
+    fn drop(&mut self) {
+        self.0.send_replace(Stall::Dropped(self.1.clone()));
+    }
+}
+
+#[async_trait]
+impl Bus for StallingBus {
+    async fn publish(&self, envelope: Envelope) -> Result<(), BusError> {
+        self.publishes.fetch_add(1, Ordering::SeqCst);
+        let id = envelope.message_id.clone();
+        self.inner.publish(envelope).await?;
+        if self.stall_next.swap(false, Ordering::SeqCst) {
+            let _mark = DropMark(&self.stall, id.clone());
+            self.stall.send_replace(Stall::Stalled(id));
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+    async fn consume(&self, spec: &ConsumerSpec) -> Result<Deliveries, BusError> {
+        self.inner.consume(spec).await
+    }
+    async fn is_ready(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn a_retry_after_the_first_request_stopped_mid_publish_answers_the_same_single_order() {
+    let bus = Arc::new(StallingBus::new());
+    // A claim that lapses quickly: the retry below then runs well past it.
+    let h = start_with(
+        bus.clone(),
+        Options {
+            state: MemoryState::new(Duration::from_secs(60))
+                .with_claim_ttl(Duration::from_millis(300)),
+            ..Options::default()
+        },
+    )
+    .await;
+    let lines = [("AZ-700", 1), ("AZ-104", 2)];
+
+    let first = h.spawn_place("alice", &lines, "cart-stop");
+    let Stall::Stalled(published) = bus
+        .wait_for("the first publish", |s| *s != Stall::Idle)
+        .await
+    else {
+        panic!("the first publish was not stalled");
+    };
+    first.abort();
+    bus.wait_for("the first request to be dropped", |s| {
+        matches!(s, Stall::Dropped(_))
+    })
+    .await;
+
+    // Once the first request is gone, a retry succeeds: the same order, published once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let retried = loop {
+        match h.place("alice", &lines, "cart-stop").await {
+            Err(e) if e.code() == Code::Aborted && tokio::time::Instant::now() < deadline => {
+                tokio::task::yield_now().await;
+            }
+            other => break other.expect("the retry after the first request was dropped"),
+        }
+    };
+    assert_eq!(
+        retried.correlation_id, published,
+        "the retry answers the order the stopped request published"
+    );
+    assert_eq!(
+        h.place("alice", &lines, "cart-stop").await.unwrap(),
+        retried
+    );
+    let err = h
+        .place("alice", &[("AZ-700", 1)], "cart-stop")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "other lines under the key");
+
+    let marker = h.place("alice", &[("CKA", 1)], "").await.unwrap();
+    let mut deliveries = h
+        .bus
+        .consume(&ConsumerSpec::new("test", [Topic::OrderAccepted]))
+        .await
+        .unwrap();
+    let event = next_accepted(&mut deliveries).await;
+    assert_eq!(
+        (event.correlation_id.as_str(), event.order_id),
+        (retried.correlation_id.as_str(), retried.order_id)
+    );
+    assert_eq!(
+        next_accepted(&mut deliveries).await.correlation_id,
+        marker.correlation_id,
+        "one order under the key, published once"
+    );
+    let cid: CorrelationId = retried.correlation_id.parse().unwrap();
+    assert_eq!(h.state.owner(cid).await.unwrap(), Some(user("alice")));
+    let listed = h.list("alice", 0, 10).await.unwrap();
+    assert_eq!(
+        ids(&listed),
+        vec![marker.order_id, retried.order_id],
+        "one order listed for the key"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_of_an_order_already_recorded_answers_it_without_publishing_again() {
+    let bus = Arc::new(StallingBus::new());
+    let h = start(bus.clone()).await;
+    let first = h.spawn_place("alice", &[("AZ-700", 1)], "cart-late");
+    bus.wait_for("the first publish", |s| *s != Stall::Idle)
+        .await;
+    first.abort();
+    bus.wait_for("the first request to be dropped", |s| {
+        matches!(s, Stall::Dropped(_))
+    })
+    .await;
+    // process-svc records and completes the order before the client retries.
+    let placed = h.list("alice", 0, 10).await.unwrap().orders[0].clone();
+    h.record("alice", &placed).await;
+    let cid: CorrelationId = placed.correlation_id.parse().unwrap();
+    assert!(
+        h.state
+            .advance(cid, OrderStatus::Completed, None)
+            .await
+            .unwrap()
+    );
+    let published = bus.publishes.load(Ordering::SeqCst);
+
+    let retried = h
+        .place("alice", &[("AZ-700", 1)], "cart-late")
+        .await
+        .unwrap();
+    assert_eq!(retried, placed, "the order as it was accepted");
+    assert_eq!(
+        bus.publishes.load(Ordering::SeqCst),
+        published,
+        "a recorded order is not published again"
+    );
+    assert_eq!(
+        h.state.status(cid).await.unwrap().unwrap().status,
+        OrderStatus::Completed
+    );
+}
+
+/// An id source that hands out nothing until it is opened.
+#[derive(Debug)]
+struct GatedIds {
+    inner: MemoryStore,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+#[async_trait]
+impl OrderIdSource for GatedIds {
+    async fn reserve_block(&self) -> Result<IdBlock, StoreError> {
+        let mut open = self.open.subscribe();
+        // The sender lives as long as `self`.
+        let _ = open.wait_for(|open| *open).await;
+        self.inner.reserve_block().await
+    }
+}
+
+#[tokio::test]
+async fn a_request_dropped_before_its_order_exists_frees_its_key_at_once() {
+    let ids = Arc::new(GatedIds {
+        inner: MemoryStore::new().unwrap(),
+        open: tokio::sync::watch::channel(false).0,
+    });
+    let h = start_with(
+        Arc::new(MemoryBus::new()),
+        Options {
+            ids: Some(ids.clone()),
+            id_wait: Duration::from_secs(60),
+            ..Options::default()
+        },
+    )
+    .await;
+
+    let first = h.spawn_place("alice", &[("AZ-700", 1)], "cart-early");
+    wait_until("the key to be claimed", || h.state.entry_count() == 1).await;
+    first.abort();
+    wait_until("the dropped request's claim to be released", || {
+        h.state.entry_count() == 0
+    })
+    .await;
+
+    ids.open.send_replace(true);
+    let placed = h
+        .place("alice", &[("AZ-700", 1)], "cart-early")
+        .await
+        .unwrap();
+    assert_eq!(
+        h.place("alice", &[("AZ-700", 1)], "cart-early")
+            .await
+            .unwrap(),
+        placed
+    );
+}
+
+/// Polls `condition` until it holds, failing after 5 s.
+async fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited 5 s for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

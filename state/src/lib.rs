@@ -157,9 +157,22 @@ pub trait IntakeState: StatusReader {
         key: &str,
     ) -> Result<IdempotencyClaim, StateError>;
 
-    /// Stores the finished result for a claimed key, kept for the idempotency TTL from now
-    /// (`IDEMPOTENCY_TTL_SECS`, [`DEFAULT_IDEMPOTENCY_TTL`] unless configured).
+    /// Stores `result` under `key` for the idempotency TTL from now (`IDEMPOTENCY_TTL_SECS`,
+    /// [`DEFAULT_IDEMPOTENCY_TTL`] unless configured), while the key is claimed or free. The first
+    /// result wins: when one is already stored (a request whose claim lapsed while another took
+    /// the key), nothing is written and that result is returned instead. `None` means `result`
+    /// is what the key answers from now on.
     async fn complete_idempotency_key(
+        &self,
+        user: &UserId,
+        key: &str,
+        result: &[u8],
+    ) -> Result<Option<Vec<u8>>, StateError>;
+
+    /// Replaces the result stored under `key` (a later state of the same outcome, e.g. the
+    /// order once the broker confirmed it), with a fresh idempotency TTL. Does nothing when no
+    /// result is stored: a claim, a released key or an expired one stays as it is.
+    async fn replace_idempotency_result(
         &self,
         user: &UserId,
         key: &str,

@@ -368,18 +368,46 @@ impl IntakeState for MemoryState {
         user: &UserId,
         key: &str,
         result: &[u8],
-    ) -> Result<(), StateError> {
+    ) -> Result<Option<Vec<u8>>, StateError> {
         let now = Instant::now();
         let mut tables = self.tables_for_write(now);
-        // The finished result is kept for the idempotency TTL from now, however long the claim
-        // took.
+        let slot = idempotency_key(user, key);
+        if let Some(Expiring {
+            value: Idempotency::Done(held),
+            ..
+        }) = tables.idempotency.get(&slot).filter(|e| e.live(now))
+        {
+            return Ok(Some(held.clone()));
+        }
+        // The result is kept for the idempotency TTL from now, however long the claim took.
         tables.idempotency.insert(
-            idempotency_key(user, key),
+            slot,
             Expiring {
                 value: Idempotency::Done(result.to_vec()),
                 expires_at: now + self.idempotency_ttl,
             },
         );
+        Ok(None)
+    }
+
+    async fn replace_idempotency_result(
+        &self,
+        user: &UserId,
+        key: &str,
+        result: &[u8],
+    ) -> Result<(), StateError> {
+        let now = Instant::now();
+        let mut tables = self.tables_for_write(now);
+        if let Some(entry) = tables
+            .idempotency
+            .get_mut(&idempotency_key(user, key))
+            .filter(|e| e.live(now) && matches!(e.value, Idempotency::Done(_)))
+        {
+            *entry = Expiring {
+                value: Idempotency::Done(result.to_vec()),
+                expires_at: now + self.idempotency_ttl,
+            };
+        }
         Ok(())
     }
 

@@ -108,6 +108,30 @@ end
 return redis.call('GET', KEYS[1])
 ";
 
+/// Stores a result under an idempotency key that is free or still pending; a result already
+/// stored wins and is returned instead.
+///
+/// KEYS: idempotency key. ARGV: pending marker, tagged result, idempotency TTL in ms.
+const COMPLETE_LUA: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[1] then
+  return held
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return false
+";
+
+/// Replaces a stored result (never a pending claim or a missing key).
+///
+/// KEYS: idempotency key. ARGV: done tag, tagged result, idempotency TTL in ms.
+const REPLACE_LUA: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held and string.sub(held, 1, 1) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return 0
+";
+
 /// Deletes an idempotency key only while it is still pending, never a stored result.
 ///
 /// KEYS: idempotency key. ARGV: pending marker.
@@ -138,6 +162,8 @@ pub struct RedisState {
     advance: Script,
     record: Script,
     claim: Script,
+    complete: Script,
+    replace: Script,
     release: Script,
 }
 
@@ -177,6 +203,8 @@ impl RedisState {
             advance: Script::new(ADVANCE_LUA),
             record: Script::new(RECORD_ACCEPTED_LUA),
             claim: Script::new(CLAIM_LUA),
+            complete: Script::new(COMPLETE_LUA),
+            replace: Script::new(REPLACE_LUA),
             release: Script::new(RELEASE_LUA),
         })
     }
@@ -256,6 +284,14 @@ fn corrupt(key: &str, detail: impl Into<String>) -> StateError {
 
 fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// A completed idempotency key's value: the done tag, then the result.
+fn done_value(result: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(result.len() + 1);
+    value.push(DONE_TAG);
+    value.extend_from_slice(result);
+    value
 }
 
 /// An in-flight hash value: the write time (Unix ms), then the snapshot.
@@ -530,18 +566,41 @@ impl IntakeState for RedisState {
         user: &UserId,
         key: &str,
         result: &[u8],
-    ) -> Result<(), StateError> {
+    ) -> Result<Option<Vec<u8>>, StateError> {
         let key = self.idempotency_key(user, key);
-        let mut value = Vec::with_capacity(result.len() + 1);
-        value.push(DONE_TAG);
-        value.extend_from_slice(result);
         // A fresh idempotency TTL rather than the claim's: the claim TTL is short by design,
         // while the result must answer retries for as long as a client may retry.
-        self.conn
-            .clone()
-            .pset_ex::<_, _, ()>(&key, value, millis(self.idempotency_ttl))
+        let held: Option<Vec<u8>> = self
+            .complete
+            .key(&key)
+            .arg(PENDING)
+            .arg(done_value(result))
+            .arg(millis(self.idempotency_ttl))
+            .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(|e| redis_error("completing an idempotency key", &key, e))
+            .map_err(|e| redis_error("completing an idempotency key", &key, e))?;
+        match held.as_deref() {
+            None => Ok(None),
+            Some([DONE_TAG, result @ ..]) => Ok(Some(result.to_vec())),
+            Some(_) => Err(corrupt(&key, "neither pending nor completed")),
+        }
+    }
+
+    async fn replace_idempotency_result(
+        &self,
+        user: &UserId,
+        key: &str,
+        result: &[u8],
+    ) -> Result<(), StateError> {
+        let key = self.idempotency_key(user, key);
+        self.replace
+            .key(&key)
+            .arg(&[DONE_TAG][..])
+            .arg(done_value(result))
+            .arg(millis(self.idempotency_ttl))
+            .invoke_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(|e| redis_error("replacing an idempotency result", &key, e))
     }
 
     async fn release_idempotency_key(&self, user: &UserId, key: &str) -> Result<(), StateError> {

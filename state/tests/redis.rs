@@ -714,6 +714,83 @@ async fn idempotency_keys_are_claimed_once_completed_for_good_or_released(subjec
         .unwrap();
 }
 
+/// Intake stores its event under the key before publishing and the confirmed order after it:
+/// the first result stored wins over a late request whose claim lapsed, and only a replace
+/// changes it.
+async fn the_first_stored_idempotency_result_wins_and_only_a_replace_changes_it(
+    subject: &dyn Subject,
+) {
+    let state = subject.state();
+    let alice = user("alice");
+
+    state.claim_idempotency_key(&alice, "k").await.unwrap();
+    assert_eq!(
+        state
+            .complete_idempotency_key(&alice, "k", b"event 1")
+            .await
+            .unwrap(),
+        None,
+        "stored over the claim"
+    );
+    assert_eq!(
+        state
+            .complete_idempotency_key(&alice, "k", b"event 2")
+            .await
+            .unwrap(),
+        Some(b"event 1".to_vec()),
+        "a second result loses and learns the first"
+    );
+    state
+        .replace_idempotency_result(&alice, "k", b"order 1")
+        .await
+        .unwrap();
+    assert_eq!(
+        state.claim_idempotency_key(&alice, "k").await.unwrap(),
+        IdempotencyClaim::Completed(b"order 1".to_vec())
+    );
+
+    // A claim that lapsed (or was never taken) does not stop a result from being stored.
+    assert_eq!(
+        state
+            .complete_idempotency_key(&alice, "unclaimed", b"event")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        state
+            .claim_idempotency_key(&alice, "unclaimed")
+            .await
+            .unwrap(),
+        IdempotencyClaim::Completed(b"event".to_vec())
+    );
+
+    // A replace never turns a claim or a free key into a result.
+    state
+        .claim_idempotency_key(&alice, "pending")
+        .await
+        .unwrap();
+    state
+        .replace_idempotency_result(&alice, "pending", b"x")
+        .await
+        .unwrap();
+    assert_eq!(
+        state
+            .claim_idempotency_key(&alice, "pending")
+            .await
+            .unwrap(),
+        IdempotencyClaim::InFlight
+    );
+    state
+        .replace_idempotency_result(&alice, "free", b"x")
+        .await
+        .unwrap();
+    assert_eq!(
+        state.claim_idempotency_key(&alice, "free").await.unwrap(),
+        IdempotencyClaim::Claimed
+    );
+}
+
 async fn is_ready_while_reachable(subject: &dyn Subject) {
     assert!(subject.state().is_ready().await);
 }
@@ -757,6 +834,7 @@ contract!(
     advance_refreshes_the_ttl_of_map_and_status_and_a_refused_one_does_not,
     concurrent_advances_end_at_the_highest_status,
     idempotency_keys_are_claimed_once_completed_for_good_or_released,
+    the_first_stored_idempotency_result_wins_and_only_a_replace_changes_it,
     is_ready_while_reachable,
 );
 
@@ -825,6 +903,17 @@ async fn redis_claims_expire_soon_but_completed_results_live_for_the_full_ttl() 
         .unwrap();
     let done = pttl(&mut conn, &key).await.unwrap();
     assert!(done > claim_ttl && done <= TTL, "result TTL {done:?}");
+
+    let _: bool = conn.pexpire(&key, 1_000).await.unwrap();
+    state
+        .replace_idempotency_result(&user("alice"), "k", b"r2")
+        .await
+        .unwrap();
+    let replaced = pttl(&mut conn, &key).await.unwrap();
+    assert!(
+        replaced > claim_ttl && replaced <= TTL,
+        "a replaced result gets a fresh TTL: {replaced:?}"
+    );
 }
 
 #[tokio::test]

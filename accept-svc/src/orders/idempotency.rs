@@ -1,30 +1,160 @@
-//! Idempotent intake: what a key answers once its first request has settled, and for which lines.
+//! Idempotent intake: what a key answers, for which lines, and the claim a request holds until
+//! its event is recorded under the key.
+//!
+//! A keyed `PlaceOrder` claims its key (a short "pending" claim), makes its `OrderAccepted` and
+//! records it under the key with the full idempotency TTL *before* publishing it. From then on
+//! every retry with the key, whatever happened to the first request (process killed, the
+//! client's deadline dropping it, a lost ack), publishes that same event again and answers that
+//! same order: the broker drops the duplicate message id inside its window and process-svc
+//! records a correlation id once. Once the broker confirmed it, the key holds the accepted order
+//! and a retry only answers.
+
+use std::sync::Arc;
 
 use contoso_domain::{PricedOrder, Report, UserId};
 use contoso_proto::{
     events::v1::OrderAccepted,
     orders::v1::{self as pb, OrderLineRequest},
 };
-use contoso_state::StateError;
+use contoso_state::{IntakeState, StateError};
 use prost::Message;
 
 use super::OrdersApi;
 use crate::error::ApiError;
 
 impl OrdersApi {
-    /// Stores what the key should answer from now on, or frees it.
-    pub(super) async fn settle(&self, user: &UserId, key: &str, remembered: Option<Remembered>) {
-        let settled = match remembered {
-            Some(r) => {
-                self.state
-                    .complete_idempotency_key(user, key, &r.encode())
-                    .await
+    /// Under a key this request just claimed: makes the event and records it (with the lines)
+    /// under the key before anything is published. If another request stored its event first
+    /// (this one's claim lapsed meanwhile), the key answers that one. When nothing could be
+    /// recorded, the claim is freed so a retry can start afresh; so it is when this request is
+    /// dropped before its event is recorded.
+    pub(super) async fn remember_new_intake(
+        &self,
+        user: &UserId,
+        key: &str,
+        lines: &[OrderLineRequest],
+        priced: &PricedOrder,
+    ) -> Result<Outcome, ApiError> {
+        let claim = Claim::new(self.state.clone(), user, key);
+        let event = match self.new_event(user, priced).await {
+            Ok(event) => event,
+            Err(e) => {
+                claim.release().await;
+                return Err(e);
             }
-            None => self.state.release_idempotency_key(user, key).await,
         };
-        if let Err(e) = settled {
-            tracing::warn!(error = %Report(&e), "settling the idempotency key failed; it expires with its TTL");
+        let remembered = Remembered::new(lines.to_vec(), Outcome::Unconfirmed(event));
+        match self
+            .state
+            .complete_idempotency_key(user, key, &remembered.encode())
+            .await
+        {
+            Ok(None) => {
+                claim.keep();
+                Ok(remembered.outcome)
+            }
+            Ok(Some(first)) => {
+                claim.keep();
+                answer(key, lines, &first)
+            }
+            // Nothing is published; should the write have landed after all, the release leaves
+            // the stored event alone and a retry publishes it.
+            Err(e) => {
+                claim.release().await;
+                Err(e.into())
+            }
         }
+    }
+
+    /// The broker confirmed the key's order: from now on a retry only answers it. Best effort:
+    /// if this write is lost, the key still holds the same order's event, and a retry
+    /// publishes it again (a duplicate the broker or process-svc drops).
+    pub(super) async fn settle_accepted(
+        &self,
+        user: &UserId,
+        key: &str,
+        lines: &[OrderLineRequest],
+        order: &pb::Order,
+    ) {
+        let remembered = Remembered::new(lines.to_vec(), Outcome::Accepted(order.clone()));
+        if let Err(e) = self
+            .state
+            .replace_idempotency_result(user, key, &remembered.encode())
+            .await
+        {
+            tracing::warn!(error = %Report(&e), "storing the confirmed order under its idempotency key failed; a retry publishes its event again");
+        }
+    }
+}
+
+/// What a key's stored result answers a request with `lines`: the stored outcome when the lines
+/// are the same order, [`ApiError::KeyReused`] when they are not.
+pub(super) fn answer(
+    key: &str,
+    lines: &[OrderLineRequest],
+    stored: &[u8],
+) -> Result<Outcome, ApiError> {
+    let first = Remembered::decode(stored)?;
+    // Another order under a used key is a client bug (a reused key), not a retry: neither
+    // answering the first order nor placing this one would be what it meant.
+    if !first.same_lines(lines) {
+        return Err(ApiError::KeyReused(key.to_owned()));
+    }
+    Ok(first.outcome)
+}
+
+/// A claim on an idempotency key held until the request's event is recorded under it. Dropped
+/// while still held (the request was dropped: the client's deadline, a drain), it is released in
+/// the background rather than blocking retries for the claim TTL.
+struct Claim {
+    state: Arc<dyn IntakeState>,
+    user: UserId,
+    key: String,
+    held: bool,
+}
+
+impl Claim {
+    fn new(state: Arc<dyn IntakeState>, user: &UserId, key: &str) -> Self {
+        Self {
+            state,
+            user: user.clone(),
+            key: key.to_owned(),
+            held: true,
+        }
+    }
+
+    /// The key now holds a result: there is no claim left to free.
+    fn keep(mut self) {
+        self.held = false;
+    }
+
+    /// Frees the key so a retry can run again (a pending claim only; a stored result stays).
+    async fn release(mut self) {
+        self.held = false;
+        release(self.state.as_ref(), &self.user, &self.key).await;
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if !self.held {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (state, user, key) = (
+            self.state.clone(),
+            self.user.clone(),
+            std::mem::take(&mut self.key),
+        );
+        runtime.spawn(async move { release(state.as_ref(), &user, &key).await });
+    }
+}
+
+async fn release(state: &dyn IntakeState, user: &UserId, key: &str) {
+    if let Err(e) = state.release_idempotency_key(user, key).await {
+        tracing::warn!(error = %Report(&e), "releasing the idempotency key failed; it expires with its claim TTL");
     }
 }
 
@@ -48,7 +178,7 @@ pub(super) fn request_lines(priced: &PricedOrder) -> Vec<OrderLineRequest> {
         .collect()
 }
 
-/// What an idempotency key answers once its first request has settled.
+/// What an idempotency key answers: the first request's lines and outcome.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Remembered {
     /// The lines of the first request; `None` for a result stored before lines were kept, which
@@ -57,12 +187,13 @@ pub(super) struct Remembered {
     pub(super) outcome: Outcome,
 }
 
-/// How the first request with a key ended.
+/// Where the first request with a key got to.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Outcome {
-    /// The order was accepted: every retry gets this same answer.
+    /// The broker confirmed the order: every retry gets this same answer.
     Accepted(pb::Order),
-    /// The broker did not confirm the publish: a retry publishes this same event again.
+    /// The event, recorded before it was published; the broker has not (or not yet) confirmed
+    /// it: a retry publishes this same event again and answers its order.
     Unconfirmed(OrderAccepted),
 }
 

@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use super::{
     OrdersApi,
-    idempotency::{Outcome, Remembered, corrupt, request_lines},
+    idempotency::{Outcome, answer, corrupt, request_lines},
     mapping::accepted_order,
     parse,
 };
@@ -34,46 +34,55 @@ impl OrdersApi {
             return self.publish_accepted(user, &event).await;
         };
         let lines = request_lines(&priced);
-        let event = match self.state.claim_idempotency_key(user, &key).await? {
-            IdempotencyClaim::Completed(stored) => {
-                let first = Remembered::decode(&stored)?;
-                // Another order under a used key is a client bug (a reused key), not a retry:
-                // neither answering the first order nor placing this one would be what it meant.
-                if !first.same_lines(&lines) {
-                    return Err(ApiError::KeyReused(key));
-                }
-                match first.outcome {
-                    Outcome::Accepted(order) => return Ok(order),
-                    // The first attempt's publish was not confirmed, so its event may or may not
-                    // be in the stream: publish the very same event again. The broker drops it
-                    // as a duplicate inside its window, and process-svc records a correlation id
-                    // once.
-                    Outcome::Unconfirmed(event) => event,
-                }
-            }
+        let (outcome, replay) = match self.state.claim_idempotency_key(user, &key).await? {
+            IdempotencyClaim::Completed(stored) => (answer(&key, &lines, &stored)?, true),
             IdempotencyClaim::InFlight => return Err(ApiError::InFlight),
-            IdempotencyClaim::Claimed => match self.new_event(user, &priced).await {
-                Ok(event) => event,
-                Err(e) => {
-                    self.settle(user, &key, None).await;
-                    return Err(e);
-                }
-            },
+            IdempotencyClaim::Claimed => (
+                self.remember_new_intake(user, &key, &lines, &priced)
+                    .await?,
+                false,
+            ),
         };
-        let result = self.publish_accepted(user, &event).await;
-        let remembered = match &result {
-            Ok(order) => Some(Remembered::new(lines, Outcome::Accepted(order.clone()))),
-            Err(ApiError::Bus(_)) => Some(Remembered::new(lines, Outcome::Unconfirmed(event))),
-            // Nothing was published: a retry may start afresh.
-            Err(_) => None,
+        let event = match outcome {
+            Outcome::Accepted(order) => return Ok(order),
+            Outcome::Unconfirmed(event) => event,
         };
-        self.settle(user, &key, remembered).await;
-        result
+        // The event is recorded under the key: whatever stops this request from here on, a
+        // retry publishes this same event and answers this same order. Only a retry asks
+        // Postgres whether that already happened; a new intake never waits on it.
+        let recorded = if replay {
+            self.already_recorded(&event).await
+        } else {
+            None
+        };
+        let order = match recorded {
+            Some(order) => order,
+            None => self.publish_accepted(user, &event).await?,
+        };
+        self.settle_accepted(user, &key, &lines, &order).await;
+        Ok(order)
+    }
+
+    /// The order of `event` as it was accepted, when process-svc has already recorded it (a
+    /// retry after the first request published it and stopped before its key was settled):
+    /// nothing needs restoring in the workflow state nor publishing again. `None` when it is not
+    /// recorded, or Postgres cannot tell right now (the retry then publishes again, which the
+    /// broker or process-svc drops as a duplicate).
+    async fn already_recorded(&self, event: &OrderAccepted) -> Option<pb::Order> {
+        let cid: CorrelationId = event.correlation_id.parse().ok()?;
+        match self.orders.get_order_by_correlation(cid).await {
+            Ok(Some(_)) => accepted_order(event).ok(),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %Report(&e), correlation_id = %cid, "looking up a replayed order failed; publishing it again");
+                None
+            }
+        }
     }
 
     /// A new intake: fresh correlation id, a reserved order id, the sealed customer and the
     /// priced lines.
-    async fn new_event(
+    pub(super) async fn new_event(
         &self,
         user: &UserId,
         priced: &PricedOrder,
