@@ -55,12 +55,7 @@ pub(crate) enum Verdict {
 
 impl Worker {
     fn spec(&self) -> ConsumerSpec {
-        let mut spec = ConsumerSpec::new(CONSUMER_GROUP, [Topic::OrderAccepted]);
-        spec.max_deliver = self.settings.max_deliver;
-        spec.ack_wait = self.settings.ack_wait;
-        let concurrency = i64::try_from(self.settings.concurrency).unwrap_or(i64::MAX);
-        spec.max_ack_pending = spec.max_ack_pending.max(concurrency);
-        spec
+        consumer_spec(&self.settings)
     }
 
     /// Consumes until `shutdown` fires, then stops pulling and gives in-flight deliveries the
@@ -314,11 +309,37 @@ fn log_task_end(joined: Result<(), tokio::task::JoinError>) {
     }
 }
 
+/// The durable consumer: the broker hands this replica no more unacknowledged messages than it
+/// works on at once, so none waits in a local buffer while its ack wait (and a delivery attempt)
+/// runs out behind a slow database.
+fn consumer_spec(settings: &Settings) -> ConsumerSpec {
+    let mut spec = ConsumerSpec::new(CONSUMER_GROUP, [Topic::OrderAccepted]);
+    spec.max_deliver = settings.max_deliver;
+    spec.ack_wait = settings.ack_wait;
+    spec.max_ack_pending = i64::try_from(settings.concurrency.max(1)).unwrap_or(i64::MAX);
+    spec
+}
+
 #[cfg(test)]
 mod tests {
     use contoso_domain::OrderId;
 
     use super::*;
+
+    #[test]
+    fn the_consumer_is_never_handed_more_than_it_works_on_at_once() {
+        for concurrency in [1, 16, 300] {
+            let settings = Settings {
+                concurrency,
+                ..Settings::default()
+            };
+            assert_eq!(
+                consumer_spec(&settings).max_ack_pending,
+                concurrency as i64,
+                "concurrency {concurrency}"
+            );
+        }
+    }
 
     #[test]
     fn retries_back_off_exponentially_up_to_the_cap() {

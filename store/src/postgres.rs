@@ -58,6 +58,22 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long checking a returned connection (a ping) may take before it is discarded.
 const RECYCLE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// `database_url` with session settings that bound every statement by `timeout` and end a
+/// session that sits idle inside an open transaction for as long, so a hung query or a stuck
+/// transaction gives its connection back instead of holding it (and its locks) forever. Works for
+/// URLs (`postgres://…`, an `options` query parameter) and key-value strings.
+pub fn with_session_timeouts(database_url: &str, timeout: Duration) -> String {
+    let ms = timeout.as_millis().max(1);
+    let options = format!("-c statement_timeout={ms} -c idle_in_transaction_session_timeout={ms}");
+    if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
+        let encoded = options.replace(' ', "%20").replace('=', "%3D");
+        let separator = if database_url.contains('?') { '&' } else { '?' };
+        format!("{database_url}{separator}options={encoded}")
+    } else {
+        format!("{database_url} options='{options}'")
+    }
+}
+
 const ORDERS_PKEY: &str = "orders_pkey";
 
 diesel::define_sql_function! {

@@ -7,7 +7,10 @@
 use std::time::{Duration, Instant};
 
 use chrono::{SubsecRound, Utc};
-use diesel::{QueryableByName, sql_types::BigInt};
+use diesel::{
+    QueryableByName,
+    sql_types::{BigInt, Text},
+};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use contoso_domain::{
@@ -16,7 +19,7 @@ use contoso_domain::{
 use contoso_store::{
     MemoryStore, ORDER_ID_BLOCK_SIZE, OutboxEntry, PROCESSED_EVENT_KIND, PgStore, RecordOutcome,
     Store, StoreError, catalog,
-    postgres::{MigrationReport, migrate},
+    postgres::{MigrationReport, migrate, with_session_timeouts},
 };
 use contoso_testkit::TestDatabase;
 
@@ -923,4 +926,48 @@ async fn is_ready_answers_for_a_live_database() {
     let db = TestDatabase::create().await;
     let store = PgStore::connect(db.url(), 1).await.expect("connect");
     assert!(store.is_ready().await);
+}
+
+#[derive(QueryableByName)]
+struct Setting {
+    #[diesel(sql_type = Text)]
+    setting: String,
+}
+
+#[tokio::test]
+async fn session_timeouts_reach_the_server_and_cancel_a_slow_statement() {
+    let db = TestDatabase::create().await;
+    let url = with_session_timeouts(db.url(), Duration::from_millis(300));
+    let mut conn = AsyncPgConnection::establish(&url)
+        .await
+        .expect("connecting with session options");
+    for name in ["statement_timeout", "idle_in_transaction_session_timeout"] {
+        let shown: Setting =
+            diesel::sql_query(format!("SELECT current_setting('{name}') AS setting"))
+                .get_result(&mut conn)
+                .await
+                .expect(name);
+        assert_eq!(shown.setting, "300ms", "{name}");
+    }
+    let slow = diesel::sql_query("SELECT pg_sleep(2)")
+        .execute(&mut conn)
+        .await;
+    assert!(slow.is_err(), "a statement past the timeout is cancelled");
+}
+
+#[test]
+fn session_timeouts_fit_urls_with_and_without_a_query_and_key_value_strings() {
+    let second = Duration::from_secs(1);
+    assert_eq!(
+        with_session_timeouts("postgres://u@h/db", second),
+        "postgres://u@h/db?options=-c%20statement_timeout%3D1000%20-c%20idle_in_transaction_session_timeout%3D1000"
+    );
+    assert!(
+        with_session_timeouts("postgres://u@h/db?sslmode=require", second)
+            .contains("?sslmode=require&options=")
+    );
+    assert_eq!(
+        with_session_timeouts("host=h user=u", second),
+        "host=h user=u options='-c statement_timeout=1000 -c idle_in_transaction_session_timeout=1000'"
+    );
 }
