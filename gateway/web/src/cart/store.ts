@@ -25,9 +25,14 @@ export class CartStore {
   readonly #events: StorageEvents | undefined;
   readonly #onStorage = (event: { key: string | null; newValue: string | null }) => {
     if (event.key !== null && event.key !== this.#key) return;
-    // key null: the other tab cleared the whole storage.
-    const next = event.key === null ? readJson(this.#storage, this.#key, null) : parseJson(event.newValue);
-    this.state.set(parseCart(next));
+    // key null: the other tab cleared the whole storage; newValue null: it removed the cart.
+    const raw = event.key === null ? null : event.newValue;
+    if (raw === null) {
+      this.state.set(parseCart(readJson(this.#storage, this.#key, EMPTY_CART)));
+      return;
+    }
+    const next = parseJson(raw);
+    if (next !== undefined) this.state.set(parseCart(next));
   };
 
   constructor(storage: KeyValueStorage, userId: string, events?: StorageEvents) {
@@ -69,11 +74,11 @@ export class CartStore {
   }
 }
 
-function parseJson(raw: string | null): unknown {
-  if (raw == null) return null;
+/** The parsed value, or undefined for text that is not JSON (a write we cannot read is ignored). */
+function parseJson(raw: string): unknown {
   try {
-    return JSON.parse(raw);
+    return JSON.parse(raw) as unknown;
   } catch {
-    return null;
+    return undefined;
   }
 }

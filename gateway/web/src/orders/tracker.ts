@@ -91,6 +91,8 @@ export class OrderTracker {
   #running = false;
   #abort: AbortController | undefined;
   #wake: (() => void) | undefined;
+  /** Reconnect without waiting out the backoff (asked for while the loop was not asleep yet). */
+  #skipWait = false;
   #staleTimer: ReturnType<typeof setInterval> | undefined;
   #polling = new Set<string>();
 
@@ -153,6 +155,7 @@ export class OrderTracker {
 
   /** Stops the stream and wakes it at once (e.g. the "retry now" button). */
   reconnectNow(): void {
+    this.#skipWait = true;
     this.#abort?.abort();
     this.#wake?.();
   }
@@ -172,6 +175,7 @@ export class OrderTracker {
         idle = setTimeout(() => abort.abort(), idleMs);
       };
       try {
+        this.#skipWait = false;
         if (this.#deps.isOnline?.() === false) throw new OfflineError();
         armIdle();
         const stream = this.#deps.watch(this.inFlight(), {
@@ -199,6 +203,7 @@ export class OrderTracker {
       }
       if (!this.#running) return;
       this.connection.set(this.#deps.isOnline?.() === false ? "offline" : "reconnecting");
+      if (this.#skipWait) continue;
       const wait = backoffDelay(attempt, backoff, this.#deps.random);
       attempt++;
       await new Promise<void>((resolve) => {

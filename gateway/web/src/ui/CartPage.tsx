@@ -42,7 +42,7 @@ export function CartPage({ ctx }: { ctx: UserContext }) {
             const errorId = `line-error-${line.productId}`;
             return (
               <li key={line.productId} class={`cart-line${errors.length ? " has-error" : ""}`} data-testid="cart-line" data-product-id={line.productId}>
-                <img src={line.imageUrl} alt="" width="96" height="54" loading="lazy" />
+                <img src={line.imageUrl} alt="" width="96" height="60" loading="lazy" />
                 <div class="cart-line-info">
                   <Link href={`/products/${encodeURIComponent(line.productId)}`} class="cart-line-name">
                     {line.name}

@@ -26,7 +26,7 @@ export function ProductCard({ product, ctx }: { product: ProductView; ctx: UserC
   return (
     <li class="card product-card" data-testid="product-card" data-product-id={product.id}>
       <Link href={`/products/${encodeURIComponent(product.id)}`} class="card-media" tabIndex={-1} aria-hidden="true">
-        <img src={product.imageUrl} alt="" loading="lazy" width="320" height="180" />
+        <img src={product.imageUrl} alt="" loading="lazy" width="320" height="200" />
         {product.discountPercent > 0 && <span class="badge badge-sale">−{product.discountPercent}%</span>}
       </Link>
       <div class="card-body">

@@ -62,7 +62,7 @@ export function ProductPage({ id, ctx }: { id: string; ctx: UserContext }) {
       {p && (
         <div class="product-detail" data-testid="product-detail">
           <div class="product-media">
-            <img src={p.imageUrl} alt={`${p.name} cover`} width="640" height="360" />
+            <img src={p.imageUrl} alt={`${p.name} cover`} width="640" height="400" />
             {p.discountPercent > 0 && <span class="badge badge-sale badge-large">Save {p.discountPercent}%</span>}
           </div>
           <div class="product-info">
