@@ -68,6 +68,9 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     contoso_platform::telemetry::init();
     let args = Args::parse();
+    if args.server.probe {
+        std::process::exit(contoso_platform::server::probe_readiness(args.listen));
+    }
 
     // The secret first: a deployment that forgot it stops here.
     let auth = Authenticator::new(&args.auth)?;

@@ -43,6 +43,9 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     contoso_platform::telemetry::init();
     let args = Args::parse();
+    if args.server.probe {
+        std::process::exit(contoso_platform::server::probe_readiness(args.listen));
+    }
 
     // The secret first: a deployment that forgot it stops here, before touching anything.
     let authenticator = Authenticator::new(&args.auth)?;

@@ -130,6 +130,10 @@ pub struct ServerArgs {
     /// How long in-flight calls may take to finish after SIGTERM, in seconds.
     #[arg(long, env = "DRAIN_DEADLINE_SECS", default_value_t = 10)]
     pub drain_deadline_secs: u64,
+    /// Instead of serving: ask the service running on LISTEN_ADDR whether it is ready and exit 0
+    /// (ready) or 1 (not). The container health check of images without a shell or curl.
+    #[arg(long)]
+    pub probe: bool,
 }
 
 impl ServerArgs {
@@ -300,6 +304,45 @@ impl GrpcHost {
     }
 }
 
+/// How long `--probe` waits for an answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `GET /readyz` on the service listening on `listen` (an unspecified address is asked on
+/// loopback): 0 when it answers 200, 1 otherwise. Blocking, for `--probe` before any runtime work.
+pub fn probe_readiness(listen: SocketAddr) -> i32 {
+    use std::io::{Read as _, Write as _};
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let answer = (|| -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)?;
+        stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
+        stream.set_write_timeout(Some(PROBE_TIMEOUT))?;
+        stream.write_all(
+            format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )?;
+        let mut head = [0u8; 16];
+        let n = stream.read(&mut head)?;
+        Ok(String::from_utf8_lossy(&head[..n]).into_owned())
+    })();
+    match answer {
+        Ok(line) if line.starts_with("HTTP/1.1 200") => 0,
+        Ok(line) => {
+            eprintln!("not ready: {}", line.lines().next().unwrap_or_default());
+            1
+        }
+        Err(e) => {
+            eprintln!("not ready: {addr}: {e}");
+            1
+        }
+    }
+}
+
 /// Binds `addr`; port 0 picks a free port (read it back with `local_addr`).
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
@@ -370,5 +413,51 @@ mod tests {
         assert_eq!(checks["postgres"], false);
         assert_eq!(checks["redis"], false);
         assert_eq!(checks["nats"], true);
+    }
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use std::{
+        io::{Read as _, Write as _},
+        net::TcpListener,
+    };
+
+    use super::*;
+
+    /// A one-shot HTTP server answering `status_line`; returns its address.
+    fn answering(status_line: &'static str) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            if let Ok((mut socket, _)) = listener.accept() {
+                let mut request = [0u8; 256];
+                let _ = socket.read(&mut request);
+                let _ = socket
+                    .write_all(format!("{status_line}\r\ncontent-length: 0\r\n\r\n").as_bytes());
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_ready_service_probes_zero_and_anything_else_one() {
+        assert_eq!(probe_readiness(answering("HTTP/1.1 200 OK")), 0);
+        assert_eq!(
+            probe_readiness(answering("HTTP/1.1 503 Service Unavailable")),
+            1
+        );
+        let nothing = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        assert_eq!(probe_readiness(nothing), 1);
+    }
+
+    #[test]
+    fn an_unspecified_listen_address_is_probed_on_loopback() {
+        let ready = answering("HTTP/1.1 200 OK");
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], ready.port()));
+        assert_eq!(probe_readiness(unspecified), 0);
     }
 }

@@ -56,6 +56,9 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     contoso_platform::telemetry::init();
     let args = Args::parse();
+    if args.server.probe {
+        std::process::exit(contoso_platform::server::probe_readiness(args.listen));
+    }
 
     // Secrets first: a deployment that forgot one stops here, before touching anything.
     let sealer = args.seal.sealer()?;
