@@ -25,7 +25,7 @@ use contoso_proto::{
         order_service_client::OrderServiceClient,
     },
 };
-use contoso_state::{MemoryState, StatusReader, StatusWriter};
+use contoso_state::{IntakeState, MemoryState, StatusReader, StatusWriter};
 use contoso_store::{IdBlock, MemoryStore, OrderIdSource, OrderWriter, StoreError};
 use futures::StreamExt;
 use prost::Message;
@@ -306,13 +306,16 @@ async fn missing_forged_and_expired_tokens_are_unauthenticated() {
     }
 }
 
-/// A broker that never confirms a publish.
-#[derive(Debug)]
-struct RefusingBus;
+/// A broker that never confirms a publish (and stores nothing).
+#[derive(Debug, Default)]
+struct RefusingBus {
+    attempts: AtomicUsize,
+}
 
 #[async_trait]
 impl Bus for RefusingBus {
     async fn publish(&self, _: Envelope) -> Result<(), BusError> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
         Err(BusError::not_confirmed("publishing", "no ack"))
     }
     async fn consume(&self, _: &ConsumerSpec) -> Result<Deliveries, BusError> {
@@ -323,30 +326,67 @@ impl Bus for RefusingBus {
     }
 }
 
+/// Issue 8 changed this: an order whose publish was not confirmed may be in the stream, so its
+/// workflow keys stay (with their TTL) instead of being removed.
 #[tokio::test]
-async fn an_unconfirmed_publish_is_unavailable_and_removes_the_workflow_keys() {
-    let h = start(Arc::new(RefusingBus)).await;
+async fn an_unconfirmed_publish_is_retried_then_unavailable_and_keeps_the_workflow_keys() {
+    let bus = Arc::new(RefusingBus::default());
+    let h = start(bus.clone()).await;
     let err = h.place("alice", &[("AZ-700", 1)], "").await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
     assert_eq!(
-        h.state.entry_count(),
-        0,
-        "no workflow key may survive a failed intake"
+        bus.attempts.load(Ordering::SeqCst),
+        3,
+        "published three times within the request"
+    );
+    let kept = h.state.inflight_orders(&user("alice")).await.unwrap();
+    assert_eq!(kept.len(), 1, "the in-flight entry is kept");
+    let order = pb::Order::decode(kept[0].snapshot.as_slice()).unwrap();
+    let cid: CorrelationId = order.correlation_id.parse().unwrap();
+    assert_eq!(h.state.owner(cid).await.unwrap(), Some(user("alice")));
+    assert_eq!(
+        h.state.status(cid).await.unwrap().unwrap().status,
+        OrderStatus::Accepted
     );
 }
 
-/// A broker that stores the first message but loses its confirmation, as a timeout would.
+/// A broker that stores every message but loses the confirmation of the first `lose` publishes,
+/// as a timeout would.
 #[derive(Debug)]
 struct LostAckBus {
     inner: MemoryBus,
-    lose_next: AtomicBool,
+    lose: AtomicUsize,
+    /// The message id of every publish, in order.
+    published: std::sync::Mutex<Vec<String>>,
+}
+
+impl LostAckBus {
+    fn losing(lose: usize) -> Self {
+        Self {
+            inner: MemoryBus::new(),
+            lose: AtomicUsize::new(lose),
+            published: std::sync::Mutex::default(),
+        }
+    }
+
+    fn published(&self) -> Vec<String> {
+        self.published.lock().unwrap().clone()
+    }
 }
 
 #[async_trait]
 impl Bus for LostAckBus {
     async fn publish(&self, envelope: Envelope) -> Result<(), BusError> {
+        self.published
+            .lock()
+            .unwrap()
+            .push(envelope.message_id.clone());
         self.inner.publish(envelope).await?;
-        if self.lose_next.swap(false, Ordering::SeqCst) {
+        let lost = self
+            .lose
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if lost {
             return Err(BusError::not_confirmed("publishing", "timed out"));
         }
         Ok(())
@@ -360,21 +400,88 @@ impl Bus for LostAckBus {
 }
 
 #[tokio::test]
+async fn a_lost_ack_is_published_again_with_the_same_message_id_within_the_request() {
+    let bus = Arc::new(LostAckBus::losing(2));
+    let h = start(bus.clone()).await;
+    let placed = h.place("alice", &[("AZ-700", 1)], "").await.unwrap();
+
+    assert_eq!(
+        bus.published(),
+        vec![placed.correlation_id.clone(); 3],
+        "three attempts, one message id"
+    );
+    let marker = h.place("alice", &[("AZ-104", 1)], "").await.unwrap();
+    let mut deliveries = h
+        .bus
+        .consume(&ConsumerSpec::new("test", [Topic::OrderAccepted]))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_accepted(&mut deliveries).await.correlation_id,
+        placed.correlation_id
+    );
+    assert_eq!(
+        next_accepted(&mut deliveries).await.correlation_id,
+        marker.correlation_id,
+        "the stream holds the order once"
+    );
+}
+
+#[tokio::test]
+async fn an_order_stored_without_a_confirmation_keeps_its_owner_so_its_updates_can_be_routed() {
+    // Every attempt of the request loses its ack; the message is in the stream all the same.
+    let bus = Arc::new(LostAckBus::losing(3));
+    let h = start(bus.clone()).await;
+    let err = h.place("alice", &[("AZ-700", 1)], "").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+
+    // process-svc consumes it and moves it on; notify-svc routes its updates by the owner map.
+    let mut deliveries = h
+        .bus
+        .consume(&ConsumerSpec::new("test", [Topic::OrderAccepted]))
+        .await
+        .unwrap();
+    let event = next_accepted(&mut deliveries).await;
+    let cid: CorrelationId = event.correlation_id.parse().unwrap();
+    assert!(
+        h.state
+            .advance(cid, OrderStatus::Processing, None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        h.state.owner(cid).await.unwrap(),
+        Some(user("alice")),
+        "the owner map survives the unconfirmed publish"
+    );
+    let record = h.state.status(cid).await.unwrap().unwrap();
+    assert_eq!(
+        (record.status, record.order_id.map(OrderId::get)),
+        (OrderStatus::Processing, Some(event.order_id))
+    );
+    assert_eq!(
+        h.get("alice", event.order_id).await.unwrap().correlation_id,
+        event.correlation_id,
+        "its owner reads it while it is in flight"
+    );
+}
+
+#[tokio::test]
 async fn a_retry_after_an_unconfirmed_publish_republishes_the_same_order_once() {
-    let bus = Arc::new(LostAckBus {
-        inner: MemoryBus::new(),
-        lose_next: AtomicBool::new(true),
-    });
+    // The first request loses the ack of each of its attempts.
+    let bus = Arc::new(LostAckBus::losing(3));
     let h = start(bus.clone()).await;
     let err = h
         .place("alice", &[("AZ-700", 1)], "cart-7")
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
+    let first_id = bus.published()[0].clone();
 
     let retried = h.place("alice", &[("AZ-700", 1)], "cart-7").await.unwrap();
     let again = h.place("alice", &[("AZ-700", 1)], "cart-7").await.unwrap();
     assert_eq!(retried, again);
+    assert_eq!(retried.correlation_id, first_id);
 
     // The lost first publish and the retry carried one message id: one event, for the retried order.
     let marker = h.place("alice", &[("AZ-104", 1)], "").await.unwrap();
@@ -392,6 +499,8 @@ async fn a_retry_after_an_unconfirmed_publish_republishes_the_same_order_once() 
         next_accepted(&mut deliveries).await.correlation_id,
         marker.correlation_id
     );
+    let listed = h.list("alice", 0, 10).await.unwrap();
+    assert_eq!(ids(&listed), vec![marker.order_id, retried.order_id]);
 }
 
 #[tokio::test]
@@ -684,14 +793,19 @@ async fn deleting_an_order_in_flight_is_refused_until_it_is_recorded() {
     );
 }
 
+/// Issue 8 changed this: an order refused with UNAVAILABLE may still have reached the stream, so
+/// it stays readable by its owner (as ACCEPTED) until it is recorded or its keys expire.
 #[tokio::test]
-async fn a_failed_intake_leaves_nothing_to_read() {
-    let h = start(Arc::new(RefusingBus)).await;
+async fn a_failed_intake_stays_readable_by_its_owner_only() {
+    let h = start(Arc::new(RefusingBus::default())).await;
     let err = h.place("alice", &[("AZ-700", 1)], "").await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
-    assert_eq!(h.state.inflight_count(), 0);
+    assert_eq!(h.state.inflight_count(), 1);
     let listed = h.list("alice", 0, 10).await.unwrap();
-    assert_eq!((listed.orders.len(), listed.total), (0, 0));
+    assert_eq!((listed.orders.len(), listed.total), (1, 1));
+    assert_eq!(listed.orders[0].status, pb::OrderStatus::Accepted as i32);
+    let bobs = h.list("bob", 0, 10).await.unwrap();
+    assert_eq!((bobs.orders.len(), bobs.total), (0, 0));
 }
 
 #[tokio::test]

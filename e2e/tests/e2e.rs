@@ -389,31 +389,46 @@ fn bad_input_gets_a_clear_status_and_leaves_nothing_behind() {
     );
 }
 
+/// Issue 8 changed this: an unconfirmed publish used to remove the order's Redis keys. The order
+/// may be in the stream all the same, so its keys now stay (with their TTL), and a retry with the
+/// same idempotency key gets that same order, recorded once.
 #[test]
-fn an_unconfirmed_publish_returns_unavailable_and_leaves_no_redis_keys() {
+fn an_unconfirmed_publish_returns_unavailable_keeps_its_keys_and_a_keyed_retry_gets_the_same_order()
+{
     let mut system = System::start();
     let alice = system.token("alice");
     let orders = system.accept();
+    let request = || {
+        let mut request = order_request(&TWO_LINES);
+        request["idempotencyKey"] = json!("e2e-unconfirmed");
+        request
+    };
 
     system.stop_broker();
     let started = Instant::now();
-    let err = orders.err(PLACE_ORDER, Some(&alice), order_request(&TWO_LINES));
+    let err = orders.err(PLACE_ORDER, Some(&alice), request());
     assert_eq!(err.code, Code::Unavailable, "{}", err.output);
     assert!(
         started.elapsed() < UNAVAILABLE_WITHIN,
         "UNAVAILABLE took {:?}",
         started.elapsed()
     );
+    let maps = system.redis_keys("order:map:*");
     assert_eq!(
-        system.redis_keys("order:map:*"),
-        Vec::<String>::new(),
-        "owner keys of a refused order"
+        maps.len(),
+        1,
+        "the owner key of an unconfirmed order: {maps:?}"
     );
     assert_eq!(
-        system.redis_keys("order:status:*"),
-        Vec::<String>::new(),
-        "status keys of a refused order"
+        system.redis_keys("order:status:*").len(),
+        1,
+        "the status key of an unconfirmed order"
     );
+    let kept_cid = maps[0]
+        .rsplit(':')
+        .next()
+        .expect("a correlation id in the key")
+        .to_owned();
 
     system.restart_broker();
     system.wait_accept_ready();
@@ -421,7 +436,7 @@ fn an_unconfirmed_publish_returns_unavailable_and_leaves_no_redis_keys() {
     stream.wait_until_open(STREAM_OPEN);
     let until = Instant::now() + RECOVERY;
     let order = loop {
-        match orders.call(PLACE_ORDER, Some(&alice), order_request(&TWO_LINES)) {
+        match orders.call(PLACE_ORDER, Some(&alice), request()) {
             Ok(placed) => break placed["order"].clone(),
             Err(e) if e.code == Code::Unavailable && Instant::now() < until => {
                 std::thread::park_timeout(Duration::from_millis(200));
@@ -433,12 +448,17 @@ fn an_unconfirmed_publish_returns_unavailable_and_leaves_no_redis_keys() {
         }
     };
     let cid = text(&order["correlationId"]);
+    assert_eq!(cid, kept_cid, "the retry answers the unconfirmed order");
     stream.wait_for(cid, COMPLETED, RECOVERY);
-    // The refused order must not surface later from a client-side buffer either.
     assert_eq!(
         system.count("SELECT count(*) AS n FROM orders", &[]),
         1,
         "orders recorded"
+    );
+    assert_eq!(
+        system.redis_keys("order:map:*"),
+        maps,
+        "no second order was accepted"
     );
 }
 

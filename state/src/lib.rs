@@ -124,15 +124,6 @@ pub trait IntakeState: StatusReader {
         snapshot: &[u8],
     ) -> Result<usize, StateError>;
 
-    /// Removes the map and status of `cid` and `order_id` from `owner`'s in-flight set (an
-    /// intake that did not complete).
-    async fn forget(
-        &self,
-        cid: CorrelationId,
-        owner: &UserId,
-        order_id: OrderId,
-    ) -> Result<(), StateError>;
-
     /// `user`'s in-flight orders that have not expired, ordered by order id. Expired entries are
     /// removed on the way.
     async fn inflight_orders(&self, user: &UserId) -> Result<Vec<InflightOrder>, StateError>;

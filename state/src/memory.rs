@@ -278,19 +278,6 @@ impl IntakeState for MemoryState {
         Ok(mine.len())
     }
 
-    async fn forget(
-        &self,
-        cid: CorrelationId,
-        owner: &UserId,
-        order_id: OrderId,
-    ) -> Result<(), StateError> {
-        let mut tables = self.tables();
-        tables.owners.remove(&cid);
-        tables.statuses.remove(&cid);
-        remove_inflight(&mut tables, owner, &[order_id]);
-        Ok(())
-    }
-
     async fn inflight_orders(&self, user: &UserId) -> Result<Vec<InflightOrder>, StateError> {
         let now = Instant::now();
         let mut tables = self.tables();

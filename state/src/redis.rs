@@ -449,24 +449,6 @@ impl IntakeState for RedisState {
         Ok(held)
     }
 
-    async fn forget(
-        &self,
-        cid: CorrelationId,
-        owner: &UserId,
-        order_id: OrderId,
-    ) -> Result<(), StateError> {
-        let map_key = self.map_key(cid);
-        redis::pipe()
-            .atomic()
-            .del(&[&map_key, &self.status_key(cid)])
-            .ignore()
-            .hdel(self.inflight_key(owner), order_id.get().to_string())
-            .ignore()
-            .exec_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| redis_error("forgetting an order", &map_key, e))
-    }
-
     async fn inflight_orders(&self, user: &UserId) -> Result<Vec<InflightOrder>, StateError> {
         let key = self.inflight_key(user);
         let entries: HashMap<String, Vec<u8>> = self

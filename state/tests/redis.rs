@@ -206,35 +206,6 @@ async fn record_accepted_sets_owner_and_status_until_the_ttl_passes(subject: &dy
     assert_eq!(state.status(cid).await.unwrap(), None);
 }
 
-async fn forget_removes_map_and_status(subject: &dyn Subject) {
-    let state = subject.state();
-    let (kept, forgotten) = (CorrelationId::new(), CorrelationId::new());
-    state
-        .record_accepted(kept, &user("alice"), order(1), b"snapshot")
-        .await
-        .unwrap();
-    state
-        .record_accepted(forgotten, &user("alice"), order(2), b"snapshot")
-        .await
-        .unwrap();
-
-    state
-        .forget(forgotten, &user("alice"), order(2))
-        .await
-        .unwrap();
-
-    assert_eq!(state.owner(forgotten).await.unwrap(), None);
-    assert_eq!(state.status(forgotten).await.unwrap(), None);
-    if let Some(ttls) = subject.ttls(forgotten).await {
-        assert_eq!(ttls, [None, None], "both keys deleted");
-    }
-    assert_eq!(state.owner(kept).await.unwrap(), Some(user("alice")));
-    state
-        .forget(CorrelationId::new(), &user("nobody"), order(99))
-        .await
-        .expect("forgetting nothing is fine");
-}
-
 fn inflight(n: i64, snapshot: &[u8]) -> InflightOrder {
     InflightOrder {
         order_id: order(n),
@@ -422,30 +393,6 @@ async fn drop_inflight_removes_only_the_named_orders(subject: &dyn Subject) {
     );
     state.drop_inflight(&alice, &[order(2)]).await.unwrap();
     assert_eq!(state.inflight_orders(&alice).await.unwrap(), []);
-}
-
-async fn forget_removes_the_inflight_entry_too(subject: &dyn Subject) {
-    let state = subject.state();
-    let alice = user("alice");
-    let (kept, forgotten) = (CorrelationId::new(), CorrelationId::new());
-    state
-        .record_accepted(kept, &alice, order(31), b"kept")
-        .await
-        .unwrap();
-    state
-        .record_accepted(forgotten, &alice, order(32), b"forgotten")
-        .await
-        .unwrap();
-
-    state.forget(forgotten, &alice, order(32)).await.unwrap();
-
-    assert_eq!(
-        state.inflight_orders(&alice).await.unwrap(),
-        [inflight(31, b"kept")]
-    );
-    assert_eq!(state.inflight_order(&alice, order(32)).await.unwrap(), None);
-    assert_eq!(state.status(forgotten).await.unwrap(), None);
-    assert!(state.status(kept).await.unwrap().is_some());
 }
 
 async fn inflight_entries_expire_a_ttl_after_they_were_written(subject: &dyn Subject) {
@@ -822,10 +769,8 @@ macro_rules! contract {
 
 contract!(
     record_accepted_sets_owner_and_status_until_the_ttl_passes,
-    forget_removes_map_and_status,
     record_accepted_keeps_the_snapshot_in_the_owners_inflight_set,
     drop_inflight_removes_only_the_named_orders,
-    forget_removes_the_inflight_entry_too,
     replaying_record_accepted_never_moves_a_status_back_and_restores_only_what_is_missing,
     inflight_entries_expire_a_ttl_after_they_were_written,
     advance_only_moves_forward,

@@ -1,9 +1,17 @@
 //! Intake: a `PlaceOrder` becomes an `OrderAccepted` event (fresh correlation id, a reserved order
 //! id, the sealed customer, the priced lines), recorded in the workflow state and published; the
 //! caller gets an answer only once the broker confirmed it.
+//!
+//! An unconfirmed publish is tried again with the same message id a few times within the request
+//! (the broker drops a duplicate inside its window) before the caller gets UNAVAILABLE. An order
+//! whose publish was not confirmed may be in the stream all the same, so its workflow keys (owner
+//! map, status, in-flight entry) are never removed: they expire with their TTL. A keyed retry
+//! publishes the same event again (see [`super::idempotency`]); a keyless one cannot be matched.
+
+use std::time::Duration;
 
 use chrono::{SubsecRound, Utc};
-use contoso_bus::{Envelope, Topic};
+use contoso_bus::{BusError, Envelope, Topic};
 use contoso_domain::{CorrelationId, OrderId, PricedOrder, Report, UserId};
 use contoso_proto::{
     convert::to_timestamp,
@@ -12,6 +20,7 @@ use contoso_proto::{
 };
 use contoso_state::IdempotencyClaim;
 use prost::Message;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::{
@@ -21,6 +30,14 @@ use super::{
     parse,
 };
 use crate::error::ApiError;
+
+/// Publish attempts within one request before it answers UNAVAILABLE.
+const PUBLISH_ATTEMPTS: u32 = 3;
+/// Pause before the second attempt, doubled before each later one.
+const PUBLISH_BACKOFF: Duration = Duration::from_millis(100);
+/// All attempts of one request end within this, whatever the broker adapter's own publish
+/// timeout (JetStream's is 5 s): no attempt starts, nor keeps waiting, past it.
+const PUBLISH_BUDGET: Duration = Duration::from_secs(10);
 
 impl OrdersApi {
     pub(super) async fn place(
@@ -117,7 +134,9 @@ impl OrdersApi {
 
     /// Records the workflow state (with the order's snapshot in the caller's in-flight set, so
     /// their next `GetOrder` and `ListOrders` show it) and publishes `OrderAccepted`, answering
-    /// only once the broker confirmed it; if it did not, the workflow keys are removed again.
+    /// only once the broker confirmed it. Recording again an order already recorded (a keyed
+    /// retry) restores only missing keys. If the broker never confirmed it, the keys stay: the
+    /// message may be in the stream, and process-svc and notify-svc need them then.
     async fn publish_accepted(
         &self,
         user: &UserId,
@@ -141,11 +160,8 @@ impl OrdersApi {
                 message_id: cid.to_string(),
                 payload: event.encode_to_vec().into(),
             };
-            if let Err(e) = self.bus.publish(envelope).await {
-                tracing::warn!(error = %Report(&e), "OrderAccepted not confirmed; rolling back the intake");
-                if let Err(forget) = self.state.forget(cid, user, order_id).await {
-                    tracing::warn!(error = %Report(&forget), "removing the workflow keys failed; they expire with their TTL");
-                }
+            if let Err(e) = self.publish_confirmed(envelope).await {
+                tracing::warn!(error = %Report(&e), "OrderAccepted not confirmed; its workflow keys stay until their TTL, as it may be in the stream");
                 return Err(e.into());
             }
             tracing::info!(lines = order.lines.len(), total_cents = order.total_cents, "order accepted");
@@ -154,5 +170,33 @@ impl OrdersApi {
         }
         .instrument(span)
         .await
+    }
+
+    /// Publishes `envelope`, trying again with the same message id (which the broker
+    /// deduplicates) up to [`PUBLISH_ATTEMPTS`] times within [`PUBLISH_BUDGET`].
+    async fn publish_confirmed(&self, envelope: Envelope) -> Result<(), BusError> {
+        let deadline = Instant::now() + PUBLISH_BUDGET;
+        let mut backoff = PUBLISH_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            let published = tokio::time::timeout_at(deadline, self.bus.publish(envelope.clone()))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(BusError::not_confirmed(
+                        format!("publishing {}", envelope.topic),
+                        format!("no confirmation within {PUBLISH_BUDGET:?}"),
+                    ))
+                });
+            match published {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < PUBLISH_ATTEMPTS && Instant::now() + backoff < deadline => {
+                    tracing::info!(attempt, retry_in = ?backoff, error = %Report(&e), "OrderAccepted not confirmed; publishing it again");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
