@@ -1,6 +1,6 @@
 //! The broker settings the service binaries share, read from the environment (12-factor) or flags.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 
@@ -21,6 +21,14 @@ pub struct NatsArgs {
     /// Stream replicas (3 on a JetStream cluster).
     #[arg(long, env = "NATS_STREAM_REPLICAS", default_value_t = 1)]
     pub nats_stream_replicas: usize,
+    /// How long the stream remembers a message id, in seconds: a publish repeated with the same
+    /// id inside this window (a retried `OrderAccepted`) is dropped by the broker. A repeat after
+    /// it is stored again, and consumers deduplicate it (process-svc records a correlation id
+    /// once).
+    #[arg(long, env = "NATS_DUPLICATE_WINDOW_SECS",
+          default_value_t = crate::memory::DEFAULT_DUPLICATE_WINDOW.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub nats_duplicate_window_secs: u64,
 }
 
 impl NatsArgs {
@@ -30,6 +38,7 @@ impl NatsArgs {
             stream: self.nats_stream.clone(),
             subject_prefix: self.nats_subject_prefix.clone(),
             replicas: self.nats_stream_replicas,
+            duplicate_window: Duration::from_secs(self.nats_duplicate_window_secs),
             ..NatsSettings::default()
         }
     }
@@ -39,5 +48,49 @@ impl NatsArgs {
             .await
             .with_context(|| format!("connecting to NATS at {}", self.nats_url))?;
         Ok(Arc::new(bus))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        nats: NatsArgs,
+    }
+
+    #[test]
+    fn the_duplicate_window_defaults_to_jetstreams_and_can_be_set() {
+        let default = Cli::try_parse_from(["x", "--nats-url", "nats://n:4222"]).unwrap();
+        assert_eq!(
+            default.nats.settings().duplicate_window,
+            NatsSettings::default().duplicate_window
+        );
+        let set = Cli::try_parse_from([
+            "x",
+            "--nats-url",
+            "nats://n:4222",
+            "--nats-duplicate-window-secs",
+            "600",
+        ])
+        .unwrap();
+        assert_eq!(
+            set.nats.settings().duplicate_window,
+            Duration::from_secs(600)
+        );
+        assert!(
+            Cli::try_parse_from([
+                "x",
+                "--nats-url",
+                "nats://n:4222",
+                "--nats-duplicate-window-secs",
+                "0",
+            ])
+            .is_err()
+        );
     }
 }
