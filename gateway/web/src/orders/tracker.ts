@@ -253,6 +253,9 @@ export class OrderTracker {
       if (before[cid] === order) continue;
       this.#changedAt.set(cid, now);
       if (!this.#firstSeen.has(cid)) this.#firstSeen.set(cid, now);
+      // An order this tab hears of live for the first time (placed in another tab or on another
+      // device) becomes the active one.
+      if (announce && before[cid] === undefined) this.last.set(cid);
       if (isTerminal(order.status) && !this.#announced.has(cid)) {
         this.#announced.add(cid);
         const wasWatched = before[cid] !== undefined && !isTerminal(before[cid].status);

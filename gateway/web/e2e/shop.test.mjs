@@ -1,0 +1,308 @@
+// Browser end-to-end tests: Debian's Chromium (playwright-core) against the real backend, started
+// here: `contoso dev` with in-memory backends and a standalone gateway serving dist/.
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { chromium } from "playwright-core";
+import { startBackend, WEB_DIR } from "./harness.mjs";
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const SHOTS = join(WEB_DIR, "e2e", "screenshots");
+const TIMEOUT = 15_000;
+
+let backend;
+let browser;
+
+before(async () => {
+  mkdirSync(SHOTS, { recursive: true });
+  backend = await startBackend();
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ["--disable-dev-shm-usage"] });
+});
+
+after(async () => {
+  await browser?.close();
+  await backend?.close();
+});
+
+let users = 0;
+/** A user of its own per test, so orders of one test never count in another. */
+const newUser = (what) => `${what}-${process.pid}-${++users}`;
+
+async function newPage(context) {
+  const ctx = context ?? (await browser.newContext({ viewport: { width: 1280, height: 860 } }));
+  const page = await ctx.newPage();
+  page.setDefaultTimeout(TIMEOUT);
+  page.on("pageerror", (err) => console.error(`[page error] ${err.message}`));
+  return page;
+}
+
+const shot = (page, name) => page.screenshot({ path: join(SHOTS, `${name}.png`) });
+
+async function login(page, user) {
+  await page.goto(`${backend.url}/login`);
+  await page.getByLabel("User name").fill(user);
+  await page.getByRole("button", { name: "Sign in", exact: true }).click();
+  await page.getByTestId("user-name").filter({ hasText: user }).waitFor();
+  await page.waitForURL(/\/products/);
+}
+
+async function addToCart(page, productId, quantity = 1) {
+  await page.goto(`${backend.url}/products/${productId}`);
+  await page.getByTestId("product-detail").waitFor();
+  for (let i = 1; i < quantity; i++) await page.getByRole("button", { name: "Increase quantity" }).click();
+  await page.getByRole("button", { name: "Add to cart" }).click();
+}
+
+async function placeOrder(page) {
+  await page.goto(`${backend.url}/cart`);
+  await page.getByTestId("checkout").click();
+  await page.waitForURL(/\/orders\/\d+/);
+  return page.url().match(/\/orders\/(\d+)/)[1];
+}
+
+const status = (page) => page.locator("[data-testid=order-status]");
+const waitStatus = (page, s, timeout = TIMEOUT) =>
+  page.locator(`[data-testid=order-status][data-status=${s}]`).waitFor({ timeout });
+
+async function orderRows(page) {
+  await page.goto(`${backend.url}/orders`);
+  await page.locator("[data-testid=order-row], [data-testid=orders-empty]").first().waitFor();
+  return page.locator("[data-testid=order-row]");
+}
+
+const cents = (text) => Math.round(Number(text.replace(/[^0-9.]/g, "")) * 100);
+
+describe("Contoso Shop in a browser", { concurrency: false }, () => {
+  test("log in, search, filter, add two products, check out, see Completed", async () => {
+    const page = await newPage();
+    await page.goto(`${backend.url}/`);
+    await page.waitForURL(/\/login/);
+    await page.getByLabel("User name").waitFor();
+    await shot(page, "login");
+    await login(page, newUser("shopper"));
+
+    // Search and filters narrow the grid (and live in the URL).
+    const count = page.getByTestId("result-count");
+    await count.waitFor();
+    const all = await count.textContent();
+    await page.getByLabel("Search").fill("az-");
+    await page.waitForURL(/q=az-/);
+    await page.getByLabel("Vendor").selectOption("Microsoft");
+    await page.getByLabel("Category").selectOption("Practice Exam");
+    await page.waitForURL(/category=Practice/);
+    await page.waitForFunction(
+      () =>
+        document.querySelectorAll("[data-testid=product-card]").length > 0 &&
+        !document.querySelector("[aria-busy=true]"),
+    );
+    const filtered = await count.textContent();
+    assert.notEqual(filtered, all);
+    const cards = page.getByTestId("product-card");
+    const n = await cards.count();
+    assert.ok(n > 0 && n <= 12, `${n} cards`);
+    for (let i = 0; i < n; i++) {
+      const text = await cards.nth(i).textContent();
+      assert.match(text, /Microsoft/);
+      assert.match(text, /Practice Exam/);
+      assert.match(text, /AZ-/i);
+    }
+    await shot(page, "catalog");
+
+    // First product from the grid, the second from its detail page with 2 seats.
+    const firstId = await cards.nth(0).getAttribute("data-product-id");
+    await cards.nth(0).getByRole("button", { name: /Add .* to cart/ }).click();
+    await page.getByTestId("cart-count").filter({ hasText: /^1$/ }).waitFor();
+    const secondId = await cards.nth(1).getAttribute("data-product-id");
+    await cards.nth(1).getByRole("heading").getByRole("link").click();
+    await page.getByTestId("product-detail").waitFor();
+    assert.ok(page.url().endsWith(`/products/${secondId}`));
+    await page.getByRole("button", { name: "Increase quantity" }).click();
+    await shot(page, "product-detail");
+    await page.getByRole("button", { name: "Add to cart" }).click();
+    await page.getByTestId("cart-count").filter({ hasText: /^3$/ }).waitFor();
+
+    // The cart adds up.
+    await page.getByTestId("cart-button").click();
+    await page.waitForURL(/\/cart$/);
+    const lines = page.getByTestId("cart-line");
+    await lines.nth(1).waitFor();
+    assert.deepEqual(await lines.evaluateAll((ls) => ls.map((l) => l.dataset.productId)), [firstId, secondId]);
+    const lineTotals = (await page.getByTestId("line-total").allTextContents()).map(cents);
+    const total = cents(await page.getByTestId("summary-total").textContent());
+    assert.equal(total, lineTotals[0] + lineTotals[1]);
+    await shot(page, "cart");
+
+    // Checkout: the accepted order at once, with its correlation id, then Completed live.
+    await page.getByTestId("checkout").click();
+    await page.waitForURL(/\/orders\/\d+\?placed=1/);
+    await page.getByTestId("placed-banner").waitFor();
+    assert.match(await page.getByTestId("correlation-id").textContent(), /^[0-9a-f-]{36}$/);
+    assert.equal(await page.getByTestId("order-line").count(), 2);
+    assert.equal(cents(await page.getByTestId("order-total").textContent()), total);
+    await shot(page, "checkout-progress");
+    await waitStatus(page, "completed");
+    await page.locator("[data-testid=timeline][data-status=completed]").waitFor();
+    await page.locator("[data-testid=active-order][data-status=completed]").waitFor();
+    await page.getByTestId("toast").filter({ hasText: /is complete/ }).waitFor();
+    assert.equal(await page.getByTestId("cart-count").textContent(), "0");
+    await shot(page, "order-detail");
+
+    const rows = await orderRows(page);
+    assert.equal(await rows.count(), 1);
+    await page.locator("[data-testid=order-row][data-status=completed]").waitFor();
+    await shot(page, "orders");
+    await page.context().close();
+  });
+
+  test("a second tab and another device of the same user see the order complete", async () => {
+    const user = newUser("tabs");
+    const first = await newPage();
+    const second = await newPage(first.context()); // same browser: shares localStorage, not sessionStorage
+    const device = await newPage(); // another browser: only its own status stream can tell it
+    await login(first, user);
+    await login(second, user);
+    await login(device, user);
+    await addToCart(first, "AZ-104");
+    await second.getByTestId("cart-count").filter({ hasText: /^1$/ }).waitFor(); // cart synced across tabs
+    await second.locator("[data-testid=connection][data-state=connected]").waitFor();
+    await device.locator("[data-testid=connection][data-state=connected]").waitFor();
+
+    const orderId = await placeOrder(first);
+    await waitStatus(first, "completed");
+    for (const page of [second, device]) {
+      const pill = page.locator("[data-testid=active-order][data-status=completed]");
+      await pill.waitFor();
+      assert.match(await pill.textContent(), new RegExp(`#${orderId}\\b`));
+      await page.getByTestId("toast").filter({ hasText: `Order #${orderId} is complete` }).waitFor();
+    }
+    await second.getByTestId("cart-count").filter({ hasText: /^0$/ }).waitFor();
+    await first.context().close();
+    await device.context().close();
+  });
+
+  test("a reload right after checkout keeps the order and sees it complete", async () => {
+    const page = await newPage();
+    await login(page, newUser("reload"));
+    await addToCart(page, "AZ-900", 2);
+    const orderId = await placeOrder(page);
+    await page.reload();
+    await waitStatus(page, "completed");
+    assert.ok(page.url().includes(`/orders/${orderId}`));
+    await page.locator("[data-testid=active-order][data-status=completed]").waitFor();
+    await page.context().close();
+  });
+
+  test("a reload while PlaceOrder is answering still makes exactly one order", async () => {
+    const page = await newPage();
+    await login(page, newUser("midsubmit"));
+    await addToCart(page, "AZ-204");
+    await page.goto(`${backend.url}/cart`);
+    // The first PlaceOrder reaches the server, but the page reloads before it sees the answer.
+    let reached;
+    const placed = new Promise((resolve) => (reached = resolve));
+    let held = false;
+    await page.route("**/contoso.orders.v1.OrderService/PlaceOrder", async (route) => {
+      if (held) return route.continue();
+      held = true;
+      await route.fetch();
+      reached();
+      await new Promise(() => undefined); // never answered: the page goes away first
+    });
+    await page.getByTestId("checkout").click();
+    await placed;
+    await page.reload();
+    // The app resumes the interrupted checkout with the same idempotency key.
+    await page.waitForURL(/\/orders\/\d+/);
+    await waitStatus(page, "completed");
+    const rows = await orderRows(page);
+    await page.getByTestId("orders-count").waitFor();
+    assert.equal(await rows.count(), 1);
+    await page.unrouteAll({ behavior: "ignoreErrors" });
+    await page.context().close();
+  });
+
+  test("a gateway restart mid-flow: Reconnecting, then Connected, and the order shows Completed", async () => {
+    const page = await newPage();
+    await login(page, newUser("restart"));
+    await addToCart(page, "AZ-305");
+    await page.locator("[data-testid=connection][data-state=connected]").waitFor();
+    await page.goto(`${backend.url}/cart`);
+    await page.getByTestId("checkout").click();
+    await page.waitForURL(/\/orders\/\d+/);
+    await backend.killGateway();
+    await page.locator("[data-testid=connection][data-state=reconnecting]").waitFor();
+    await backend.startGateway();
+    await page.locator("[data-testid=connection][data-state=connected]").waitFor({ timeout: 20_000 });
+    await page.getByTestId("order-status").waitFor();
+    await waitStatus(page, "completed");
+    await page.locator("[data-testid=active-order][data-status=completed]").waitFor();
+    await page.context().close();
+  });
+
+  test("a double click on checkout makes one order", async () => {
+    const page = await newPage();
+    await login(page, newUser("double"));
+    await addToCart(page, "AZ-500", 3);
+    await page.goto(`${backend.url}/cart`);
+    await page.getByTestId("checkout").dblclick();
+    await page.waitForURL(/\/orders\/\d+/);
+    await waitStatus(page, "completed");
+    const rows = await orderRows(page);
+    await page.getByTestId("orders-count").waitFor();
+    assert.equal(await rows.count(), 1);
+    await page.context().close();
+  });
+
+  test("deleting an order from history, with confirmation, removes it from the list", async () => {
+    const page = await newPage();
+    await login(page, newUser("delete"));
+    await addToCart(page, "AZ-104");
+    const keep = await placeOrder(page);
+    await waitStatus(page, "completed");
+    await addToCart(page, "AZ-900");
+    const gone = await placeOrder(page);
+    await waitStatus(page, "completed");
+
+    const rows = await orderRows(page);
+    await rows.nth(1).waitFor();
+    assert.deepEqual(await rows.evaluateAll((rs) => rs.map((r) => r.dataset.orderId)), [gone, keep]); // newest first
+    const row = page.locator(`[data-testid=order-row][data-order-id="${gone}"]`);
+
+    // Cancel keeps it.
+    await row.getByTestId("delete-order").click();
+    const dialog = page.getByRole("dialog");
+    await dialog.waitFor();
+    await shot(page, "delete-confirmation");
+    await dialog.getByRole("button", { name: "Cancel" }).click();
+    await dialog.waitFor({ state: "hidden" });
+    assert.equal(await rows.count(), 2);
+
+    // Confirm removes it.
+    await row.getByTestId("delete-order").click();
+    await dialog.getByRole("button", { name: "Delete order" }).click();
+    await row.waitFor({ state: "detached" });
+    await page.getByTestId("orders-count").filter({ hasText: /^1 order$/ }).waitFor();
+    assert.deepEqual(await rows.evaluateAll((rs) => rs.map((r) => r.dataset.orderId)), [keep]);
+    await page.goto(`${backend.url}/orders/${gone}`);
+    await page.getByTestId("not-found").waitFor();
+    await page.context().close();
+  });
+
+  test("a refused token sends the user back to login with a message", async () => {
+    const page = await newPage();
+    const user = newUser("expired");
+    await login(page, user);
+    await page.evaluate(() => {
+      const s = JSON.parse(sessionStorage.getItem("contoso.session.v1"));
+      sessionStorage.setItem("contoso.session.v1", JSON.stringify({ ...s, accessToken: "not-a-valid-token" }));
+    });
+    await page.goto(`${backend.url}/orders`);
+    await page.waitForURL(/\/login\?next=%2Forders/);
+    assert.match(await page.getByTestId("login-notice").textContent(), /session has expired/i);
+    // Signing in again returns to the page the user was on.
+    await page.getByRole("button", { name: user, exact: true }).click();
+    await page.waitForURL(/\/orders$/);
+    await page.context().close();
+  });
+});
