@@ -18,7 +18,7 @@ export default defineConfig({
   server: {
     proxy: {
       "^/contoso\\.": toGateway,
-      "/dev": toGateway,
+      "^/dev/": toGateway,
       "/images": toGateway,
       "/app-config.json": toGateway,
     },

@@ -41,8 +41,12 @@ export function OrderPage({ id, ctx }: { id: string; ctx: UserContext }) {
         <>
           {justPlaced && (
             <div class="notice notice-success" role="status" data-testid="placed-banner">
-              <strong>Thank you!</strong> Order #{order.orderId} was accepted. You can follow it here, or keep shopping: we’ll
-              let you know when it completes.
+              <strong>Thank you!</strong>{" "}
+              {status === "completed"
+                ? `Order #${order.orderId} is complete: your subscriptions are ready.`
+                : status === "failed"
+                  ? `Order #${order.orderId} could not be completed.`
+                  : `Order #${order.orderId} was accepted. Follow it here, or keep shopping: we’ll let you know when it completes.`}
             </div>
           )}
           <div class="page-head">
@@ -62,6 +66,7 @@ export function OrderPage({ id, ctx }: { id: string; ctx: UserContext }) {
           </div>
           <Timeline status={status} reason={reason} />
           <div class="order-grid">
+            <div class="table-wrap">
             <table class="lines">
               <caption class="visually-hidden">Order lines</caption>
               <thead>
@@ -70,7 +75,7 @@ export function OrderPage({ id, ctx }: { id: string; ctx: UserContext }) {
                   <th scope="col" class="num">
                     Seats
                   </th>
-                  <th scope="col" class="num">
+                  <th scope="col" class="num col-unit">
                     Unit price
                   </th>
                   <th scope="col" class="num">
@@ -83,25 +88,33 @@ export function OrderPage({ id, ctx }: { id: string; ctx: UserContext }) {
                   <tr key={l.productId} data-testid="order-line">
                     <td>
                       <Link href={`/products/${encodeURIComponent(l.productId)}`}>{l.productName}</Link>
-                      <div class="muted small">{l.productId}</div>
+                      <div class="muted small">
+                        {l.productId}
+                        <span class="phone-only">
+                          {" "}
+                          · {l.quantity} × {formatMoney(l.unitPriceCents, order.currency)}
+                        </span>
+                      </div>
                     </td>
                     <td class="num">{l.quantity}</td>
-                    <td class="num">{formatMoney(l.unitPriceCents, order.currency)}</td>
+                    <td class="num col-unit">{formatMoney(l.unitPriceCents, order.currency)}</td>
                     <td class="num">{formatMoney(l.lineTotalCents, order.currency)}</td>
                   </tr>
                 ))}
               </tbody>
               <tfoot>
                 <tr>
-                  <th scope="row" colSpan={3} class="num">
+                  <th scope="row" colSpan={2} class="num">
                     Order total
                   </th>
+                  <td class="col-unit" />
                   <td class="num total" data-testid="order-total">
                     {formatMoney(order.totalCents, order.currency)}
                   </td>
                 </tr>
               </tfoot>
             </table>
+            </div>
             <aside class="order-facts" aria-label="Order details">
               <dl>
                 <div>

@@ -33,10 +33,12 @@ function ConnectionIndicator({ ctx }: { ctx: UserContext }) {
       data-state={state}
       title={title}
       onClick={() => state !== "connected" && ctx.tracker.reconnectNow()}
-      aria-live="polite"
+      aria-label={`Live updates: ${CONNECTION_LABEL[state]}${state === "connected" ? "" : " (press to retry now)"}`}
     >
       <span class="conn-dot" aria-hidden="true" />
-      <span class="conn-label">{CONNECTION_LABEL[state]}</span>
+      <span class="conn-label" aria-live="polite">
+        {CONNECTION_LABEL[state]}
+      </span>
     </button>
   );
 }
