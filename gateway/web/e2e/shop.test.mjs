@@ -25,9 +25,10 @@ after(async () => {
   await backend?.close();
 });
 
-let users = 0;
-/** A user of its own per test, so orders of one test never count in another. */
-const newUser = (what) => `${what}-${process.pid}-${++users}`;
+// Each run starts an empty in-memory backend; each test has a user of its own, so orders of one
+// test never count in another.
+const NAMES = { shopper: "alice", tabs: "bob", reload: "carol", midsubmit: "dave", restart: "erin", double: "frank", delete: "grace", expired: "heidi" };
+const newUser = (what) => NAMES[what] ?? `${what}-${process.pid}`;
 
 async function newPage(context) {
   const ctx = context ?? (await browser.newContext({ viewport: { width: 1280, height: 860 } }));
@@ -37,7 +38,24 @@ async function newPage(context) {
   return page;
 }
 
-const shot = (page, name) => page.screenshot({ path: join(SHOTS, `${name}.png`) });
+/** A PNG of the page once the images in view have loaded. */
+async function shot(page, name) {
+  await page.mouse.move(0, 0); // no hover effect in the picture
+  await page
+    .waitForFunction(
+      () =>
+        [...document.images]
+          .filter((img) => {
+            const r = img.getBoundingClientRect();
+            return r.bottom > 0 && r.top < innerHeight && r.width > 0;
+          })
+          .every((img) => img.complete),
+      undefined,
+      { timeout: 5000 },
+    )
+    .catch(() => undefined); // a picture that will not load is no reason to fail the scenario
+  await page.screenshot({ path: join(SHOTS, `${name}.png`) });
+}
 
 async function login(page, user) {
   await page.goto(`${backend.url}/login`);
@@ -86,6 +104,8 @@ describe("Contoso Shop in a browser", { concurrency: false }, () => {
     const count = page.getByTestId("result-count");
     await count.waitFor();
     const all = await count.textContent();
+    await page.getByTestId("product-card").nth(7).waitFor();
+    await shot(page, "catalog");
     await page.getByLabel("Search").fill("az-");
     await page.waitForURL(/q=az-/);
     await page.getByLabel("Vendor").selectOption("Microsoft");
@@ -107,7 +127,7 @@ describe("Contoso Shop in a browser", { concurrency: false }, () => {
       assert.match(text, /Practice Exam/);
       assert.match(text, /AZ-/i);
     }
-    await shot(page, "catalog");
+    await shot(page, "catalog-filtered");
 
     // First product from the grid, the second from its detail page with 2 seats.
     const firstId = await cards.nth(0).getAttribute("data-product-id");
