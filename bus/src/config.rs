@@ -29,6 +29,13 @@ pub struct NatsArgs {
           default_value_t = crate::memory::DEFAULT_DUPLICATE_WINDOW.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
     pub nats_duplicate_window_secs: u64,
+    /// JetStream stream holding dead letters, on `{prefix}_dlq.>` (default `{NATS_STREAM}_DLQ`).
+    #[arg(long, env = "NATS_DLQ_STREAM")]
+    pub nats_dlq_stream: Option<String>,
+    /// How long a dead letter is kept, in days.
+    #[arg(long, env = "NATS_DLQ_MAX_AGE_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub nats_dlq_max_age_days: u64,
 }
 
 impl NatsArgs {
@@ -39,15 +46,26 @@ impl NatsArgs {
             subject_prefix: self.nats_subject_prefix.clone(),
             replicas: self.nats_stream_replicas,
             duplicate_window: Duration::from_secs(self.nats_duplicate_window_secs),
+            dead_letter_stream: self
+                .nats_dlq_stream
+                .clone()
+                .unwrap_or_else(|| format!("{}_DLQ", self.nats_stream)),
+            dead_letter_max_age: Duration::from_secs(
+                self.nats_dlq_max_age_days.saturating_mul(24 * 3600),
+            ),
             ..NatsSettings::default()
         }
     }
 
     pub async fn connect(&self) -> anyhow::Result<Arc<dyn Bus>> {
-        let bus = NatsBus::connect(self.settings())
+        Ok(Arc::new(self.connect_nats().await?))
+    }
+
+    /// The JetStream adapter itself, e.g. for its [`DeadLetters`](crate::DeadLetters).
+    pub async fn connect_nats(&self) -> anyhow::Result<NatsBus> {
+        NatsBus::connect(self.settings())
             .await
-            .with_context(|| format!("connecting to NATS at {}", self.nats_url))?;
-        Ok(Arc::new(bus))
+            .with_context(|| format!("connecting to NATS at {}", self.nats_url))
     }
 }
 
@@ -91,6 +109,34 @@ mod tests {
                 "0",
             ])
             .is_err()
+        );
+    }
+
+    #[test]
+    fn the_dead_letter_stream_follows_the_stream_unless_named() {
+        let default =
+            Cli::try_parse_from(["x", "--nats-url", "n", "--nats-stream", "SHOP"]).unwrap();
+        let settings = default.nats.settings();
+        assert_eq!(settings.dead_letter_stream, "SHOP_DLQ");
+        assert_eq!(
+            settings.dead_letter_max_age,
+            Duration::from_secs(30 * 24 * 3600)
+        );
+        let named = Cli::try_parse_from([
+            "x",
+            "--nats-url",
+            "n",
+            "--nats-dlq-stream",
+            "DEAD",
+            "--nats-dlq-max-age-days",
+            "7",
+        ])
+        .unwrap();
+        let settings = named.nats.settings();
+        assert_eq!(settings.dead_letter_stream, "DEAD");
+        assert_eq!(
+            settings.dead_letter_max_age,
+            Duration::from_secs(7 * 24 * 3600)
         );
     }
 }

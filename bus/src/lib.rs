@@ -11,12 +11,14 @@ use futures::stream::BoxStream;
 use contoso_domain::Cause;
 
 pub mod config;
+pub mod dead_letter;
 pub mod memory;
 pub mod nats;
 #[cfg(feature = "test-support")]
 pub mod recording;
 
 pub use config::NatsArgs;
+pub use dead_letter::{DeadLetter, DeadLetters, Strikes};
 pub use memory::MemoryBus;
 pub use nats::{NatsBus, NatsSettings};
 
@@ -76,6 +78,19 @@ pub struct Envelope {
     pub payload: Bytes,
 }
 
+/// Where a newly created consumer group starts reading. An existing group keeps its position.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StartPolicy {
+    /// From the oldest message still retained: nothing published before the group existed is
+    /// missed (work queues such as `orders.accepted`).
+    #[default]
+    All,
+    /// Only messages published after the group was created (ephemeral events such as status
+    /// changes, which are stale once missed). Opening an existing group that was created with
+    /// another policy recreates it.
+    New,
+}
+
 /// A durable consumer: every replica that opens the same `group` shares its messages, each
 /// message goes to one of them.
 #[derive(Debug, Clone)]
@@ -84,7 +99,11 @@ pub struct ConsumerSpec {
     pub group: String,
     /// Topics this group receives; at least one.
     pub topics: Vec<Topic>,
-    /// Deliveries before a message is given up on (dead-lettered by the broker's advisory).
+    /// Where the group starts when it is created.
+    pub start: StartPolicy,
+    /// Deliveries before the broker gives up on a message by itself and the adapter moves it to
+    /// the dead letters; zero or negative: never (the consumer decides, see
+    /// [`Delivery::dead_letter`]).
     pub max_deliver: i64,
     /// How long a delivery may stay unacknowledged before it is redelivered.
     pub ack_wait: Duration,
@@ -93,11 +112,13 @@ pub struct ConsumerSpec {
 }
 
 impl ConsumerSpec {
-    /// A spec with the defaults: 10 deliveries, 30 s ack wait, 256 in flight.
+    /// A spec with the defaults: from the oldest message, 10 deliveries, 30 s ack wait, 256 in
+    /// flight.
     pub fn new(group: impl Into<String>, topics: impl Into<Vec<Topic>>) -> Self {
         Self {
             group: group.into(),
             topics: topics.into(),
+            start: StartPolicy::All,
             max_deliver: 10,
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 256,
@@ -136,6 +157,14 @@ pub enum BusError {
     /// The ack may not have reached the broker: expect the message again.
     #[error("acknowledging a delivery failed")]
     Ack(#[source] Cause),
+    /// A dead-letter operation (capture, list, replay, purge) failed.
+    #[error("dead letters: {context} failed")]
+    DeadLetters {
+        /// What was being done, e.g. `replaying dead letter 7`.
+        context: String,
+        #[source]
+        source: Cause,
+    },
 }
 
 impl BusError {
@@ -150,6 +179,14 @@ impl BusError {
     /// [`BusError::Unavailable`].
     pub fn unavailable(context: impl Into<String>, source: impl Into<Cause>) -> Self {
         Self::Unavailable {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+
+    /// [`BusError::DeadLetters`].
+    pub fn dead_letters(context: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self::DeadLetters {
             context: context.into(),
             source: source.into(),
         }
@@ -173,6 +210,9 @@ pub trait Acknowledge: Send + Sync {
     async fn nack(&self, delay: Duration) -> Result<(), BusError>;
     /// Tell the broker the consumer is still working (resets the ack wait).
     async fn in_progress(&self) -> Result<(), BusError>;
+    /// Give up: store the message in the dead letters with `reason`, then terminate it so it is
+    /// never delivered again. An error means it was not terminated (and maybe not stored).
+    async fn dead_letter(&self, reason: &str) -> Result<(), BusError>;
 }
 
 /// One delivered message.
@@ -185,6 +225,8 @@ pub struct Delivery {
     pub payload: Bytes,
     /// 1 on the first delivery, 2 on the first redelivery, ...
     pub attempt: u64,
+    /// The message's position in the stream: the same on every delivery of it.
+    pub sequence: u64,
     acker: Box<dyn Acknowledge>,
 }
 
@@ -194,6 +236,7 @@ impl fmt::Debug for Delivery {
             .field("topic", &self.topic)
             .field("message_id", &self.message_id)
             .field("attempt", &self.attempt)
+            .field("sequence", &self.sequence)
             .field("payload_len", &self.payload.len())
             .finish()
     }
@@ -206,6 +249,7 @@ impl Delivery {
         message_id: Option<String>,
         payload: Bytes,
         attempt: u64,
+        sequence: u64,
         acker: Box<dyn Acknowledge>,
     ) -> Self {
         Self {
@@ -213,6 +257,7 @@ impl Delivery {
             message_id,
             payload,
             attempt,
+            sequence,
             acker,
         }
     }
@@ -230,6 +275,14 @@ impl Delivery {
     /// Still working: push the redelivery back by one ack wait.
     pub async fn in_progress(&self) -> Result<(), BusError> {
         self.acker.in_progress().await
+    }
+
+    /// Gives up on the message: it lands in the dead letters (original subject, headers, payload,
+    /// delivery count, consumer group, `reason`, time) and is never delivered again. On an error
+    /// it was not terminated: nack it, and dead-letter it again on its next delivery (capturing
+    /// the same delivery twice stores it once).
+    pub async fn dead_letter(&self, reason: &str) -> Result<(), BusError> {
+        self.acker.dead_letter(reason).await
     }
 }
 

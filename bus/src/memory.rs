@@ -1,7 +1,9 @@
 //! The in-process [`Bus`] behind `contoso dev` and unit tests. It mimics the JetStream adapter:
 //! a retained, bounded log; durable consumer groups that start from the oldest retained message,
-//! share each message among their subscribers and fan out across groups; deduplication by
-//! message id inside a window; redelivery after a nack delay or the ack wait; `max_deliver`.
+//! share each message among their subscribers and fan out across groups (or, with
+//! [`StartPolicy::New`], start at the next message); deduplication by message id inside a window;
+//! redelivery after a nack delay or the ack wait; dead letters, for messages a consumer gave up on
+//! and messages that ran out of `max_deliver`, listed and replayed through [`DeadLetters`].
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -12,10 +14,14 @@ use std::{
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::Utc;
 use futures::StreamExt;
 use tokio::{sync::Notify, time::Instant};
 
-use crate::{Acknowledge, Bus, BusError, ConsumerSpec, Deliveries, Delivery, Envelope, Topic};
+use crate::{
+    Acknowledge, Bus, BusError, ConsumerSpec, DeadLetter, DeadLetters, Deliveries, Delivery,
+    Envelope, StartPolicy, Topic, dead_letter::one_line,
+};
 
 /// Messages retained before the oldest is dropped.
 pub const DEFAULT_MAX_MESSAGES: usize = 100_000;
@@ -50,6 +56,10 @@ struct State {
     /// The same ids in publish order, so expiry is a pop from the front.
     seen_order: VecDeque<(Instant, String)>,
     groups: HashMap<String, Group>,
+    /// Dead letters by id, oldest first.
+    dead: BTreeMap<u64, DeadLetter>,
+    /// The last dead-letter id handed out (ids start at 1, as stream sequences do).
+    last_dead_id: u64,
 }
 
 struct Stored {
@@ -145,6 +155,47 @@ impl State {
         self.next_seq - self.log.len() as u64
     }
 
+    /// Stores a dead letter unless this group already dead-lettered this message.
+    fn capture(
+        dead: &mut BTreeMap<u64, DeadLetter>,
+        last_dead_id: &mut u64,
+        group: &str,
+        message: Captured,
+        reason: &str,
+    ) {
+        let duplicate = dead
+            .values()
+            .any(|d| d.stream_sequence == Some(message.seq) && d.consumer == group);
+        if duplicate {
+            return;
+        }
+        *last_dead_id += 1;
+        let id = *last_dead_id;
+        tracing::warn!(
+            dead_letter = id,
+            group,
+            seq = message.seq,
+            reason,
+            "message dead-lettered"
+        );
+        dead.insert(
+            id,
+            DeadLetter {
+                id,
+                dead_at: Utc::now(),
+                subject: message.topic.to_string(),
+                topic: Some(message.topic),
+                consumer: group.to_owned(),
+                deliveries: message.delivered,
+                reason: one_line(reason),
+                message_id: Some(message.message_id).filter(|id| !id.is_empty()),
+                stream_sequence: Some(message.seq),
+                headers: Vec::new(),
+                payload: message.payload,
+            },
+        );
+    }
+
     fn forget_expired_ids(&mut self, now: Instant) {
         while let Some((expiry, _)) = self.seen_order.front() {
             if *expiry > now {
@@ -199,7 +250,13 @@ impl State {
     fn take(&mut self, group_name: &str, now: Instant) -> Result<Taken, Option<Instant>> {
         let first_seq = self.first_seq();
         let next_seq = self.next_seq;
-        let State { log, groups, .. } = self;
+        let State {
+            log,
+            groups,
+            dead,
+            last_dead_id,
+            ..
+        } = self;
         let Some(group) = groups.get_mut(group_name) else {
             return Err(None);
         };
@@ -228,12 +285,19 @@ impl State {
                 continue;
             };
             if group.max_deliver > 0 && pending.delivered >= group.max_deliver.unsigned_abs() {
+                // What the NATS adapter does with the broker's MAX_DELIVERIES advisory.
+                let delivered = pending.delivered;
                 group.pending.remove(&seq);
-                tracing::warn!(
-                    message_id = %message.message_id,
-                    group = group_name,
-                    max_deliver = group.max_deliver,
-                    "giving up on a message after max_deliver deliveries"
+                let reason = format!(
+                    "the broker gave up after {delivered} deliveries (max_deliver {})",
+                    group.max_deliver
+                );
+                State::capture(
+                    dead,
+                    last_dead_id,
+                    group_name,
+                    Captured::of(message, delivered),
+                    &reason,
                 );
                 continue;
             }
@@ -261,6 +325,27 @@ impl State {
             }
         }
         Err(group.pending.values().map(|p| p.due).min())
+    }
+}
+
+/// A message as it is dead-lettered.
+struct Captured {
+    seq: u64,
+    delivered: u64,
+    topic: Topic,
+    message_id: String,
+    payload: Bytes,
+}
+
+impl Captured {
+    fn of(message: &Stored, delivered: u64) -> Self {
+        Self {
+            seq: message.seq,
+            delivered,
+            topic: message.topic,
+            message_id: message.message_id.clone(),
+            payload: message.payload.clone(),
+        }
     }
 }
 
@@ -313,6 +398,9 @@ impl Subscriber {
             group: self.group.clone(),
             seq: taken.seq,
             delivered: taken.delivered,
+            topic: taken.topic,
+            message_id: taken.message_id.clone(),
+            payload: taken.payload.clone(),
         };
         let message_id = Some(taken.message_id).filter(|id| !id.is_empty());
         Delivery::new(
@@ -320,6 +408,7 @@ impl Subscriber {
             message_id,
             taken.payload,
             taken.delivered,
+            taken.seq,
             Box::new(acker),
         )
     }
@@ -332,9 +421,23 @@ struct MemoryAck {
     group: String,
     seq: u64,
     delivered: u64,
+    /// The message itself, so it can be dead-lettered even after it left the log.
+    topic: Topic,
+    message_id: String,
+    payload: Bytes,
 }
 
 impl MemoryAck {
+    fn captured(&self) -> Captured {
+        Captured {
+            seq: self.seq,
+            delivered: self.delivered,
+            topic: self.topic,
+            message_id: self.message_id.clone(),
+            payload: self.payload.clone(),
+        }
+    }
+
     fn set_due(&self, after: Duration) {
         self.shared.with_group(&self.group, |group| {
             if let Some(pending) = group.pending.get_mut(&self.seq)
@@ -355,7 +458,34 @@ impl Acknowledge for MemoryAck {
     }
 
     async fn nack(&self, delay: Duration) -> Result<(), BusError> {
-        self.set_due(delay);
+        let mut state = self.shared.lock();
+        let State {
+            groups,
+            dead,
+            last_dead_id,
+            ..
+        } = &mut *state;
+        let Some(group) = groups.get_mut(&self.group) else {
+            return Ok(());
+        };
+        let exhausted = group.max_deliver > 0 && self.delivered >= group.max_deliver.unsigned_abs();
+        match group.pending.get_mut(&self.seq) {
+            Some(pending) if pending.delivered == self.delivered && exhausted => {
+                // The last delivery was refused: give up now rather than at the next look, as
+                // the broker does.
+                group.pending.remove(&self.seq);
+                let reason = format!(
+                    "the broker gave up after {} deliveries (max_deliver {})",
+                    self.delivered, group.max_deliver
+                );
+                State::capture(dead, last_dead_id, &self.group, self.captured(), &reason);
+            }
+            Some(pending) if pending.delivered == self.delivered => {
+                pending.due = Instant::now() + delay.min(MAX_DELAY);
+            }
+            _ => {}
+        }
+        group.notify.notify_waiters();
         Ok(())
     }
 
@@ -363,6 +493,22 @@ impl Acknowledge for MemoryAck {
         let ack_wait = self.shared.with_group(&self.group, |group| group.ack_wait);
         if let Some(ack_wait) = ack_wait {
             self.set_due(ack_wait);
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(&self, reason: &str) -> Result<(), BusError> {
+        let mut state = self.shared.lock();
+        let State {
+            groups,
+            dead,
+            last_dead_id,
+            ..
+        } = &mut *state;
+        State::capture(dead, last_dead_id, &self.group, self.captured(), reason);
+        if let Some(group) = groups.get_mut(&self.group) {
+            group.pending.remove(&self.seq);
+            group.notify.notify_waiters();
         }
         Ok(())
     }
@@ -403,7 +549,10 @@ impl Bus for MemoryBus {
             spec.ack_wait.min(MAX_DELAY)
         };
         let mut state = self.shared.lock();
-        let first_seq = state.first_seq();
+        let cursor = match spec.start {
+            StartPolicy::All => state.first_seq(),
+            StartPolicy::New => state.next_seq,
+        };
         // Opening an existing group updates its settings and keeps its position, like JetStream's
         // create-or-update of a durable consumer.
         let group = state
@@ -414,7 +563,7 @@ impl Bus for MemoryBus {
                 max_deliver: 0,
                 ack_wait,
                 max_ack_pending: 0,
-                cursor: first_seq,
+                cursor,
                 pending: BTreeMap::new(),
                 notify: Arc::new(Notify::new()),
             });
@@ -438,6 +587,49 @@ impl Bus for MemoryBus {
 
     async fn is_ready(&self) -> bool {
         true
+    }
+}
+
+#[async_trait]
+impl DeadLetters for MemoryBus {
+    async fn list(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError> {
+        let state = self.shared.lock();
+        Ok(state.dead.values().take(limit).cloned().collect())
+    }
+
+    async fn get(&self, id: u64) -> Result<Option<DeadLetter>, BusError> {
+        Ok(self.shared.lock().dead.get(&id).cloned())
+    }
+
+    async fn replay(&self, id: u64) -> Result<bool, BusError> {
+        let mut state = self.shared.lock();
+        let Some(letter) = state.dead.remove(&id) else {
+            return Ok(false);
+        };
+        let Some(topic) = letter.topic else {
+            // Never on this bus: everything on it has a topic.
+            state.dead.insert(id, letter);
+            return Err(BusError::dead_letters(
+                format!("replaying dead letter {id}"),
+                "its subject maps to no topic",
+            ));
+        };
+        let envelope = Envelope {
+            topic,
+            message_id: letter.replay_message_id(),
+            payload: letter.payload,
+        };
+        // Removed and republished under one lock: a second replay of the same id finds nothing.
+        if state.append(envelope, Instant::now(), &self.shared) {
+            for group in state.groups.values().filter(|g| g.topics.contains(&topic)) {
+                group.notify.notify_waiters();
+            }
+        }
+        Ok(true)
+    }
+
+    async fn purge(&self, id: u64) -> Result<bool, BusError> {
+        Ok(self.shared.lock().dead.remove(&id).is_some())
     }
 }
 
@@ -654,7 +846,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_message_is_dropped_after_max_deliver_deliveries() {
+    async fn a_message_is_dead_lettered_after_max_deliver_deliveries() {
         let bus = MemoryBus::new();
         let mut spec = ConsumerSpec::new("g", [Topic::OrderAccepted]);
         spec.max_deliver = 3;
@@ -670,6 +862,34 @@ mod tests {
 
         publish(&bus, Topic::OrderAccepted, &["healthy"]).await;
         assert_eq!(id(&next(&mut deliveries).await), "healthy");
+        // Not dropped: kept in the dead letters, as the NATS adapter keeps it.
+        let dead = bus.list(10).await.unwrap();
+        assert_eq!(dead.len(), 1, "{dead:?}");
+        assert_eq!(
+            (
+                dead[0].message_id.as_deref(),
+                dead[0].consumer.as_str(),
+                dead[0].deliveries
+            ),
+            (Some("poison"), "g", 3)
+        );
+        assert!(dead[0].reason.contains("max_deliver"), "{}", dead[0].reason);
+        assert_eq!(dead[0].payload, Bytes::from_static(b"payload of poison"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_group_created_with_start_new_skips_earlier_messages_and_keeps_its_position() {
+        let bus = MemoryBus::new();
+        publish(&bus, Topic::OrderProcessed, &["old"]).await;
+        let mut spec = ConsumerSpec::new("status", [Topic::OrderProcessed]);
+        spec.start = StartPolicy::New;
+        let mut deliveries = bus.consume(&spec).await.unwrap();
+        publish(&bus, Topic::OrderProcessed, &["new"]).await;
+
+        let delivery = next(&mut deliveries).await;
+        assert_eq!(id(&delivery), "new");
+        delivery.ack().await.unwrap();
+        assert_nothing_within(&mut deliveries, spec.ack_wait * 2).await;
     }
 
     #[tokio::test(start_paused = true)]

@@ -16,10 +16,12 @@ pub enum Answer {
     Ack,
     Nack(Duration),
     InProgress,
+    /// Given up on: dead-lettered and terminated.
+    DeadLetter,
 }
 
 impl Answer {
-    /// True for an ack or a nack, false for an in-progress heartbeat.
+    /// True for an ack, a nack or a dead letter, false for an in-progress heartbeat.
     pub fn settles(self) -> bool {
         !matches!(self, Answer::InProgress)
     }
@@ -121,6 +123,7 @@ impl Bus for RecordingBus {
                         delivery.message_id.clone(),
                         delivery.payload.clone(),
                         delivery.attempt,
+                        delivery.sequence,
                         Box::new(RecordingAck {
                             delivery,
                             log: log.clone(),
@@ -170,5 +173,9 @@ impl Acknowledge for RecordingAck {
 
     async fn in_progress(&self) -> Result<(), BusError> {
         self.record(self.delivery.in_progress().await, Answer::InProgress)
+    }
+
+    async fn dead_letter(&self, reason: &str) -> Result<(), BusError> {
+        self.record(self.delivery.dead_letter(reason).await, Answer::DeadLetter)
     }
 }

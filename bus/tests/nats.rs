@@ -6,7 +6,8 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use contoso_bus::{
-    Bus, BusError, ConsumerSpec, Deliveries, Delivery, Envelope, NatsBus, NatsSettings, Topic,
+    Bus, BusError, ConsumerSpec, DeadLetters, Deliveries, Delivery, Envelope, NatsBus,
+    NatsSettings, StartPolicy, Topic,
 };
 use contoso_testkit::{NatsServer, eventually};
 use futures::StreamExt;
@@ -59,6 +60,10 @@ async fn expect_ids(deliveries: &mut Deliveries, ids: &[&str]) {
 }
 
 async fn nats_bus(server: &NatsServer) -> Arc<dyn Bus> {
+    nats_adapter(server).await
+}
+
+async fn nats_adapter(server: &NatsServer) -> Arc<NatsBus> {
     let settings = NatsSettings {
         url: server.url(),
         ..Default::default()
@@ -68,6 +73,46 @@ async fn nats_bus(server: &NatsServer) -> Arc<dyn Bus> {
             .await
             .expect("connecting to the test nats-server"),
     )
+}
+
+/// Absence cannot be awaited: watch past the ack wait, when an unsettled message would return.
+async fn assert_nothing_within(deliveries: &mut Deliveries, window: Duration) {
+    if let Ok(Some(extra)) = timeout(window, deliveries.next()).await {
+        panic!("expected no delivery, got {extra:?}");
+    }
+}
+
+/// The intake group with a short ack wait, so a message left unsettled would come back quickly.
+async fn quick_intake(bus: &dyn Bus) -> (ConsumerSpec, Deliveries) {
+    let mut spec = ConsumerSpec::new("intake", [Topic::OrderAccepted]);
+    spec.ack_wait = Duration::from_secs(1);
+    let deliveries = bus.consume(&spec).await.expect("opening the intake group");
+    (spec, deliveries)
+}
+
+/// Publishes `id`, takes it on its second delivery and dead-letters it; returns its dead-letter
+/// id.
+async fn dead_letter_one(
+    bus: &dyn Bus,
+    dead: &dyn DeadLetters,
+    deliveries: &mut Deliveries,
+    id: &str,
+) -> u64 {
+    publish_accepted(bus, id).await;
+    let first = next(deliveries).await;
+    first.nack(Duration::ZERO).await.expect("nack sent");
+    let second = next(deliveries).await;
+    assert_eq!(second.attempt, 2);
+    second
+        .dead_letter("order id clash:\nrecorded under another id")
+        .await
+        .expect("dead-lettered");
+    let listed = dead.list(100).await.expect("listing dead letters");
+    listed
+        .iter()
+        .find(|d| d.message_id.as_deref() == Some(id))
+        .unwrap_or_else(|| panic!("{id} is not among the dead letters {listed:?}"))
+        .id
 }
 
 // ---- The contract: what every adapter must do. ----
@@ -189,6 +234,175 @@ async fn each_group_receives_every_earlier_message_of_its_topics(bus: Arc<dyn Bu
     }
 }
 
+async fn a_group_created_to_start_at_new_messages_skips_earlier_ones(bus: Arc<dyn Bus>) {
+    bus.publish(envelope(Topic::OrderProcessed, "old"))
+        .await
+        .unwrap();
+    let mut spec = ConsumerSpec::new("status", [Topic::OrderProcessed]);
+    spec.start = StartPolicy::New;
+    spec.ack_wait = Duration::from_secs(1);
+    let mut deliveries = bus.consume(&spec).await.unwrap();
+    bus.publish(envelope(Topic::OrderProcessed, "new"))
+        .await
+        .unwrap();
+
+    let delivery = next(&mut deliveries).await;
+    assert_eq!(id(&delivery), "new");
+    delivery.ack().await.unwrap();
+    assert_nothing_within(&mut deliveries, spec.ack_wait * 2).await;
+}
+
+// ---- Dead letters: what every adapter must do. ----
+
+async fn a_dead_lettered_message_is_kept_with_its_metadata_and_never_redelivered(
+    bus: Arc<dyn Bus>,
+    dead: Arc<dyn DeadLetters>,
+) {
+    let (spec, mut deliveries) = quick_intake(&*bus).await;
+    let started = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let dead_id = dead_letter_one(&*bus, &*dead, &mut deliveries, "clash").await;
+
+    let letter = dead
+        .get(dead_id)
+        .await
+        .unwrap()
+        .expect("the dead letter is there");
+    assert_eq!(letter.id, dead_id);
+    assert_eq!(letter.topic, Some(Topic::OrderAccepted));
+    assert!(letter.subject.ends_with("accepted"), "{}", letter.subject);
+    assert_eq!(letter.consumer, "intake");
+    assert_eq!(letter.deliveries, 2);
+    assert_eq!(letter.reason, "order id clash: recorded under another id");
+    assert_eq!(letter.message_id.as_deref(), Some("clash"));
+    assert_eq!(letter.payload, Bytes::from_static(b"payload of clash"));
+    assert!(letter.stream_sequence.is_some());
+    assert!(
+        letter.dead_at >= started && letter.dead_at <= chrono::Utc::now(),
+        "{}",
+        letter.dead_at
+    );
+    assert_eq!(dead.list(100).await.unwrap(), vec![letter]);
+
+    // Terminated: not back after the ack wait, and the group moves on.
+    assert_nothing_within(&mut deliveries, spec.ack_wait * 2).await;
+    publish_accepted(&*bus, "healthy").await;
+    expect_ids(&mut deliveries, &["healthy"]).await;
+}
+
+async fn replaying_a_dead_letter_twice_redelivers_it_once_and_removes_it(
+    bus: Arc<dyn Bus>,
+    dead: Arc<dyn DeadLetters>,
+) {
+    let (spec, mut deliveries) = quick_intake(&*bus).await;
+    let dead_id = dead_letter_one(&*bus, &*dead, &mut deliveries, "seal").await;
+
+    assert!(dead.replay(dead_id).await.expect("replay"));
+    assert!(
+        !dead.replay(dead_id).await.expect("second replay"),
+        "a second replay of the same entry found it again"
+    );
+
+    let replayed = next(&mut deliveries).await;
+    assert_eq!(replayed.payload, Bytes::from_static(b"payload of seal"));
+    assert_eq!(replayed.topic, Topic::OrderAccepted);
+    assert_eq!(
+        replayed.message_id,
+        Some(format!("seal:replay:{dead_id}")),
+        "a replay id of its own, so the duplicate window does not drop it"
+    );
+    assert_eq!(replayed.attempt, 1);
+    replayed.ack().await.unwrap();
+    assert_nothing_within(&mut deliveries, spec.ack_wait * 2).await;
+    assert_eq!(dead.list(100).await.unwrap(), Vec::new());
+    assert_eq!(dead.get(dead_id).await.unwrap(), None);
+}
+
+async fn purging_a_dead_letter_removes_it_without_a_delivery(
+    bus: Arc<dyn Bus>,
+    dead: Arc<dyn DeadLetters>,
+) {
+    let (spec, mut deliveries) = quick_intake(&*bus).await;
+    let purged = dead_letter_one(&*bus, &*dead, &mut deliveries, "purge-me").await;
+    let kept = dead_letter_one(&*bus, &*dead, &mut deliveries, "keep-me").await;
+
+    assert!(dead.purge(purged).await.expect("purge"));
+    assert!(!dead.purge(purged).await.expect("second purge"));
+    assert!(!dead.replay(purged).await.expect("replaying a purged entry"));
+
+    let left: Vec<u64> = dead.list(100).await.unwrap().iter().map(|d| d.id).collect();
+    assert_eq!(left, [kept]);
+    assert_nothing_within(&mut deliveries, spec.ack_wait * 2).await;
+}
+
+async fn a_message_that_runs_out_of_max_deliver_lands_in_the_dead_letters(
+    bus: Arc<dyn Bus>,
+    dead: Arc<dyn DeadLetters>,
+) {
+    let mut spec = ConsumerSpec::new("limited", [Topic::OrderAccepted]);
+    spec.max_deliver = 2;
+    spec.ack_wait = Duration::from_secs(1);
+    let mut deliveries = bus.consume(&spec).await.unwrap();
+    publish_accepted(&*bus, "exhausted").await;
+    for attempt in 1..=2 {
+        let delivery = next(&mut deliveries).await;
+        assert_eq!((id(&delivery), delivery.attempt), ("exhausted", attempt));
+        delivery.nack(Duration::ZERO).await.unwrap();
+    }
+
+    eventually(
+        "the exhausted message among the dead letters",
+        WAIT,
+        || async { !dead.list(10).await.unwrap_or_default().is_empty() },
+    )
+    .await;
+    let found = dead.list(10).await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let letter = &found[0];
+    assert_eq!(
+        (
+            letter.message_id.as_deref(),
+            letter.consumer.as_str(),
+            letter.deliveries
+        ),
+        (Some("exhausted"), "limited", 2)
+    );
+    assert!(letter.reason.contains("max_deliver"), "{}", letter.reason);
+    assert_eq!(letter.payload, Bytes::from_static(b"payload of exhausted"));
+}
+
+/// Runs each dead-letter case once per adapter: `memory_dead_letters::<case>` and
+/// `nats_dead_letters::<case>`.
+macro_rules! dead_letter_contract {
+    ($($case:ident),* $(,)?) => {
+        mod memory_dead_letters {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let bus = std::sync::Arc::new(contoso_bus::MemoryBus::new());
+                    super::$case(bus.clone(), bus).await;
+                }
+            )*
+        }
+        mod nats_dead_letters {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let server = contoso_testkit::NatsServer::start();
+                    let bus = super::nats_adapter(&server).await;
+                    super::$case(bus.clone(), bus).await;
+                }
+            )*
+        }
+    };
+}
+
+dead_letter_contract!(
+    a_dead_lettered_message_is_kept_with_its_metadata_and_never_redelivered,
+    replaying_a_dead_letter_twice_redelivers_it_once_and_removes_it,
+    purging_a_dead_letter_removes_it_without_a_delivery,
+    a_message_that_runs_out_of_max_deliver_lands_in_the_dead_letters,
+);
+
 /// Runs each contract case once per adapter: `memory::<case>` and `nats::<case>`.
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
@@ -219,6 +433,7 @@ contract!(
     nack_redelivers_with_attempt_2,
     two_subscribers_of_one_durable_group_share_the_messages_without_duplicates,
     each_group_receives_every_earlier_message_of_its_topics,
+    a_group_created_to_start_at_new_messages_skips_earlier_ones,
 );
 
 // ---- JetStream failure modes. ----
@@ -359,4 +574,110 @@ async fn the_consume_stream_survives_an_outage_longer_than_its_heartbeat() {
         .expect("delivered after the outage")
         .unwrap();
     assert_eq!(received, "after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_group_that_starts_at_the_oldest_message_is_recreated_to_start_at_new_ones() {
+    let server = NatsServer::start();
+    let bus = nats_bus(&server).await;
+    let mut old_spec = ConsumerSpec::new("status", [Topic::OrderProcessed]);
+    old_spec.ack_wait = Duration::from_secs(1);
+    let mut old = bus.consume(&old_spec).await.unwrap();
+    bus.publish(envelope(Topic::OrderProcessed, "seen"))
+        .await
+        .unwrap();
+    expect_ids(&mut old, &["seen"]).await;
+    drop(old);
+    // Published while the service was down: stale by the time it comes back.
+    bus.publish(envelope(Topic::OrderProcessed, "stale"))
+        .await
+        .unwrap();
+
+    let mut new_spec = old_spec.clone();
+    new_spec.start = StartPolicy::New;
+    let mut deliveries = bus
+        .consume(&new_spec)
+        .await
+        .expect("the durable is recreated instead of refusing the new start policy");
+    bus.publish(envelope(Topic::OrderProcessed, "fresh"))
+        .await
+        .unwrap();
+
+    expect_ids(&mut deliveries, &["fresh"]).await;
+    assert_nothing_within(&mut deliveries, new_spec.ack_wait * 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_keeps_the_original_headers_and_its_replay_carries_them() {
+    use async_nats::{HeaderMap, jetstream::message::PublishMessage};
+
+    let server = NatsServer::start();
+    let bus = nats_adapter(&server).await;
+    let (_, mut deliveries) = quick_intake(&*bus).await;
+    let raw = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Msg-Id", "traced");
+    headers.insert("Traceparent", "00-abc-def-01");
+    headers.insert("Contoso-Tenant", "t1");
+    raw.send_publish(
+        "orders.accepted",
+        PublishMessage::build()
+            .payload(Bytes::from_static(b"traced payload"))
+            .headers(headers),
+    )
+    .await
+    .unwrap()
+    .await
+    .expect("published with headers");
+
+    let delivery = next(&mut deliveries).await;
+    assert_eq!(id(&delivery), "traced");
+    delivery.dead_letter("poison").await.expect("dead-lettered");
+    let letters = bus.list(10).await.unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0];
+    assert_eq!(letter.subject, "orders.accepted");
+    assert_eq!(letter.deliveries, 1);
+    assert_eq!(
+        letter.headers,
+        [
+            ("Contoso-Tenant".to_owned(), "t1".to_owned()),
+            ("Traceparent".to_owned(), "00-abc-def-01".to_owned()),
+        ]
+    );
+
+    // The dead letter lives outside the main stream, under its own prefix.
+    let stored = raw
+        .get_stream("ORDERS_DLQ")
+        .await
+        .unwrap()
+        .get_raw_message(letter.id)
+        .await
+        .unwrap();
+    assert_eq!(stored.subject.as_str(), "orders_dlq.intake.accepted");
+
+    assert!(bus.replay(letter.id).await.unwrap());
+    let mut observer = bus
+        .consume(&ConsumerSpec::new("observer", [Topic::OrderAccepted]))
+        .await
+        .unwrap();
+    next(&mut observer).await.ack().await.unwrap(); // the original
+    let replayed = next(&mut observer).await;
+    assert_eq!(replayed.payload, Bytes::from_static(b"traced payload"));
+    let sequence = replayed.sequence;
+    let stored = raw
+        .get_stream("ORDERS")
+        .await
+        .unwrap()
+        .get_raw_message(sequence)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.headers.get("Traceparent").map(|v| v.as_str()),
+        Some("00-abc-def-01")
+    );
+    assert_eq!(
+        stored.headers.get("Nats-Msg-Id").map(|v| v.as_str()),
+        Some(format!("traced:replay:{}", letter.id).as_str())
+    );
 }
