@@ -3,6 +3,7 @@
 //! clients a user would reach for: grpcurl for gRPC, buf curl for grpc-web and curl for REST.
 
 mod rest_api;
+mod scale_out;
 mod support;
 
 use std::time::{Duration, Instant};

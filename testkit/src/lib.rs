@@ -180,6 +180,120 @@ impl NatsServer {
     }
 }
 
+/// Three JetStream `nats-server`s clustered on loopback (free client and cluster ports, one temp
+/// store each, killed on drop): a stream with 3 replicas survives any one of them.
+#[derive(Debug)]
+pub struct NatsCluster {
+    nodes: Vec<ClusterNode>,
+    name: String,
+}
+
+#[derive(Debug)]
+struct ClusterNode {
+    process: ServerProcess,
+    cluster_port: u16,
+    monitor_port: u16,
+    store: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    /// Starts three nodes and waits until each knows the JetStream meta leader (so a replicated
+    /// stream can be created).
+    pub fn start() -> Self {
+        let nodes = (0..3)
+            .map(|_| ClusterNode {
+                process: ServerProcess::new(),
+                cluster_port: free_port(),
+                monitor_port: free_port(),
+                store: tempfile::tempdir().expect("creating a temp dir for JetStream"),
+            })
+            .collect();
+        let mut cluster = Self {
+            nodes,
+            name: unique_name("cluster"),
+        };
+        for i in 0..3 {
+            cluster.restart(i);
+        }
+        for i in 0..3 {
+            cluster.wait_healthy(i, Duration::from_secs(30));
+        }
+        cluster
+    }
+
+    /// Waits until node `i` knows the cluster's JetStream meta leader (its monitoring `/jsz`
+    /// names one), so a replicated stream can be created through it, or panics after `deadline`.
+    pub fn wait_healthy(&self, i: usize, deadline: Duration) {
+        use std::io::{Read as _, Write as _};
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.nodes[i].monitor_port));
+        let until = Instant::now() + deadline;
+        loop {
+            let body = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).and_then(
+                |mut stream| {
+                    stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+                    stream.write_all(
+                        b"GET /jsz HTTP/1.1\r\nHost: nats\r\nConnection: close\r\n\r\n",
+                    )?;
+                    let mut body = String::new();
+                    stream.read_to_string(&mut body)?;
+                    Ok(body)
+                },
+            );
+            if body.is_ok_and(|b| b.contains("\"leader\":")) {
+                return;
+            }
+            assert!(
+                Instant::now() < until,
+                "NATS node {i} knew no JetStream leader within {deadline:?}"
+            );
+            std::thread::park_timeout(Duration::from_millis(50));
+        }
+    }
+
+    /// Every node's client URL, comma-separated (what NATS_URL takes).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.process.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Kills node `i` (its store stays).
+    pub fn stop(&mut self, i: usize) {
+        self.nodes[i].process.stop();
+    }
+
+    /// Starts node `i` again on its ports and store, and waits until it listens.
+    pub fn restart(&mut self, i: usize) {
+        let routes = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, n)| format!("nats://127.0.0.1:{}", n.cluster_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let node = &self.nodes[i];
+        let mut command = Command::new(nats_server_bin());
+        command
+            .args(["-a", "127.0.0.1", "-p", &node.process.port.to_string()])
+            .args(["-m", &node.monitor_port.to_string()])
+            .args(["--server_name", &format!("{}-n{i}", self.name)])
+            .args(["--cluster_name", &self.name])
+            .args([
+                "--cluster",
+                &format!("nats://127.0.0.1:{}", node.cluster_port),
+            ])
+            .args(["--routes", &routes])
+            .args(["-js", "-sd"])
+            .arg(node.store.path());
+        self.nodes[i]
+            .process
+            .restart(command, "set NATS_SERVER_BIN to a 2.10+ nats-server");
+    }
+}
+
 /// A private `redis-server` on a free port that persists nothing, for tests that kill its
 /// connections or restart it and so must leave the shared Redis alone.
 #[derive(Debug)]

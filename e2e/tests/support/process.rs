@@ -112,6 +112,17 @@ impl Service {
         }
     }
 
+    /// Kills the process at once (SIGKILL): no drain, no goodbye.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Everything the process has logged so far.
+    pub(crate) fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The last lines of the process's stdout and stderr.
     pub(crate) fn log_tail(&self) -> String {
         let mut text = String::new();

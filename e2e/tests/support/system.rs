@@ -206,26 +206,7 @@ impl System {
 
     /// `SELECT count(*) AS n ...` against the test's database, with text parameters `$1...`.
     pub(crate) fn count(&self, sql: &str, params: &[&str]) -> i64 {
-        #[derive(diesel::QueryableByName)]
-        struct Count {
-            #[diesel(sql_type = BigInt)]
-            n: i64,
-        }
-        self.runtime.block_on(async {
-            let url = self.database.url();
-            let mut conn = AsyncPgConnection::establish(url)
-                .await
-                .unwrap_or_else(|e| panic!("connecting to the test database {url}: {e}"));
-            let mut query = diesel::sql_query(sql).into_boxed::<Pg>();
-            for param in params {
-                query = query.bind::<diesel::sql_types::Text, _>(param.to_string());
-            }
-            let count: Count = query
-                .get_result(&mut conn)
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {e}"));
-            count.n
-        })
+        count_in(&self.runtime, self.database.url(), sql, params)
     }
 
     /// Redis keys under this test's prefix matching `pattern` (e.g. `order:map:*`).
@@ -356,4 +337,127 @@ fn redis_connection() -> redis::Connection {
     redis::Client::open(url.as_str())
         .and_then(|client| client.get_connection())
         .unwrap_or_else(|e| panic!("connecting to Redis at {url}: {e}"))
+}
+
+/// The scaled-out shape on one machine: a 3-node NATS JetStream cluster with the stream on all
+/// three (R3), two accept-svc, two process-svc and two notify-svc on one Postgres and Redis, and the
+/// gateway in front of the first accept-svc and notify-svc. Fields drop in order: services first.
+#[derive(Debug)]
+pub(crate) struct ScaledOut {
+    pub(crate) accept: Vec<(Service, SocketAddr)>,
+    pub(crate) process: Vec<Service>,
+    pub(crate) notify: Vec<(Service, SocketAddr)>,
+    _gateway: Service,
+    pub(crate) gateway_addr: SocketAddr,
+    pub(crate) nats: contoso_testkit::NatsCluster,
+    database: TestDatabase,
+    jwt_secret: String,
+    runtime: tokio::runtime::Runtime,
+    _logs: TempDir,
+}
+
+impl ScaledOut {
+    pub(crate) fn start() -> Self {
+        let logs = tempfile::tempdir().expect("a temp dir for service logs");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the Postgres fixture");
+        let nats = contoso_testkit::NatsCluster::start();
+        let database = runtime.block_on(TestDatabase::create());
+        let jwt_secret = unique_name("e2e-jwt-secret-of-this-test-only-");
+        run_to_completion(
+            Command::new(binary("contoso"))
+                .args(["migrate", "--database-url", database.url()])
+                .env_clear()
+                .env("RUST_LOG", "warn"),
+        );
+        let mut env: Vec<(&'static str, String)> = vec![
+            ("SEAL_KEYS", SEAL_KEYS.to_owned()),
+            ("DATABASE_URL", database.url().to_owned()),
+            ("NATS_URL", nats.urls()),
+            ("NATS_STREAM_REPLICAS", "3".to_owned()),
+            ("REDIS_URL", redis_url()),
+            ("REDIS_KEY_PREFIX", format!("{}:", unique_name("scale"))),
+            ("HEARTBEAT_INTERVAL_SECS", "1".to_owned()),
+        ];
+        env.extend(auth_env(&jwt_secret));
+        let start = |name: &'static str, n: usize, extra: &[(&'static str, String)]| {
+            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let mut all = env.clone();
+            all.push(("LISTEN_ADDR", addr.to_string()));
+            all.extend(extra.iter().cloned());
+            let service = Service::start(
+                &format!("{name}-{n}"),
+                &binary(name),
+                &[],
+                &all,
+                logs.path(),
+            );
+            (service, addr)
+        };
+        // The first one creates the replicated streams; the others then find them in place
+        // instead of all racing to create them on a cluster that has just formed.
+        let mut first = start("process-svc", 1, &[]);
+        first.0.wait_ready(first.1);
+        let mut process = vec![first, start("process-svc", 2, &[])];
+        let mut accept: Vec<_> = (1..=2).map(|n| start("accept-svc", n, &[])).collect();
+        let mut notify: Vec<_> = (1..=2).map(|n| start("notify-svc", n, &[])).collect();
+        let (mut gateway, gateway_addr) = start(
+            "gateway",
+            1,
+            &[
+                ("ACCEPT_GRPC_URL", format!("http://{}", accept[0].1)),
+                ("NOTIFY_GRPC_URL", format!("http://{}", notify[0].1)),
+            ],
+        );
+        for (service, addr) in process.iter_mut().chain(&mut accept).chain(&mut notify) {
+            service.wait_ready(*addr);
+        }
+        gateway.wait_ready(gateway_addr);
+        Self {
+            accept,
+            process: process.into_iter().map(|(s, _)| s).collect(),
+            notify,
+            _gateway: gateway,
+            gateway_addr,
+            nats,
+            database,
+            jwt_secret,
+            runtime,
+            _logs: logs,
+        }
+    }
+
+    pub(crate) fn token(&self, user: &str) -> String {
+        issue_token(user, &self.jwt_secret)
+    }
+
+    /// One number from `sql` (a query selecting `n`).
+    pub(crate) fn count(&self, sql: &str) -> i64 {
+        count_in(&self.runtime, self.database.url(), sql, &[])
+    }
+}
+
+/// One number (a column `n`) from `sql` with `params` bound as text, on the database at `url`.
+fn count_in(runtime: &tokio::runtime::Runtime, url: &str, sql: &str, params: &[&str]) -> i64 {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    runtime.block_on(async {
+        let mut conn = AsyncPgConnection::establish(url)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to the test database {url}: {e}"));
+        let mut query = diesel::sql_query(sql).into_boxed::<Pg>();
+        for param in params {
+            query = query.bind::<diesel::sql_types::Text, _>(param.to_string());
+        }
+        let count: Count = query
+            .get_result(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        count.n
+    })
 }
