@@ -304,6 +304,7 @@ describe("Contoso Shop in a browser", { concurrency: false }, () => {
     await row.waitFor({ state: "detached" });
     await page.getByTestId("orders-count").filter({ hasText: /^1 order$/ }).waitFor();
     assert.deepEqual(await rows.evaluateAll((rs) => rs.map((r) => r.dataset.orderId)), [keep]);
+    assert.equal(await page.getByTestId("active-order").count(), 0); // the deleted order is no longer "active"
     await page.goto(`${backend.url}/orders/${gone}`);
     await page.getByTestId("not-found").waitFor();
     await page.context().close();

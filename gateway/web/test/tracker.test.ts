@@ -205,6 +205,16 @@ describe("order tracker", () => {
     await eventually(() => t.connection.get() === "connected" && server.calls.length === 2);
   });
 
+  it("forgets a deleted order, here and in storage", () => {
+    const [tab] = fakeTabs(1);
+    const t = tracker(tab, new FakeServer([]));
+    t.trackPlaced({ correlationId: "c1", status: "completed", orderId: "11" });
+    t.forget("11");
+    expect(t.orders.get().c1).toBeUndefined();
+    expect(t.last.get()).toBeNull();
+    expect(JSON.parse(tab.storage.getItem(trackingKey("alice"))!)).toEqual({ orders: {}, last: null });
+  });
+
   it("persists only orders in flight and the last one", () => {
     const [tab] = fakeTabs(1);
     const t = tracker(tab, new FakeServer([]));

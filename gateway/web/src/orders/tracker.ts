@@ -153,6 +153,18 @@ export class OrderTracker {
     this.#apply(reports, false);
   }
 
+  /** An order the user deleted: no longer the active one, no longer watched. */
+  forget(orderId: string): void {
+    const entry = Object.values(this.orders.get()).find((o) => o.orderId === orderId);
+    if (!entry) return;
+    const { [entry.correlationId]: _gone, ...rest } = this.orders.get();
+    this.orders.set(rest);
+    if (this.last.get() === entry.correlationId) this.last.set(null);
+    const stored = this.#read();
+    delete stored.orders[entry.correlationId];
+    writeJson(this.#deps.storage, this.#key, { orders: stored.orders, last: this.last.get() });
+  }
+
   /** Stops the stream and wakes it at once (e.g. the "retry now" button). */
   reconnectNow(): void {
     this.#skipWait = true;

@@ -58,6 +58,7 @@ export function OrderPage({ id, ctx }: { id: string; ctx: UserContext }) {
             </div>
             <DeleteOrderButton
               orderId={order.orderId}
+              ctx={ctx}
               onDeleted={() => {
                 toast("info", `Order #${order.orderId} was deleted.`);
                 navigate("/orders");

@@ -31,7 +31,7 @@ function OrderRow({ order, ctx, onDeleted }: { order: OrderView; ctx: UserContex
       </div>
       <div class="order-row-total">{formatMoney(order.totalCents, order.currency)}</div>
       <div class="order-row-actions">
-        <DeleteOrderButton orderId={order.orderId} small onDeleted={onDeleted} />
+        <DeleteOrderButton orderId={order.orderId} ctx={ctx} small onDeleted={onDeleted} />
       </div>
     </li>
   );

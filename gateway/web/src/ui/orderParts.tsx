@@ -46,7 +46,7 @@ export function Timeline({ status, reason }: { status: Status | undefined; reaso
 }
 
 /** "Delete" with a confirmation; FAILED_PRECONDITION (still being processed) is explained, not swallowed. */
-export function DeleteOrderButton(props: { orderId: string; onDeleted: () => void; small?: boolean }) {
+export function DeleteOrderButton(props: { orderId: string; ctx: UserContext; onDeleted: () => void; small?: boolean }) {
   const [open, setOpen] = useState(false);
   const [busy, setBusy] = useState(false);
   const [problem, setProblem] = useState<Problem | null>(null);
@@ -55,6 +55,7 @@ export function DeleteOrderButton(props: { orderId: string; onDeleted: () => voi
     setProblem(null);
     try {
       await orderClient.deleteOrder({ orderId: BigInt(props.orderId) });
+      props.ctx.tracker.forget(props.orderId);
       setOpen(false);
       props.onDeleted();
     } catch (err) {
