@@ -26,7 +26,9 @@ use contoso_proto::{
     },
 };
 use contoso_state::{IntakeState, MemoryState, StatusReader, StatusWriter};
-use contoso_store::{IdBlock, MemoryStore, OrderIdSource, OrderWriter, StoreError};
+use contoso_store::{
+    IdBlock, MemoryStore, OrderIdSource, OrderReader, OrderWriter, Outbox, StoreError,
+};
 use futures::StreamExt;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
@@ -1144,4 +1146,56 @@ async fn wait_until(what: &str, condition: impl Fn() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+async fn status_of(
+    h: &Harness,
+    who: &str,
+    cid: &str,
+) -> Result<pb::GetOrderStatusResponse, tonic::Status> {
+    h.client
+        .clone()
+        .get_order_status(h.request(
+            who,
+            GetOrderStatusRequest {
+                correlation_id: cid.to_owned(),
+            },
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn the_status_comes_from_the_order_history_when_the_workflow_state_lags_or_the_order_is_deleted()
+ {
+    let h = start(Arc::new(MemoryBus::new())).await;
+    let order = h.place("alice", &[("AZ-700", 1)], "").await.unwrap();
+    let cid = order.correlation_id.clone();
+    assert_eq!(
+        status_of(&h, "alice", &cid).await.unwrap().status,
+        pb::OrderStatus::Accepted as i32
+    );
+
+    // Recorded and completed in Postgres while the workflow state still says ACCEPTED (its
+    // writes failed): the further status wins.
+    h.record("alice", &order).await;
+    let leased = h
+        .store
+        .lease_pending(10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    h.store.complete(&leased[0]).await.unwrap();
+    let answer = status_of(&h, "alice", &cid).await.unwrap();
+    assert_eq!(answer.status, pb::OrderStatus::Completed as i32);
+    assert_eq!(answer.order_id, order.order_id);
+
+    // A soft-deleted order is gone for its owner, whatever the workflow state says.
+    let deleted = h
+        .store
+        .soft_delete(&user("alice"), OrderId::new(order.order_id).unwrap())
+        .await
+        .unwrap();
+    assert!(deleted);
+    let gone = status_of(&h, "alice", &cid).await.unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
 }

@@ -76,31 +76,34 @@ impl OrdersApi {
         let cid: CorrelationId = raw_cid
             .parse()
             .map_err(|_| ApiError::invalid("correlation_id", "must be a UUID"))?;
-        match self.state.owner(cid).await? {
+        let cached = match self.state.owner(cid).await? {
             Some(owner) if owner != *user => return Err(no_such_correlation(cid)),
-            Some(_) => {
-                if let Some(record) = self.state.status(cid).await? {
-                    return Ok(GetOrderStatusResponse {
-                        correlation_id: cid.to_string(),
-                        status: pb::OrderStatus::from(record.status) as i32,
-                        order_id: record.order_id.map_or(0, OrderId::get),
-                        updated_at: Some(to_timestamp(record.updated_at)),
-                    });
-                }
+            Some(_) => self.state.status(cid).await?,
+            None => None,
+        };
+        // The system of record is asked too: the workflow keys may have expired, the workflow
+        // state may lag behind a status Postgres already holds (a Redis write that failed), and a
+        // soft-deleted order is gone for its owner whatever Redis says.
+        let recorded = match self.orders.get_order_by_correlation(cid).await? {
+            Some(order) if order.customer != *user || order.deleted => {
+                return Err(no_such_correlation(cid));
             }
-            None => {}
-        }
-        // The workflow keys expired (or never existed): the system of record answers.
-        match self.orders.get_order_by_correlation(cid).await? {
-            Some(order) if order.customer != *user => Err(no_such_correlation(cid)),
-            Some(order) => Ok(GetOrderStatusResponse {
-                correlation_id: cid.to_string(),
-                status: pb::OrderStatus::from(order.status) as i32,
-                order_id: order.order_id.get(),
-                updated_at: Some(to_timestamp(order.updated_at)),
-            }),
-            None => Err(no_such_correlation(cid)),
-        }
+            other => other,
+        };
+        let (status, order_id, updated_at) = match (cached, recorded) {
+            (Some(c), Some(r)) if !c.status.can_advance_to(r.status) => {
+                (c.status, c.order_id.or(Some(r.order_id)), c.updated_at)
+            }
+            (_, Some(r)) => (r.status, Some(r.order_id), r.updated_at),
+            (Some(c), None) => (c.status, c.order_id, c.updated_at),
+            (None, None) => return Err(no_such_correlation(cid)),
+        };
+        Ok(GetOrderStatusResponse {
+            correlation_id: cid.to_string(),
+            status: pb::OrderStatus::from(status) as i32,
+            order_id: order_id.map_or(0, OrderId::get),
+            updated_at: Some(to_timestamp(updated_at)),
+        })
     }
 }
 
