@@ -45,6 +45,10 @@ enum Spa {
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// `index.html` and anything not hashed: always ask the server whether it changed.
 const REVALIDATE: &str = "no-cache";
+/// The app loads nothing from elsewhere and runs no inline code, so the page may only use its
+/// own origin (images also as `data:` URLs) and may not be framed.
+const CSP: &str = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'self'; \
+                   frame-ancestors 'none'";
 
 /// What the app needs to know before signing in.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -113,10 +117,24 @@ fn respond(
 ) -> Response {
     match result {
         Ok(mut response) => {
+            let headers = response.headers_mut();
+            headers.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
             if response.status().is_success() {
-                response
-                    .headers_mut()
-                    .insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+                let headers = response.headers_mut();
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+                let is_html = headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.starts_with("text/html"));
+                if is_html {
+                    headers.insert(
+                        header::CONTENT_SECURITY_POLICY,
+                        HeaderValue::from_static(CSP),
+                    );
+                }
             }
             response.map(Body::new)
         }

@@ -288,6 +288,19 @@ async fn hashed_assets_are_immutable_and_the_index_is_revalidated() {
 }
 
 #[tokio::test]
+async fn the_app_page_allows_only_its_own_origin_and_is_never_sniffed() {
+    let (_dir, router) = spa();
+    let page = router.oneshot(get("/orders/42")).await.expect("infallible");
+    let csp = page.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(page.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+}
+
+#[tokio::test]
 async fn the_app_config_says_whether_the_dev_login_is_on() {
     let answer = send(dev_router(), get("/app-config.json")).await;
     assert_eq!(answer.status, StatusCode::OK);
