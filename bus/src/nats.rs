@@ -274,8 +274,12 @@ impl NatsBus {
             deliver_policy,
             ack_policy: AckPolicy::Explicit,
             filter_subjects,
-            // JetStream reads 0 as "no limit", as the spec does any value below 1.
-            max_deliver: spec.max_deliver.max(0),
+            // -1 is JetStream's "no limit" (explicit, so updating a durable that had one lifts it).
+            max_deliver: if spec.max_deliver > 0 {
+                spec.max_deliver
+            } else {
+                -1
+            },
             ack_wait: spec.ack_wait,
             max_ack_pending: spec.max_ack_pending,
             ..Default::default()

@@ -1,19 +1,29 @@
 //! The `orders.accepted` consumer: pulls deliveries with bounded concurrency and settles each one
-//! with the broker (ack, retry later, or let it run out of deliveries and be dead-lettered).
+//! with the broker by the class of its outcome:
+//!
+//! - recorded (or recorded before): ack;
+//! - transient (the database unavailable): nack with a capped backoff, for as long as the outage
+//!   lasts; these never count towards giving up (the broker's own delivery limit is off);
+//! - of unknown cause (a statement refused, a panic): nack with backoff, and once a message has
+//!   failed so `max_deliver` times on this replica, give up as for a permanent failure;
+//! - permanent (the event is invalid, its customer reference does not open, its order id is
+//!   taken): announce FAILED with a reason on `orders.failed`, then dead-letter it at once;
+//! - poison (not an `OrderAccepted` at all): dead-letter it at once.
 
-use std::{sync::Arc, time::Duration};
+use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
 use chrono::Utc;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::{
     sync::{Notify, Semaphore},
     task::JoinSet,
+    time::Instant,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
 
-use contoso_bus::{Bus, ConsumerSpec, Delivery, Envelope, Topic};
-use contoso_domain::{NewOrder, OrderStatus, Report};
+use contoso_bus::{Bus, BusError, ConsumerSpec, Delivery, Envelope, Strikes, Topic};
+use contoso_domain::{CorrelationId, NewOrder, OrderId, OrderStatus, Report};
 use contoso_platform::seal::CustomerSealer;
 use contoso_state::StatusWriter;
 use contoso_store::{OrderWriter, RecordOutcome, StoreError};
@@ -32,25 +42,89 @@ pub(crate) struct Worker {
     /// Wakes the outbox relay once an order is committed, so COMPLETED follows at once.
     pub(crate) wake: Arc<Notify>,
     pub(crate) settings: Arc<Settings>,
+    /// Failures of unknown cause per message, towards `max_deliver`.
+    pub(crate) strikes: Arc<Strikes>,
 }
 
 #[derive(Debug, thiserror::Error)]
 enum ProcessError {
+    /// Not an `OrderAccepted` with a correlation id: nothing can be done with it, not even
+    /// telling its owner.
+    #[error("payload is not a readable OrderAccepted")]
+    Poison(#[source] event::InvalidEvent),
     #[error("unprocessable OrderAccepted")]
-    Invalid(#[from] event::InvalidEvent),
+    Invalid(#[source] event::InvalidEvent),
     #[error("recording the order")]
     Store(#[from] StoreError),
+    #[error("processing the order panicked")]
+    Panicked,
+}
+
+/// How a failure is handled; see the module documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Transient,
+    Unknown,
+    Permanent,
+    Poison,
+}
+
+impl ProcessError {
+    fn class(&self) -> Class {
+        match self {
+            Self::Poison(_) => Class::Poison,
+            Self::Invalid(_) | Self::Store(StoreError::OrderIdTaken(_)) => Class::Permanent,
+            Self::Store(StoreError::Unavailable { .. }) => Class::Transient,
+            // A refused statement may be a lock or statement timeout as well as a real defect;
+            // malformed stored data may be repaired. Retried, within the budget.
+            Self::Store(StoreError::Query { .. } | StoreError::Corrupt { .. }) | Self::Panicked => {
+                Class::Unknown
+            }
+        }
+    }
+
+    /// Why the order failed, in words its owner may read.
+    fn user_reason(&self) -> String {
+        match self {
+            Self::Poison(e) | Self::Invalid(e) => e.user_reason(),
+            Self::Store(StoreError::OrderIdTaken(_)) => {
+                "the order's id is already taken by another order".to_owned()
+            }
+            Self::Store(_) | Self::Panicked => "the order could not be recorded".to_owned(),
+        }
+    }
+}
+
+/// A failed delivery, with what is known of its order.
+#[derive(Debug)]
+struct Failure {
+    /// The order, once the event was decoded far enough to name it.
+    order: Option<(CorrelationId, Option<OrderId>)>,
+    error: ProcessError,
+}
+
+impl Failure {
+    fn poison(error: event::InvalidEvent) -> Self {
+        Self {
+            order: None,
+            error: ProcessError::Poison(error),
+        }
+    }
 }
 
 /// What the broker is told about one delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Verdict {
     Ack,
-    /// A transient failure: deliver again after the delay.
+    /// Not done yet: deliver again after the delay.
     Retry(Duration),
-    /// It will never succeed. It is still not acked: a long nack delay lets the broker's
-    /// `max_deliver` dead-letter it, so nothing is lost silently.
-    Unprocessable,
+    /// Given up on: announce FAILED (when the order is known), then dead-letter it.
+    GiveUp {
+        /// The order to announce as FAILED, with the reason its owner sees.
+        failed: Option<(CorrelationId, Option<OrderId>, String)>,
+        /// Why, for the operator reading the dead letters.
+        reason: String,
+    },
 }
 
 impl Worker {
@@ -153,8 +227,24 @@ impl Worker {
             attempt = delivery.attempt,
         );
         async {
-            let result = self.with_heartbeat(&delivery).await;
-            let verdict = verdict(&result, delivery.attempt, &self.settings);
+            // A panic is a failure of unknown cause like any other: retried within the budget,
+            // then given up on, instead of coming back after every ack wait for ever.
+            let result = AssertUnwindSafe(self.with_heartbeat(&delivery))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Failure {
+                        order: None,
+                        error: ProcessError::Panicked,
+                    })
+                });
+            let strikes = match &result {
+                Err(failure) if failure.error.class() == Class::Unknown => {
+                    self.strikes.strike(&delivery)
+                }
+                _ => 0,
+            };
+            let verdict = verdict(&result, delivery.attempt, strikes, &self.settings);
             self.settle(&delivery, verdict).await;
         }
         .instrument(span)
@@ -162,16 +252,27 @@ impl Worker {
     }
 
     /// Works on the delivery, telling the broker now and then that it is still in progress so a
-    /// slow database does not cause a redelivery to a second replica.
-    async fn with_heartbeat(&self, delivery: &Delivery) -> Result<RecordOutcome, ProcessError> {
+    /// slow database does not cause a redelivery to a second replica; for at most
+    /// `max_in_progress`, so a delivery stuck on a hung call is redelivered after all.
+    async fn with_heartbeat(&self, delivery: &Delivery) -> Result<RecordOutcome, Failure> {
         let every = (self.settings.ack_wait / 3).max(Duration::from_millis(100));
-        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let started = Instant::now();
+        let mut heartbeat = tokio::time::interval_at(started + every, every);
+        let mut signalling = true;
         let work = self.process(delivery);
         tokio::pin!(work);
         loop {
             tokio::select! {
                 result = &mut work => return result,
-                _ = heartbeat.tick() => {
+                _ = heartbeat.tick(), if signalling => {
+                    if started.elapsed() >= self.settings.max_in_progress {
+                        signalling = false;
+                        tracing::warn!(
+                            max_in_progress = ?self.settings.max_in_progress,
+                            "still working on the order; no more in-progress signals, so the broker redelivers it after the ack wait"
+                        );
+                        continue;
+                    }
                     if let Err(e) = delivery.in_progress().await {
                         tracing::debug!(error = %Report(&e), "in-progress signal failed");
                     }
@@ -180,17 +281,28 @@ impl Worker {
         }
     }
 
-    async fn process(&self, delivery: &Delivery) -> Result<RecordOutcome, ProcessError> {
-        let accepted = event::decode(&delivery.payload)?;
+    async fn process(&self, delivery: &Delivery) -> Result<RecordOutcome, Failure> {
+        let accepted = event::decode(&delivery.payload).map_err(Failure::poison)?;
         let span = tracing::Span::current();
         span.record("correlation_id", field::display(accepted.correlation_id));
-        let order = accepted.into_order(&self.sealer)?;
+        let known = (accepted.correlation_id, accepted.order_id());
+        let failure = |error| Failure {
+            order: Some(known),
+            error,
+        };
+        let order = accepted
+            .into_order(&self.sealer)
+            .map_err(|e| failure(ProcessError::Invalid(e)))?;
         span.record("order_id", field::display(order.order_id));
 
         self.mark_processing(&order).await;
 
         let processed = event::processed(&order, Utc::now());
-        let outcome = self.orders.record_order(&order, &processed).await?;
+        let outcome = self
+            .orders
+            .record_order(&order, &processed)
+            .await
+            .map_err(|e| failure(ProcessError::Store(e)))?;
         match outcome {
             RecordOutcome::Inserted => tracing::info!("order recorded"),
             RecordOutcome::AlreadyRecorded(existing) if existing == order.order_id => {
@@ -240,44 +352,113 @@ impl Worker {
     }
 
     async fn settle(&self, delivery: &Delivery, verdict: Verdict) {
-        let settled = match verdict {
-            Verdict::Ack => delivery.ack().await,
-            Verdict::Retry(delay) => delivery.nack(delay).await,
-            Verdict::Unprocessable => delivery.nack(self.settings.unprocessable_delay).await,
+        let settled = match &verdict {
+            Verdict::Ack => {
+                self.strikes.forget(delivery);
+                delivery.ack().await
+            }
+            Verdict::Retry(delay) => delivery.nack(*delay).await,
+            Verdict::GiveUp { failed, reason } => self.give_up(delivery, failed, reason).await,
         };
         if let Err(e) = settled {
             // The broker redelivers after the ack wait; recording is idempotent.
             tracing::warn!(error = %Report(&e), ?verdict, "settling the delivery with the broker failed");
         }
     }
+
+    /// Announces FAILED (when the order is known), then dead-letters the delivery. If either step
+    /// fails, the delivery is retried later and both are done again: the announcement has a
+    /// message id of its own and the dead letters keep one copy per message.
+    async fn give_up(
+        &self,
+        delivery: &Delivery,
+        failed: &Option<(CorrelationId, Option<OrderId>, String)>,
+        reason: &str,
+    ) -> Result<(), BusError> {
+        let done = async {
+            if let Some((cid, order_id, user_reason)) = failed {
+                self.announce_failed(*cid, *order_id, user_reason).await?;
+            }
+            delivery.dead_letter(reason).await
+        }
+        .await;
+        match done {
+            Ok(()) => {
+                self.strikes.forget(delivery);
+                Ok(())
+            }
+            Err(e) => {
+                let delay = retry_backoff(delivery.attempt, self.settings.max_retry_backoff);
+                tracing::warn!(error = %Report(&e), ?delay, "giving up on the order failed; will try again");
+                delivery.nack(delay).await
+            }
+        }
+    }
+
+    /// Records FAILED in the workflow state (best effort, as PROCESSING is: notify-svc records it
+    /// too when the event reaches it) and announces it on `orders.failed` with the reason.
+    async fn announce_failed(
+        &self,
+        cid: CorrelationId,
+        order_id: Option<OrderId>,
+        reason: &str,
+    ) -> Result<(), BusError> {
+        if let Err(e) = self.state.advance(cid, OrderStatus::Failed, order_id).await {
+            tracing::warn!(error = %Report(&e), "could not record FAILED in workflow state");
+        }
+        // Announced even when the state already said FAILED: the first announcement may have
+        // been lost. Watchers and notify-svc only move statuses forward, so it changes nothing
+        // after COMPLETED.
+        let envelope = Envelope {
+            topic: Topic::OrderFailed,
+            message_id: event::failed_message_id(cid),
+            payload: event::failed(cid, order_id, reason, Utc::now()).into(),
+        };
+        self.bus.publish(envelope).await
+    }
 }
 
-/// Maps the outcome of one delivery to what the broker is told, in one place.
+/// Maps the outcome of one delivery (and, for a failure of unknown cause, how many such failures
+/// its message has had) to what the broker is told, in one place.
 fn verdict(
-    result: &Result<RecordOutcome, ProcessError>,
+    result: &Result<RecordOutcome, Failure>,
     attempt: u64,
+    strikes: u64,
     settings: &Settings,
 ) -> Verdict {
-    match result {
-        Ok(_) => Verdict::Ack,
-        Err(e @ ProcessError::Invalid(_)) => {
-            tracing::error!(error = %Report(e), "cannot be processed; not acking it, so the broker dead-letters it after max_deliver");
-            Verdict::Unprocessable
-        }
-        Err(e @ ProcessError::Store(StoreError::OrderIdTaken(_))) => {
-            tracing::error!(error = %Report(e), "order id clash; not acking it, so the broker dead-letters it after max_deliver");
-            Verdict::Unprocessable
-        }
-        Err(e @ ProcessError::Store(StoreError::Unavailable { .. })) => {
+    let failure = match result {
+        Ok(_) => return Verdict::Ack,
+        Err(failure) => failure,
+    };
+    let error = &failure.error;
+    let give_up = |reason: String| Verdict::GiveUp {
+        failed: failure
+            .order
+            .map(|(cid, order_id)| (cid, order_id, error.user_reason())),
+        reason,
+    };
+    match error.class() {
+        Class::Transient => {
             let delay = retry_backoff(attempt, settings.max_retry_backoff);
-            tracing::warn!(error = %Report(e), ?delay, "database unavailable; will retry");
+            tracing::warn!(error = %Report(error), ?delay, "database unavailable; will retry");
             Verdict::Retry(delay)
         }
-        // Not known to be permanent: retried, and dead-lettered if it never succeeds.
-        Err(e @ ProcessError::Store(_)) => {
-            let delay = retry_backoff(attempt, settings.max_retry_backoff);
-            tracing::error!(error = %Report(e), ?delay, "recording the order failed; will retry");
+        Class::Unknown if strikes < settings.max_deliver.unsigned_abs().max(1) => {
+            let delay = retry_backoff(strikes, settings.max_retry_backoff);
+            tracing::error!(error = %Report(error), ?delay, strikes, "processing the order failed; will retry");
             Verdict::Retry(delay)
+        }
+        Class::Unknown => {
+            tracing::error!(error = %Report(error), strikes, "processing the order keeps failing; giving up on it");
+            give_up(format!("failed {strikes} times: {}", Report(error)))
+        }
+        Class::Permanent => {
+            tracing::error!(error = %Report(error), "the order can never be processed; giving up on it");
+            give_up(Report(error).to_string())
+        }
+        Class::Poison => {
+            tracing::error!(error = %Report(error), "not an OrderAccepted; dead-lettering it");
+            give_up(Report(error).to_string())
         }
     }
 }
@@ -311,10 +492,11 @@ fn log_task_end(joined: Result<(), tokio::task::JoinError>) {
 
 /// The durable consumer: the broker hands this replica no more unacknowledged messages than it
 /// works on at once, so none waits in a local buffer while its ack wait (and a delivery attempt)
-/// runs out behind a slow database.
+/// runs out behind a slow database. The broker never gives up on a message by itself: it counts
+/// every delivery, those during an outage included, so the worker decides (see [`verdict`]).
 fn consumer_spec(settings: &Settings) -> ConsumerSpec {
     let mut spec = ConsumerSpec::new(CONSUMER_GROUP, [Topic::OrderAccepted]);
-    spec.max_deliver = settings.max_deliver;
+    spec.max_deliver = -1;
     spec.ack_wait = settings.ack_wait;
     spec.max_ack_pending = i64::try_from(settings.concurrency.max(1)).unwrap_or(i64::MAX);
     spec
@@ -351,23 +533,94 @@ mod tests {
         assert_eq!(retry_backoff(u64::MAX, cap), cap);
     }
 
+    fn failed(error: ProcessError) -> Result<RecordOutcome, Failure> {
+        Err(Failure {
+            order: Some((CorrelationId::new(), OrderId::new(7))),
+            error,
+        })
+    }
+
     #[test]
-    fn an_order_id_clash_is_left_for_the_dead_letter_queue_and_an_outage_is_retried() {
+    fn an_order_id_clash_is_given_up_on_at_once_and_an_outage_is_retried_however_long() {
         let settings = Settings::default();
-        let taken = Err(ProcessError::Store(StoreError::OrderIdTaken(
+        let taken = failed(ProcessError::Store(StoreError::OrderIdTaken(
             OrderId::new(7).unwrap(),
         )));
-        assert_eq!(verdict(&taken, 1, &settings), Verdict::Unprocessable);
-        let down = Err(ProcessError::Store(StoreError::unavailable(
+        match verdict(&taken, 1, 0, &settings) {
+            Verdict::GiveUp {
+                failed: Some((_, order_id, user_reason)),
+                reason,
+            } => {
+                assert_eq!(order_id, OrderId::new(7));
+                assert_eq!(
+                    user_reason,
+                    "the order's id is already taken by another order"
+                );
+                assert!(reason.contains("order 7"), "{reason}");
+            }
+            other => panic!("expected to give up, got {other:?}"),
+        }
+        let down = failed(ProcessError::Store(StoreError::unavailable(
             "recording an order",
             "connection refused",
         )));
         assert_eq!(
-            verdict(&down, 3, &settings),
+            verdict(&down, 3, 0, &settings),
             Verdict::Retry(Duration::from_secs(8))
         );
+        assert_eq!(
+            verdict(&down, 10_000, 0, &settings),
+            Verdict::Retry(settings.max_retry_backoff),
+            "an outage never counts towards giving up"
+        );
         let recorded = Ok(RecordOutcome::AlreadyRecorded(OrderId::new(7).unwrap()));
-        assert_eq!(verdict(&recorded, 2, &settings), Verdict::Ack);
+        assert_eq!(verdict(&recorded, 2, 0, &settings), Verdict::Ack);
+    }
+
+    #[test]
+    fn a_failure_of_unknown_cause_is_retried_until_it_has_failed_max_deliver_times() {
+        let settings = Settings {
+            max_deliver: 3,
+            ..Settings::default()
+        };
+        let refused = failed(ProcessError::Store(StoreError::Query {
+            context: "recording an order".into(),
+            constraint: None,
+            source: "canceling statement due to statement timeout".into(),
+        }));
+        // Counted by strikes, not by the broker's delivery count (which an outage inflates).
+        assert_eq!(
+            verdict(&refused, 40, 1, &settings),
+            Verdict::Retry(Duration::from_secs(2))
+        );
+        assert_eq!(
+            verdict(&refused, 41, 2, &settings),
+            Verdict::Retry(Duration::from_secs(4))
+        );
+        assert!(matches!(
+            verdict(&refused, 42, 3, &settings),
+            Verdict::GiveUp {
+                failed: Some(_),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_poison_message_is_dead_lettered_without_announcing_anything() {
+        let settings = Settings::default();
+        let poison = Err(Failure::poison(
+            event::decode(&[0xff, 0xff]).expect_err("garbage"),
+        ));
+        assert!(matches!(
+            verdict(&poison, 1, 0, &settings),
+            Verdict::GiveUp { failed: None, .. }
+        ));
+    }
+
+    #[test]
+    fn the_broker_never_gives_up_on_its_own() {
+        assert!(consumer_spec(&Settings::default()).max_deliver < 1);
     }
 
     #[test]

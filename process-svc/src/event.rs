@@ -37,6 +37,15 @@ impl InvalidEvent {
             problem,
         }
     }
+
+    /// Why the order failed, in words its owner may read (no key ids, no internals).
+    pub(crate) fn user_reason(&self) -> String {
+        match self {
+            Self::Decode(_) => "the order could not be read".to_owned(),
+            Self::Field { field, problem } => format!("the order is invalid: {field} {problem}"),
+            Self::Seal(_) => "the order's customer reference could not be verified".to_owned(),
+        }
+    }
 }
 
 /// A decoded `OrderAccepted` whose correlation id is known, so every later log line can carry it.
@@ -60,6 +69,11 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Accepted, InvalidEvent> {
 }
 
 impl Accepted {
+    /// The order id the event names, if it is a valid one.
+    pub(crate) fn order_id(&self) -> Option<OrderId> {
+        OrderId::new(self.event.order_id)
+    }
+
     /// Opens the sealed customer and checks the content, in the order the fields appear.
     pub(crate) fn into_order(self, sealer: &CustomerSealer) -> Result<NewOrder, InvalidEvent> {
         let Self {
@@ -147,6 +161,23 @@ pub(crate) fn processing(order: &NewOrder, at: DateTime<Utc>) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// `OrderStatusChanged{FAILED}` for `orders.failed`, with the reason its owner sees.
+pub(crate) fn failed(
+    cid: CorrelationId,
+    order_id: Option<OrderId>,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> Vec<u8> {
+    ev::OrderStatusChanged {
+        correlation_id: cid.to_string(),
+        order_id: order_id.map_or(0, OrderId::get),
+        status: pb::OrderStatus::from(OrderStatus::Failed).into(),
+        occurred_at: Some(to_timestamp(at)),
+        reason: reason.to_owned(),
+    }
+    .encode_to_vec()
+}
+
 /// `OrderProcessed`, stored in the outbox with the order and published by the relay.
 pub(crate) fn processed(order: &NewOrder, at: DateTime<Utc>) -> Vec<u8> {
     ev::OrderProcessed {
@@ -164,6 +195,10 @@ pub(crate) fn processing_message_id(cid: CorrelationId) -> String {
 
 pub(crate) fn processed_message_id(cid: CorrelationId) -> String {
     format!("{cid}:processed")
+}
+
+pub(crate) fn failed_message_id(cid: CorrelationId) -> String {
+    format!("{cid}:failed")
 }
 
 #[cfg(test)]
@@ -315,6 +350,31 @@ mod tests {
         assert_eq!(
             processed_message_id(order.correlation_id),
             format!("{}:processed", order.correlation_id)
+        );
+        let cid = order.correlation_id;
+        let failed = ev::OrderStatusChanged::decode(
+            failed(cid, Some(order.order_id), "no stock", Utc::now()).as_slice(),
+        )
+        .unwrap();
+        assert_eq!(failed.status(), pb::OrderStatus::Failed);
+        assert_eq!((failed.order_id, failed.reason.as_str()), (42, "no stock"));
+        assert_eq!(failed_message_id(cid), format!("{cid}:failed"));
+    }
+
+    #[test]
+    fn reasons_for_the_owner_name_the_problem_without_internals() {
+        let mut event = valid_event(CorrelationId::new());
+        event.customer = valid_event(CorrelationId::new()).customer;
+        let sealed = parse(&event).unwrap_err();
+        assert_eq!(
+            sealed.user_reason(),
+            "the order's customer reference could not be verified"
+        );
+        let mut event = valid_event(CorrelationId::new());
+        event.lines[1].quantity = 0;
+        assert_eq!(
+            parse(&event).unwrap_err().user_reason(),
+            "the order is invalid: lines[1].quantity must be 1..=100"
         );
     }
 }

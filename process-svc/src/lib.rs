@@ -48,15 +48,17 @@ pub struct Deps {
 pub struct Settings {
     /// Deliveries worked on at once by this replica.
     pub concurrency: usize,
-    /// Deliveries of one message before the broker gives up on it (dead-letters it).
+    /// Failures of unknown cause (a refused statement, a panic) a message may have on this replica
+    /// before it is given up on: announced FAILED and dead-lettered. Transient failures (the
+    /// database unavailable) never count; the broker itself never gives up on a message.
     pub max_deliver: i64,
     /// How long a delivery may stay unacknowledged before the broker redelivers it.
     pub ack_wait: Duration,
+    /// How long one delivery may keep telling the broker it is still in progress. Past this the
+    /// signals stop, so a delivery stuck on a hung call is redelivered after the ack wait.
+    pub max_in_progress: Duration,
     /// Longest wait before retrying a message that failed for a transient reason.
     pub max_retry_backoff: Duration,
-    /// Redelivery delay of a message that can never be processed: long, so it costs little until
-    /// `max_deliver` runs out, and an operator has time to fix e.g. a missing seal key.
-    pub unprocessable_delay: Duration,
     /// How often the relay looks at the outbox without being woken (entries of crashed replicas,
     /// expired leases).
     pub outbox_poll_interval: Duration,
@@ -80,8 +82,8 @@ impl Default for Settings {
             concurrency: 16,
             max_deliver: 10,
             ack_wait: Duration::from_secs(30),
+            max_in_progress: Duration::from_secs(300),
             max_retry_backoff: Duration::from_secs(60),
-            unprocessable_delay: Duration::from_secs(120),
             outbox_poll_interval: Duration::from_secs(1),
             outbox_batch_size: 50,
             outbox_lease: Duration::from_secs(30),
@@ -129,6 +131,7 @@ pub async fn run(
         sealer: Arc::new(deps.sealer),
         wake,
         settings,
+        strikes: Arc::default(),
     };
     let mut consuming = tokio::spawn(worker.run(stop_consuming.clone()));
 

@@ -33,10 +33,16 @@ struct Args {
     #[arg(long, env = "PROCESS_CONCURRENCY", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     process_concurrency: u32,
-    /// Deliveries of one message before the broker dead-letters it.
+    /// Failures of unknown cause a message may have before it is announced FAILED and
+    /// dead-lettered (the database being unavailable never counts).
     #[arg(long, env = "MAX_DELIVER", default_value_t = 10,
           value_parser = clap::value_parser!(i64).range(1..))]
     max_deliver: i64,
+    /// Longest time one delivery keeps telling the broker it is in progress, in seconds; a
+    /// delivery stuck longer is redelivered after the ack wait.
+    #[arg(long, env = "MAX_IN_PROGRESS_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_in_progress_secs: u64,
     /// How often the outbox relay polls without being woken, in milliseconds.
     #[arg(long, env = "OUTBOX_POLL_INTERVAL_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(10..))]
@@ -85,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings {
         concurrency: args.process_concurrency as usize,
         max_deliver: args.max_deliver,
+        max_in_progress: Duration::from_secs(args.max_in_progress_secs),
         outbox_poll_interval: Duration::from_millis(args.outbox_poll_interval_ms),
         outbox_retention: Duration::from_secs(args.outbox_retention_hours.saturating_mul(3600)),
         server: args.server.limits(),

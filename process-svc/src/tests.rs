@@ -22,7 +22,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use contoso_bus::{
-    Bus, ConsumerSpec, Deliveries, Delivery, Envelope, MemoryBus, Topic,
+    Bus, ConsumerSpec, DeadLetter, DeadLetters, Deliveries, Delivery, Envelope, MemoryBus, Topic,
     recording::{Answer, Answered, RecordingBus},
 };
 use contoso_domain::{
@@ -87,12 +87,14 @@ impl StatusWriter for RecordingState {
     }
 }
 
-/// A memory store whose `record_order` can fail a number of times, or wait for a permit, and
-/// that records the retention of every outbox prune.
+/// A memory store whose `record_order` can fail a number of times (the database down, or a
+/// statement refused for no known reason), or wait for a permit, and that records the retention of
+/// every outbox prune.
 #[derive(Debug)]
 struct ScriptedStore {
     inner: MemoryStore,
     outages_left: AtomicU32,
+    refusals_left: AtomicU32,
     entered: Notify,
     gate: Option<Semaphore>,
     prunes: Mutex<Vec<Duration>>,
@@ -103,6 +105,7 @@ impl Default for ScriptedStore {
         Self {
             inner: MemoryStore::new().expect("the catalog loads"),
             outages_left: AtomicU32::new(0),
+            refusals_left: AtomicU32::new(0),
             entered: Notify::new(),
             gate: None,
             prunes: Mutex::new(Vec::new()),
@@ -146,6 +149,16 @@ impl OrderWriter for ScriptedStore {
                 "recording an order",
                 "scripted outage",
             ));
+        }
+        let refusal = self
+            .refusals_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if refusal.is_ok() {
+            return Err(StoreError::Query {
+                context: "recording an order".into(),
+                constraint: None,
+                source: "scripted refusal of unknown cause".into(),
+            });
         }
         self.inner.record_order(order, processed_event).await
     }
@@ -211,7 +224,6 @@ struct Harness {
     state: MemoryState,
     store: Arc<ScriptedStore>,
     sealer: CustomerSealer,
-    settings: Settings,
     /// The worker's consumer answers through this; `bus` above is for publishing and observing.
     recording: RecordingBus,
     advances: Arc<Mutex<Vec<(OrderStatus, bool)>>>,
@@ -251,13 +263,12 @@ impl Harness {
             .expect("bind port 0");
         let addr = listener.local_addr().expect("local addr");
         let shutdown = CancellationToken::new();
-        let running = tokio::spawn(run(listener, deps, settings.clone(), shutdown.clone()));
+        let running = tokio::spawn(run(listener, deps, settings, shutdown.clone()));
         Self {
             bus,
             state,
             store,
             sealer,
-            settings,
             recording,
             advances,
             completed_outages,
@@ -369,6 +380,32 @@ impl Harness {
     async fn observer(&self) -> Deliveries {
         let spec = ConsumerSpec::new("observer", [Topic::OrderProcessing, Topic::OrderProcessed]);
         self.bus.consume(&spec).await.expect("observer group")
+    }
+
+    /// The FAILED announcements, read through a group of its own.
+    async fn failures(&self) -> Deliveries {
+        let spec = ConsumerSpec::new("failures", [Topic::OrderFailed]);
+        self.bus.consume(&spec).await.expect("failures group")
+    }
+
+    /// Waits for the one dead letter there should be, and returns it.
+    async fn dead_letter(&self) -> DeadLetter {
+        eventually("a dead letter", DEADLINE, || async {
+            !self.bus.list(10).await.expect("list").is_empty()
+        })
+        .await;
+        let mut letters = self.bus.list(10).await.expect("list");
+        assert_eq!(letters.len(), 1, "{letters:?}");
+        letters.remove(0)
+    }
+
+    /// The settlements of the deliveries of `message_id` so far.
+    fn settled(&self, message_id: &str) -> Vec<(u64, Answer)> {
+        settlements(&self.recording.answers())
+            .into_iter()
+            .filter(|a| a.is_for(message_id))
+            .map(|a| (a.attempt, a.answer))
+            .collect()
     }
 
     async fn stop(self) {
@@ -587,15 +624,20 @@ async fn a_redelivered_order_accepted_creates_no_second_order_and_is_acked() {
     harness.stop().await;
 }
 
+/// Reads the next FAILED announcement.
+async fn next_failed(failures: &mut Deliveries) -> (Delivery, ev::OrderStatusChanged) {
+    let delivery = next_delivery(failures).await;
+    assert_eq!(delivery.topic, Topic::OrderFailed);
+    let changed = ev::OrderStatusChanged::decode(delivery.payload.clone()).expect("decode");
+    (delivery, changed)
+}
+
 #[tokio::test]
-async fn a_message_whose_sealed_customer_does_not_open_is_never_acked_nor_recorded() {
-    let settings = Settings {
-        max_deliver: 3,
-        unprocessable_delay: Duration::from_millis(20),
-        ..Settings::default()
-    };
-    let harness = Harness::start_with(ScriptedStore::default(), settings).await;
+async fn a_customer_reference_that_does_not_open_fails_the_order_with_a_reason_and_is_dead_lettered_at_once()
+ {
+    let harness = Harness::start().await;
     let (order, mut event) = harness.accepted_order("dave").await;
+    let cid = order.correlation_id;
     let stranger = UserId::parse("mallory").expect("user id");
     event.customer = Some(
         harness
@@ -603,17 +645,42 @@ async fn a_message_whose_sealed_customer_does_not_open_is_never_acked_nor_record
             .seal(CorrelationId::new(), &stranger)
             .expect("seal"),
     );
+    let mut failures = harness.failures().await;
     harness
-        .publish(&order.correlation_id.to_string(), event.encode_to_vec())
+        .publish(&cid.to_string(), event.encode_to_vec())
         .await;
 
-    // Nacked on every delivery until the broker runs out of them (and dead-letters it).
-    let settlements = harness.wait_for_settlements(3).await;
-    let delay = harness.settings.unprocessable_delay;
+    // The user sees FAILED, with a reason, on the status topic.
+    let (announced, failed) = next_failed(&mut failures).await;
+    assert_eq!(announced.message_id, Some(format!("{cid}:failed")));
+    assert_eq!(failed.status(), pb::OrderStatus::Failed);
+    assert_eq!(failed.correlation_id, cid.to_string());
+    assert_eq!(failed.order_id, order.order_id.get());
     assert!(
-        settlements.iter().all(|s| s.answer == Answer::Nack(delay)),
-        "{settlements:?}"
+        failed.reason.contains("customer reference"),
+        "{}",
+        failed.reason
     );
+    // The operator finds it among the dead letters, given up on at its first delivery.
+    let letter = harness.dead_letter().await;
+    assert_eq!(letter.consumer, "process-svc");
+    assert_eq!(letter.deliveries, 1);
+    assert_eq!(letter.message_id, Some(cid.to_string()));
+    assert_eq!(letter.payload, Bytes::from(event.encode_to_vec()));
+    assert!(
+        letter.reason.contains("customer reference"),
+        "{}",
+        letter.reason
+    );
+    assert_eq!(harness.settled(&cid.to_string()), [(1, Answer::DeadLetter)]);
+
+    let status = harness
+        .state
+        .status(cid)
+        .await
+        .expect("status")
+        .expect("recorded");
+    assert_eq!(status.status, OrderStatus::Failed);
     assert_eq!(
         harness.store.get_order(order.order_id).await.expect("get"),
         None
@@ -621,7 +688,7 @@ async fn a_message_whose_sealed_customer_does_not_open_is_never_acked_nor_record
     assert_eq!(
         harness
             .store
-            .get_order_by_correlation(order.correlation_id)
+            .get_order_by_correlation(cid)
             .await
             .expect("get"),
         None
@@ -630,16 +697,170 @@ async fn a_message_whose_sealed_customer_does_not_open_is_never_acked_nor_record
 }
 
 #[tokio::test]
-async fn a_payload_that_is_not_protobuf_is_nacked_for_the_dead_letter_queue() {
+async fn an_order_id_clash_fails_the_order_and_dead_letters_it() {
+    let harness = Harness::start().await;
+    let (first, first_event) = harness.accepted_order("gina").await;
+    harness
+        .publish(
+            &first.correlation_id.to_string(),
+            first_event.encode_to_vec(),
+        )
+        .await;
+    harness.wait_until_completed(first.order_id).await;
+
+    // Another order under the same reserved id: it can never be recorded.
+    let (clash, mut clash_event) = harness.accepted_order("gina").await;
+    clash_event.order_id = first.order_id.get();
+    let mut failures = harness.failures().await;
+    let cid = clash.correlation_id;
+    harness
+        .publish(&cid.to_string(), clash_event.encode_to_vec())
+        .await;
+
+    let (_, failed) = next_failed(&mut failures).await;
+    assert_eq!(failed.correlation_id, cid.to_string());
+    assert!(!failed.reason.is_empty());
+    let letter = harness.dead_letter().await;
+    assert_eq!(letter.message_id, Some(cid.to_string()));
+    assert!(letter.reason.contains("order"), "{}", letter.reason);
+    assert_eq!(harness.settled(&cid.to_string()), [(1, Answer::DeadLetter)]);
+    let recorded = harness
+        .store
+        .get_order(first.order_id)
+        .await
+        .expect("get")
+        .expect("the first order stays");
+    assert_eq!(recorded.correlation_id, first.correlation_id);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn an_undecodable_message_is_dead_lettered_at_once_and_never_retried() {
     let harness = Harness::start().await;
     harness
         .publish("garbage", vec![0xff, 0xff, 0xff, 0xff])
         .await;
 
-    let settlements = harness.wait_for_settlements(1).await;
+    let letter = harness.dead_letter().await;
+    assert_eq!(letter.message_id.as_deref(), Some("garbage"));
+    assert_eq!(letter.consumer, "process-svc");
+    assert_eq!(letter.deliveries, 1);
+    assert_eq!(letter.topic, Some(Topic::OrderAccepted));
     assert_eq!(
-        settlements[0].answer,
-        Answer::Nack(harness.settings.unprocessable_delay)
+        letter.payload,
+        Bytes::from_static(&[0xff, 0xff, 0xff, 0xff])
+    );
+    assert!(letter.reason.contains("OrderAccepted"), "{}", letter.reason);
+    assert_eq!(harness.settled("garbage"), [(1, Answer::DeadLetter)]);
+
+    // The worker goes on with the next order.
+    let (order, event) = harness.accepted_order("hank").await;
+    harness
+        .publish(&order.correlation_id.to_string(), event.encode_to_vec())
+        .await;
+    harness.wait_until_completed(order.order_id).await;
+    assert_eq!(harness.settled("garbage"), [(1, Answer::DeadLetter)]);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_store_outage_longer_than_max_deliver_attempts_still_records_the_order_exactly_once() {
+    let store = ScriptedStore {
+        outages_left: AtomicU32::new(12),
+        ..ScriptedStore::default()
+    };
+    let settings = Settings {
+        max_deliver: 3,
+        max_retry_backoff: Duration::from_millis(10),
+        ..Settings::default()
+    };
+    let harness = Harness::start_with(store, settings).await;
+    let (order, event) = harness.accepted_order("ivan").await;
+    let cid = order.correlation_id.to_string();
+    harness.publish(&cid, event.encode_to_vec()).await;
+
+    harness.wait_until_completed(order.order_id).await;
+    let settled = harness.wait_for_settlements(13).await;
+    let retry = Answer::Nack(Duration::from_millis(10));
+    let answers: Vec<Answer> = settled.iter().map(|a| a.answer).collect();
+    assert_eq!(answers[..12], [retry; 12], "{settled:?}");
+    assert_eq!(answers[12], Answer::Ack);
+    assert_eq!(settled[12].attempt, 13);
+    let customer = UserId::parse("ivan").expect("user id");
+    let orders = harness
+        .store
+        .list_orders(&customer, 0, 10)
+        .await
+        .expect("list");
+    assert_eq!(orders.total, 1);
+    assert_eq!(harness.bus.list(10).await.expect("list"), Vec::new());
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_failure_of_unknown_cause_is_retried_then_failed_and_dead_lettered_after_max_deliver() {
+    let store = ScriptedStore {
+        refusals_left: AtomicU32::new(u32::MAX),
+        ..ScriptedStore::default()
+    };
+    let settings = Settings {
+        max_deliver: 3,
+        max_retry_backoff: Duration::from_millis(10),
+        ..Settings::default()
+    };
+    let harness = Harness::start_with(store, settings).await;
+    let (order, event) = harness.accepted_order("jane").await;
+    let cid = order.correlation_id.to_string();
+    let mut failures = harness.failures().await;
+    harness.publish(&cid, event.encode_to_vec()).await;
+
+    let (_, failed) = next_failed(&mut failures).await;
+    assert_eq!(failed.correlation_id, cid);
+    let letter = harness.dead_letter().await;
+    assert_eq!(letter.deliveries, 3);
+    let retry = Answer::Nack(Duration::from_millis(10));
+    assert_eq!(
+        harness.settled(&cid),
+        [(1, retry), (2, retry), (3, Answer::DeadLetter)]
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn in_progress_signals_stop_at_the_cap_so_a_stuck_delivery_is_redelivered() {
+    let store = ScriptedStore {
+        gate: Some(Semaphore::new(0)),
+        ..ScriptedStore::default()
+    };
+    let settings = Settings {
+        ack_wait: Duration::from_millis(300),
+        max_in_progress: Duration::from_millis(700),
+        drain_deadline: Duration::from_millis(100),
+        ..Settings::default()
+    };
+    let harness = Harness::start_with(store, settings).await;
+    let (order, event) = harness.accepted_order("kim").await;
+    let cid = order.correlation_id.to_string();
+    harness.publish(&cid, event.encode_to_vec()).await;
+
+    // The store never answers. Once the first delivery stops saying it is in progress, the
+    // broker hands the message out again.
+    harness
+        .recording
+        .first("a second delivery of the stuck order", DEADLINE, |a| {
+            a.is_for(&cid) && a.attempt == 2
+        })
+        .await;
+    let heartbeats = harness
+        .recording
+        .answers()
+        .iter()
+        .filter(|a| a.is_for(&cid) && a.attempt == 1 && a.answer == Answer::InProgress)
+        .count();
+    // One every ack_wait / 3 = 100 ms, for at most 700 ms.
+    assert!(
+        (1..=8).contains(&heartbeats),
+        "{heartbeats} in-progress signals"
     );
     harness.stop().await;
 }

@@ -16,7 +16,9 @@ use prost::Message;
 use tokio::{task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use contoso_bus::{Bus, ConsumerSpec, Deliveries, Envelope, NatsBus, NatsSettings, Topic};
+use contoso_bus::{
+    Bus, ConsumerSpec, DeadLetters, Deliveries, Envelope, NatsBus, NatsSettings, Topic,
+};
 use contoso_domain::Product;
 use contoso_domain::{CorrelationId, OrderStatus, UserId};
 use contoso_platform::{
@@ -91,15 +93,17 @@ impl World {
     }
 
     async fn bus(&self) -> Arc<dyn Bus> {
+        Arc::new(self.nats_bus().await)
+    }
+
+    async fn nats_bus(&self) -> NatsBus {
         let settings = NatsSettings {
             url: self.nats.url(),
             ..NatsSettings::default()
         };
-        Arc::new(
-            NatsBus::connect(settings)
-                .await
-                .expect("connecting to NATS"),
-        )
+        NatsBus::connect(settings)
+            .await
+            .expect("connecting to NATS")
     }
 
     async fn state(&self) -> Arc<dyn WorkflowState> {
@@ -363,4 +367,67 @@ async fn two_instances_on_one_stream_record_each_of_twenty_orders_exactly_once()
     }
     first.stop().await;
     second.stop().await;
+}
+
+#[tokio::test]
+async fn an_undecodable_message_and_an_order_that_cannot_be_opened_land_in_the_dead_letter_stream_at_once()
+ {
+    let mut world = World::create().await;
+    let instance = world.start(Settings::default()).await;
+    let bus = world.nats_bus().await;
+    let failures = ConsumerSpec::new(unique_name("failures"), [Topic::OrderFailed]);
+    let mut failures = bus.consume(&failures).await.expect("failures consumer");
+
+    bus.publish(Envelope {
+        topic: Topic::OrderAccepted,
+        message_id: "garbage".into(),
+        payload: Bytes::from_static(&[0xff, 0xff, 0xff]),
+    })
+    .await
+    .expect("publishing garbage");
+    let (cid, mut event) = world.accepted("mallory");
+    event.customer = world.accepted("mallory").1.customer;
+    publish(&bus, cid.to_string(), &event).await;
+
+    // FAILED, with a reason, for the order that names itself.
+    let delivery = tokio::time::timeout(DEADLINE, failures.next())
+        .await
+        .expect("orders.failed within the deadline")
+        .expect("stream open")
+        .expect("delivery");
+    let failed = ev::OrderStatusChanged::decode(delivery.payload.clone()).expect("decode");
+    assert_eq!(failed.correlation_id, cid.to_string());
+    assert!(
+        failed.reason.contains("customer reference"),
+        "{}",
+        failed.reason
+    );
+    delivery.ack().await.expect("ack");
+
+    eventually("both in the dead letters", DEADLINE, || async {
+        bus.list(10).await.map(|l| l.len()).unwrap_or(0) >= 2
+    })
+    .await;
+    let letters = bus.list(10).await.expect("listing dead letters");
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    for letter in &letters {
+        assert_eq!(letter.consumer, "process-svc");
+        assert_eq!(letter.deliveries, 1, "given up on at once: {letter:?}");
+        assert_eq!(letter.subject, "orders.accepted");
+    }
+    let ids: HashSet<Option<String>> = letters.iter().map(|l| l.message_id.clone()).collect();
+    assert_eq!(
+        ids,
+        HashSet::from([Some("garbage".to_owned()), Some(cid.to_string())])
+    );
+    assert_eq!(world.orders_of(cid).await, 0);
+    let status = world
+        .state()
+        .await
+        .status(cid)
+        .await
+        .expect("redis")
+        .map(|s| s.status);
+    assert_eq!(status, Some(OrderStatus::Failed));
+    instance.stop().await;
 }
