@@ -3,6 +3,7 @@
 //! the rules of a valid order. Requests are parsed into these types at the edge (`TryFrom`), and
 //! nothing past the edge re-validates them. No I/O happens here.
 
+pub mod entitlement;
 pub mod ids;
 pub mod money;
 pub mod order;
@@ -10,6 +11,10 @@ pub mod product;
 pub mod report;
 pub mod status;
 
+pub use entitlement::{
+    AssigneeError, Entitlement, EntitlementId, Grant, Held, PeriodOutOfRange, SeatAssignment,
+    SeatRefusal, Validity, grant, parse_assignee, sort_for_listing,
+};
 pub use ids::{CorrelationId, MAX_USER_ID_LEN, OrderId, UserId, UserIdError};
 pub use order::{
     LineRequest, MAX_LINES, NewOrder, OrderLine, OrderRecord, OrderRuleViolation, PricedOrder,
