@@ -2,14 +2,21 @@
 //! event is handled by exactly one replica, which looks up the order's owner and publishes the
 //! update on the backplane; the backplane carries it to every replica with a stream of that user.
 //!
-//! An event is acknowledged only once it is on the backplane. Anything else is nacked with a
-//! delay: the broker redelivers it and, after its delivery limit, dead-letters it. Nothing is
-//! dropped silently.
+//! An event is acknowledged only once it is on the backplane. Nothing is dropped silently:
+//!
+//! - Redis (state or backplane) unavailable: nacked with a backoff, for as long as the outage
+//!   lasts; the broker's own delivery limit is off, so an outage never uses a message up;
+//! - the owner still unknown (or a stored value unreadable): nacked with a delay, and after
+//!   `max_deliver` such tries on this replica, dead-lettered;
+//! - not a readable status event: dead-lettered at once.
+//!
+//! The group starts at new events when it is created: status events are ephemeral, and a
+//! recreated durable must not replay the stream's retained days to every open stream.
 
 use std::{sync::Arc, time::Duration};
 
 use contoso_backplane::Backplane;
-use contoso_bus::{Bus, ConsumerSpec, Deliveries, Delivery, Topic};
+use contoso_bus::{Bus, ConsumerSpec, Deliveries, Delivery, StartPolicy, Strikes, Topic};
 use contoso_domain::Report;
 use contoso_domain::{CorrelationId, StatusUpdate, UserId};
 use contoso_state::{StateError, StatusReader, StatusWriter};
@@ -23,11 +30,19 @@ use crate::{Settings, events};
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// What to tell the broker about one delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
     Ack,
-    /// Deliver again after this delay.
+    /// A dependency is down: deliver again after this delay, however often it takes.
     Retry(Duration),
+    /// Not handled, for a reason that may or may not pass: deliver again after `delay`, until
+    /// the message has failed so `max_deliver` times; then give up on it with `reason`.
+    Strike {
+        delay: Duration,
+        reason: String,
+    },
+    /// Can never be handled: dead-letter it now.
+    GiveUp(String),
 }
 
 /// Routes status events to their owner's backplane channel.
@@ -37,6 +52,7 @@ pub(crate) struct Consumer {
     status_writer: Arc<dyn StatusWriter>,
     backplane: Arc<dyn Backplane>,
     settings: Arc<Settings>,
+    strikes: Strikes,
 }
 
 impl Consumer {
@@ -51,15 +67,52 @@ impl Consumer {
             status_writer,
             backplane,
             settings,
+            strikes: Strikes::new(),
         }
     }
 
-    /// Handles one delivery and acknowledges or nacks it.
+    /// Handles one delivery and acknowledges, nacks or dead-letters it.
     pub(crate) async fn handle(&self, delivery: Delivery) {
-        let outcome = self.process(&delivery).await;
-        let answered = match outcome {
-            Outcome::Ack => delivery.ack().await,
-            Outcome::Retry(delay) => delivery.nack(delay).await,
+        let outcome = match self.process(&delivery).await {
+            Outcome::Strike { delay, reason } => {
+                let strikes = self.strikes.strike(&delivery);
+                if strikes >= self.settings.max_deliver.unsigned_abs().max(1) {
+                    Outcome::GiveUp(format!("{reason} (after {strikes} tries)"))
+                } else {
+                    Outcome::Retry(delay)
+                }
+            }
+            other => other,
+        };
+        let answered = match &outcome {
+            Outcome::Ack => {
+                self.strikes.forget(&delivery);
+                delivery.ack().await
+            }
+            Outcome::Retry(delay) => delivery.nack(*delay).await,
+            Outcome::GiveUp(reason) => {
+                tracing::error!(
+                    topic = %delivery.topic,
+                    message_id = ?delivery.message_id,
+                    attempt = delivery.attempt,
+                    reason,
+                    "giving up on a status event; dead-lettering it"
+                );
+                match delivery.dead_letter(reason).await {
+                    Ok(()) => {
+                        self.strikes.forget(&delivery);
+                        Ok(())
+                    }
+                    // Not terminated: it comes back, and is dead-lettered again then.
+                    Err(error) => {
+                        tracing::warn!(error = %Report(&error), "dead-lettering the status event failed; retrying later");
+                        delivery
+                            .nack(backoff(self.settings.retry_backoff, delivery.attempt))
+                            .await
+                    }
+                }
+            }
+            Outcome::Strike { .. } => unreachable!("strikes are counted above"),
         };
         if let Err(error) = answered {
             // The broker redelivers after its ack wait, so the event is late, not lost.
@@ -78,14 +131,7 @@ impl Consumer {
         let update = match events::decode(delivery.topic, &delivery.payload) {
             Ok(update) => update,
             Err(error) => {
-                tracing::error!(
-                    %error,
-                    topic = %delivery.topic,
-                    message_id = ?delivery.message_id,
-                    attempt = delivery.attempt,
-                    "malformed status event; leaving it for redelivery and the dead-letter queue"
-                );
-                return Outcome::Retry(self.settings.malformed_redelivery);
+                return Outcome::GiveUp(format!("malformed status event: {error}"));
             }
         };
         let span = tracing::info_span!(
@@ -106,12 +152,14 @@ impl Consumer {
                     attempt,
                     "owner of the order is unknown; not acknowledging, so the broker redelivers"
                 );
-                return Outcome::Retry(self.settings.missing_owner_redelivery);
+                return Outcome::Strike {
+                    delay: self.settings.missing_owner_redelivery,
+                    reason:
+                        "the owner of the order is unknown (order:map expired or never written)"
+                            .to_owned(),
+                };
             }
-            Err(error) => {
-                tracing::warn!(error = %Report(&error), "looking up the owner failed; retrying later");
-                return Outcome::Retry(backoff(self.settings.retry_backoff, attempt));
-            }
+            Err(error) => return self.state_failed(&error, attempt, "looking up the owner"),
         };
         // Recorded before it is announced: a watch opened after this update reaches anyone finds
         // it (or a later status) in its snapshot, even if the sender's own write failed. Only
@@ -121,8 +169,7 @@ impl Consumer {
             .advance(update.correlation_id, update.status, update.order_id)
             .await
         {
-            tracing::warn!(error = %Report(&error), "recording the status failed; retrying later");
-            return Outcome::Retry(backoff(self.settings.retry_backoff, attempt));
+            return self.state_failed(&error, attempt, "recording the status");
         }
         match self.backplane.publish(&owner, &update).await {
             Ok(()) => {
@@ -132,6 +179,24 @@ impl Consumer {
             Err(error) => {
                 tracing::warn!(%error, "publishing to the backplane failed; retrying later");
                 Outcome::Retry(backoff(self.settings.retry_backoff, attempt))
+            }
+        }
+    }
+
+    /// Redis down is retried for as long as it lasts; a value it holds that cannot be read
+    /// counts towards giving up.
+    fn state_failed(&self, error: &StateError, attempt: u64, doing: &str) -> Outcome {
+        match error {
+            StateError::Unavailable { .. } => {
+                tracing::warn!(error = %Report(error), "{doing} failed; retrying later");
+                Outcome::Retry(backoff(self.settings.retry_backoff, attempt))
+            }
+            StateError::Corrupt { .. } => {
+                tracing::error!(error = %Report(error), "{doing} failed");
+                Outcome::Strike {
+                    delay: backoff(self.settings.retry_backoff, attempt),
+                    reason: format!("{doing} failed: {}", Report(error)),
+                }
             }
         }
     }
@@ -158,10 +223,12 @@ fn backoff(base: Duration, attempt: u64) -> Duration {
     base.saturating_mul(1 << doublings).min(MAX_BACKOFF)
 }
 
-/// The consumer group every replica joins.
+/// The consumer group every replica joins: from new events on, and without a broker delivery
+/// limit (the consumer decides when to give up, see [`Consumer::handle`]).
 pub(crate) fn spec(settings: &Settings) -> ConsumerSpec {
     let mut spec = ConsumerSpec::new(settings.consumer_group.clone(), Topic::ALL);
-    spec.max_deliver = settings.max_deliver;
+    spec.start = StartPolicy::New;
+    spec.max_deliver = -1;
     spec.max_ack_pending =
         i64::try_from(settings.consumer_concurrency.saturating_mul(4)).unwrap_or(i64::MAX);
     spec
@@ -248,5 +315,12 @@ mod tests {
         let spec = spec(&Settings::default());
         assert_eq!(spec.group, "notify-svc");
         assert_eq!(spec.topics, Topic::ALL.to_vec());
+    }
+
+    #[test]
+    fn the_group_starts_at_new_events_and_the_broker_never_gives_up_on_its_own() {
+        let spec = spec(&Settings::default());
+        assert_eq!(spec.start, StartPolicy::New);
+        assert!(spec.max_deliver < 1);
     }
 }

@@ -66,7 +66,8 @@ pub struct Settings {
     pub consumer_group: String,
     /// Status events handled at once by this instance.
     pub consumer_concurrency: usize,
-    /// Deliveries of one event before the broker dead-letters it.
+    /// Tries of one event whose owner stays unknown (or whose stored state is unreadable) before
+    /// it is dead-lettered; Redis being unavailable never counts.
     pub max_deliver: i64,
     /// Pauses between owner lookups before an event is left for redelivery.
     pub owner_retry_delays: Vec<Duration>,
@@ -74,8 +75,6 @@ pub struct Settings {
     pub missing_owner_redelivery: Duration,
     /// First redelivery delay after a Redis failure, doubled per attempt.
     pub retry_backoff: Duration,
-    /// Redelivery delay of an undecodable event, on its slow way to the dead-letter queue.
-    pub malformed_redelivery: Duration,
     pub server: ServerLimits,
 }
 
@@ -94,7 +93,6 @@ impl Default for Settings {
             owner_retry_delays: [100, 250, 500].map(Duration::from_millis).to_vec(),
             missing_owner_redelivery: Duration::from_secs(2),
             retry_backoff: Duration::from_millis(500),
-            malformed_redelivery: Duration::from_secs(300),
             server: ServerLimits::default(),
         }
     }

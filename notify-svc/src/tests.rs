@@ -11,7 +11,7 @@ use std::{
 
 use contoso_backplane::{Backplane, BackplaneError, MemoryBackplane, UpdateStream};
 use contoso_bus::{
-    Bus, Envelope, MemoryBus, Topic,
+    Bus, DeadLetter, DeadLetters, Envelope, MemoryBus, Topic,
     recording::{Answer, Answered, RecordingBus},
 };
 use contoso_domain::{CorrelationId, OrderId, OrderStatus, StatusUpdate, UserId};
@@ -54,6 +54,8 @@ fn fast_settings() -> Settings {
 struct Harness {
     addr: SocketAddr,
     bus: Arc<RecordingBus>,
+    /// The bus under the recording, for its dead letters.
+    memory: MemoryBus,
     state: Arc<MemoryState>,
     auth: Authenticator,
     shutdown: CancellationToken,
@@ -66,7 +68,8 @@ impl Harness {
     }
 
     async fn start_with(settings: Settings, backplane: Arc<dyn Backplane>) -> Self {
-        let bus = Arc::new(RecordingBus::new(Arc::new(MemoryBus::new())));
+        let memory = MemoryBus::new();
+        let bus = Arc::new(RecordingBus::new(Arc::new(memory.clone())));
         let state = Arc::new(MemoryState::new(Duration::from_secs(600)));
         let auth = Authenticator::new(&AuthArgs::dev()).expect("the dev JWT settings are valid");
         let deps = Deps {
@@ -86,6 +89,7 @@ impl Harness {
         Self {
             addr,
             bus,
+            memory,
             state,
             auth,
             shutdown,
@@ -199,6 +203,17 @@ impl Harness {
         self.publish(Topic::OrderProcessed, id.clone(), event.encode_to_vec())
             .await;
         id
+    }
+
+    /// Waits for the one dead letter there should be, and returns it.
+    async fn dead_letter(&self) -> DeadLetter {
+        contoso_testkit::eventually("a dead letter", DEADLINE, || async {
+            !self.memory.list(10).await.expect("list").is_empty()
+        })
+        .await;
+        let mut letters = self.memory.list(10).await.expect("list");
+        assert_eq!(letters.len(), 1, "{letters:?}");
+        letters.remove(0)
     }
 
     /// The first answer given to a delivery of `message_id`.
@@ -527,8 +542,10 @@ async fn an_event_whose_owner_is_unknown_is_nacked_and_delivered_again() {
 }
 
 #[tokio::test]
-async fn a_malformed_event_is_nacked_with_the_long_delay_and_not_acked() {
+async fn a_malformed_event_is_dead_lettered_at_once() {
     let harness = Harness::start(fast_settings()).await;
+    // Serving means the group was joined; it starts at events published from then on.
+    let _stream = harness.watch("alice", &[]).await.expect("the stream opens");
     harness
         .publish(
             Topic::OrderProcessed,
@@ -537,10 +554,49 @@ async fn a_malformed_event_is_nacked_with_the_long_delay_and_not_acked() {
         )
         .await;
     let answered = harness.answer_for("garbage-1").await;
-    assert_eq!(
-        answered.answer,
-        Answer::Nack(Settings::default().malformed_redelivery)
+    assert_eq!((answered.attempt, answered.answer), (1, Answer::DeadLetter));
+    let letter = harness.dead_letter().await;
+    assert_eq!(letter.consumer, "notify-svc");
+    assert_eq!(letter.message_id.as_deref(), Some("garbage-1"));
+    assert_eq!(letter.topic, Some(Topic::OrderProcessed));
+    assert!(
+        letter.reason.contains("OrderProcessed"),
+        "{}",
+        letter.reason
     );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn an_event_whose_owner_stays_unknown_is_dead_lettered_after_max_deliver_tries() {
+    let harness = Harness::start(Settings {
+        max_deliver: 3,
+        ..fast_settings()
+    })
+    .await;
+    let _stream = harness.watch("alice", &[]).await.expect("the stream opens");
+    let id = harness
+        .publish_processing(CorrelationId::new(), 8, "")
+        .await;
+
+    let gave_up = harness
+        .bus
+        .first(&format!("giving up on {id}"), DEADLINE, |a| {
+            a.is_for(&id) && a.answer == Answer::DeadLetter
+        })
+        .await;
+    assert_eq!(gave_up.attempt, 3);
+    let answers: Vec<(u64, bool)> = harness
+        .bus
+        .answers()
+        .iter()
+        .filter(|a| a.is_for(&id))
+        .map(|a| (a.attempt, matches!(a.answer, Answer::Nack(_))))
+        .collect();
+    assert_eq!(answers, [(1, true), (2, true), (3, false)]);
+    let letter = harness.dead_letter().await;
+    assert_eq!(letter.deliveries, 3);
+    assert!(letter.reason.contains("owner"), "{}", letter.reason);
     harness.stop().await;
 }
 
