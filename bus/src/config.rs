@@ -58,12 +58,16 @@ impl NatsArgs {
     }
 
     pub async fn connect(&self) -> anyhow::Result<Arc<dyn Bus>> {
-        Ok(Arc::new(self.connect_nats().await?))
+        let bus = NatsBus::connect(self.settings())
+            .await
+            .with_context(|| format!("connecting to NATS at {}", self.nats_url))?;
+        Ok(Arc::new(bus))
     }
 
-    /// The JetStream adapter itself, e.g. for its [`DeadLetters`](crate::DeadLetters).
-    pub async fn connect_nats(&self) -> anyhow::Result<NatsBus> {
-        NatsBus::connect(self.settings())
+    /// The JetStream adapter, leaving the streams as the services set them up: for operating
+    /// them, e.g. through its [`DeadLetters`](crate::DeadLetters).
+    pub async fn connect_to_existing(&self) -> anyhow::Result<NatsBus> {
+        NatsBus::connect_to_existing(self.settings())
             .await
             .with_context(|| format!("connecting to NATS at {}", self.nats_url))
     }

@@ -150,6 +150,20 @@ impl NatsBus {
     /// Connects and creates or updates the stream. An unreachable server fails at once with
     /// [`BusError::Unavailable`]; once connected, the client reconnects by itself.
     pub async fn connect(settings: NatsSettings) -> Result<NatsBus, BusError> {
+        Self::open_connection(settings, true).await
+    }
+
+    /// Connects without creating or updating either stream: for tools (`contoso dlq`) that
+    /// operate a deployment and must not change its streams' settings (replicas, retention) to
+    /// their own defaults.
+    pub async fn connect_to_existing(settings: NatsSettings) -> Result<NatsBus, BusError> {
+        Self::open_connection(settings, false).await
+    }
+
+    async fn open_connection(
+        settings: NatsSettings,
+        manage_streams: bool,
+    ) -> Result<NatsBus, BusError> {
         let server = redact(&settings.url);
         let urls: Vec<&str> = settings
             .url
@@ -173,7 +187,30 @@ impl NatsBus {
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(settings.publish_timeout)
             .build(client.clone());
+        let dead_letter_prefix = settings.dead_letter_prefix();
+        if manage_streams {
+            Self::create_streams(&jetstream, &settings, &server).await?;
+        }
+        tracing::info!(%server, stream = %settings.stream, dead_letters = %settings.dead_letter_stream, "connected to NATS JetStream");
 
+        Ok(NatsBus {
+            client,
+            jetstream,
+            stream: settings.stream,
+            subject_prefix: settings.subject_prefix,
+            dead_letter_stream: settings.dead_letter_stream,
+            dead_letter_prefix,
+            publish_timeout: settings.publish_timeout,
+            server,
+        })
+    }
+
+    /// Creates or updates the stream and the dead-letter stream.
+    async fn create_streams(
+        jetstream: &jetstream::Context,
+        settings: &NatsSettings,
+        server: &str,
+    ) -> Result<(), BusError> {
         let config = stream::Config {
             name: settings.stream.clone(),
             subjects: vec![format!("{}.>", settings.subject_prefix)],
@@ -219,18 +256,7 @@ impl NatsBus {
                     e,
                 )
             })?;
-        tracing::info!(%server, stream = %settings.stream, dead_letters = %settings.dead_letter_stream, "connected to NATS JetStream");
-
-        Ok(NatsBus {
-            client,
-            jetstream,
-            stream: settings.stream,
-            subject_prefix: settings.subject_prefix,
-            dead_letter_stream: settings.dead_letter_stream,
-            dead_letter_prefix,
-            publish_timeout: settings.publish_timeout,
-            server,
-        })
+        Ok(())
     }
 
     fn subject(&self, topic: Topic) -> String {

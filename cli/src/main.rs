@@ -6,11 +6,13 @@
 //! - `contoso migrate` applies the schema migrations and loads the catalog.
 //! - `contoso token --sub alice` prints a token the dev stack accepts.
 //! - `contoso bench` places orders against a running system and prints latency figures.
+//! - `contoso dlq list | show ID | replay ID | replay --all | purge ID` operates the dead letters.
 
 use clap::{Parser, Subcommand};
 
 mod bench;
 mod dev;
+mod dlq;
 mod web;
 
 #[derive(Debug, Parser)]
@@ -30,6 +32,8 @@ enum Command {
     Dev(dev::DevArgs),
     /// Place orders against a running system and print latency figures.
     Bench(bench::BenchArgs),
+    /// List, show, replay or purge the dead letters in JetStream.
+    Dlq(dlq::DlqArgs),
     /// Apply the database migrations and load the catalog.
     Migrate {
         #[command(flatten)]
@@ -56,10 +60,15 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    contoso_platform::telemetry::init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    // `dlq` prints its tables on stdout, which is where the logs go.
+    if !matches!(cli.command, Command::Dlq(_)) {
+        contoso_platform::telemetry::init();
+    }
+    match cli.command {
         Command::Dev(args) => dev::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Dlq(args) => dlq::run(args).await,
         Command::Migrate { database } => database.migrate().await,
         Command::Keys { seal_key_id } => {
             println!("JWT_SECRET={}", contoso_platform::auth::generate_secret());
