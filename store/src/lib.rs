@@ -1,5 +1,5 @@
 //! The system of record. Small traits ([`CatalogSource`], [`OrderIdSource`], [`OrderWriter`],
-//! [`OrderReader`], [`Outbox`]) with a Postgres implementation ([`PgStore`]) and an in-memory one
+//! [`OrderReader`], [`Outbox`], [`Entitlements`]) with a Postgres implementation ([`PgStore`]) and an in-memory one
 //! ([`MemoryStore`]) for the embedded dev mode and fast tests. The catalog comes from one data
 //! file ([`catalog::PRODUCTS_JSON`]) that both seed.
 
@@ -8,14 +8,19 @@ use std::{collections::HashSet, fmt};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use contoso_domain::{Cause, CorrelationId, NewOrder, OrderId, OrderRecord, Product, UserId};
+use contoso_domain::{
+    Cause, CorrelationId, Entitlement, EntitlementId, NewOrder, OrderId, OrderRecord, Product,
+    SeatRefusal, UserId,
+};
 
 pub mod catalog;
+pub mod clock;
 pub mod config;
 pub mod memory;
 pub mod postgres;
 mod schema;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use memory::MemoryStore;
 pub use postgres::PgStore;
 
@@ -155,9 +160,11 @@ pub trait OrderIdSource: Send + Sync + fmt::Debug {
 #[async_trait]
 pub trait OrderWriter: Send + Sync + fmt::Debug {
     /// In one transaction: upserts the customer, inserts the order under its reserved id with
-    /// status PROCESSING, its items, and an outbox row of kind [`PROCESSED_EVENT_KIND`] carrying
-    /// `processed_event`. Idempotent on the correlation id: a second call returns
-    /// [`RecordOutcome::AlreadyRecorded`] and writes nothing. Fails with
+    /// status PROCESSING, its items, one entitlement per line (the buyer, the product, as many
+    /// seats as the quantity, valid from now as [`contoso_domain::grant`] rules, a renewal taking
+    /// over the seat assignments of the entitlement it renews), and an outbox row of kind
+    /// [`PROCESSED_EVENT_KIND`] carrying `processed_event`. Idempotent on the correlation id: a
+    /// second call returns [`RecordOutcome::AlreadyRecorded`] and writes (and grants) nothing. Fails with
     /// [`StoreError::OrderIdTaken`] when the order id belongs to another correlation id, and with
     /// [`StoreError::Query`] naming the constraint when a line is invalid (nothing is written).
     async fn record_order(
@@ -222,7 +229,65 @@ pub trait Outbox: Send + Sync + fmt::Debug {
     ) -> Result<u64, StoreError>;
 }
 
-/// Everything a full store offers.
-pub trait Store: CatalogSource + OrderIdSource + OrderWriter + OrderReader + Outbox {}
+/// A value read from the store and the store's time it was read at, by which validities (active,
+/// days left) are judged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot<T> {
+    pub as_of: DateTime<Utc>,
+    pub value: T,
+}
 
-impl<T: CatalogSource + OrderIdSource + OrderWriter + OrderReader + Outbox> Store for T {}
+/// Why a seat could not be assigned or revoked.
+#[derive(Debug, thiserror::Error)]
+pub enum SeatError {
+    /// The rules refused it ([`contoso_domain::Entitlement::check_assign`],
+    /// [`contoso_domain::Entitlement::check_revoke`]); nothing changed.
+    #[error("seat change refused: {0}")]
+    Refused(#[from] SeatRefusal),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Entitlements as their buyers and assignees see and manage them (accept-svc). They are granted
+/// by [`OrderWriter::record_order`], never here; soft-deleting the order revokes nothing.
+#[async_trait]
+pub trait Entitlements: Send + Sync + fmt::Debug {
+    /// What `user` bought or holds an assigned seat of, expired ones included, each with all its
+    /// assignments, in [`contoso_domain::sort_for_listing`] order as of the store's time; at most
+    /// [`MAX_BATCH`] (those ending last).
+    async fn list_entitlements(
+        &self,
+        user: &UserId,
+    ) -> Result<Snapshot<Vec<Entitlement>>, StoreError>;
+
+    /// Gives `assignee` a seat of entitlement `id` for `caller`, under a lock on the entitlement
+    /// so that concurrent assignments never exceed its seats. Refused as
+    /// [`contoso_domain::Entitlement::check_assign`] rules (an unknown id, or one `caller` cannot
+    /// see, is [`SeatRefusal::NotFound`]). Answers the entitlement as it is now.
+    async fn assign_seat(
+        &self,
+        caller: &UserId,
+        id: EntitlementId,
+        assignee: &UserId,
+    ) -> Result<Snapshot<Entitlement>, SeatError>;
+
+    /// Takes back the seat `assignee` holds of entitlement `id`, as
+    /// [`contoso_domain::Entitlement::check_revoke`] rules. Answers the entitlement as it is now.
+    async fn revoke_seat(
+        &self,
+        caller: &UserId,
+        id: EntitlementId,
+        assignee: &UserId,
+    ) -> Result<Snapshot<Entitlement>, SeatError>;
+}
+
+/// Everything a full store offers.
+pub trait Store:
+    CatalogSource + OrderIdSource + OrderWriter + OrderReader + Outbox + Entitlements
+{
+}
+
+impl<T: CatalogSource + OrderIdSource + OrderWriter + OrderReader + Outbox + Entitlements> Store
+    for T
+{
+}

@@ -12,14 +12,17 @@ use std::{
 };
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
-use contoso_domain::{CorrelationId, NewOrder, OrderId, OrderRecord, OrderStatus, Product, UserId};
+use contoso_domain::{
+    CorrelationId, Entitlement, EntitlementId, Held, NewOrder, OrderId, OrderRecord, OrderStatus,
+    Product, SeatAssignment, SeatRefusal, UserId, grant, sort_for_listing,
+};
 
 use crate::{
-    CatalogSource, IdBlock, MAX_BATCH, ORDER_ID_BLOCK_SIZE, OrderIdSource, OrderReader,
-    OrderWriter, Outbox, OutboxEntry, PROCESSED_EVENT_KIND, Page, RecordOutcome, StoreError,
-    catalog,
+    CatalogSource, Clock, Entitlements, IdBlock, MAX_BATCH, ORDER_ID_BLOCK_SIZE, OrderIdSource,
+    OrderReader, OrderWriter, Outbox, OutboxEntry, PROCESSED_EVENT_KIND, Page, RecordOutcome,
+    SeatError, Snapshot, StoreError, SystemClock, catalog, clock,
 };
 
 /// How many orders a [`MemoryStore`] holds before it refuses new ones, so a long `contoso dev`
@@ -31,6 +34,8 @@ pub const DEFAULT_MAX_ORDERS: usize = 100_000;
 #[derive(Clone)]
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
+    /// The time entitlements are granted and checked by.
+    clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for MemoryStore {
@@ -40,6 +45,7 @@ impl fmt::Debug for MemoryStore {
             .field("products", &state.products.len())
             .field("orders", &state.orders.len())
             .field("pending_outbox", &state.outbox.len())
+            .field("entitlements", &state.entitlements.len())
             .finish()
     }
 }
@@ -54,6 +60,9 @@ struct State {
     outbox: BTreeMap<i64, PendingEntry>,
     next_outbox_id: i64,
     max_orders: usize,
+    /// Every entitlement with its assignments (oldest first), as Postgres would load it.
+    entitlements: BTreeMap<EntitlementId, Entitlement>,
+    next_entitlement_id: i64,
 }
 
 #[derive(Debug)]
@@ -81,8 +90,18 @@ impl MemoryStore {
                 outbox: BTreeMap::new(),
                 next_outbox_id: 1,
                 max_orders: DEFAULT_MAX_ORDERS,
+                entitlements: BTreeMap::new(),
+                next_entitlement_id: 1,
             })),
+            clock: Arc::new(SystemClock),
         })
+    }
+
+    /// The same store granting and checking entitlements by `clock` (tests move it to reach
+    /// expiry and renewal edges). Clones made afterwards share it.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Caps the number of orders held; recording beyond it fails with
@@ -159,6 +178,76 @@ impl State {
         }
         Ok(None)
     }
+
+    /// The entitlements `order`'s lines would get at `now` ([`grant`], each line seeing the
+    /// ones before it), checked before anything is written. The ids are the next ones in order.
+    fn grants_for(
+        &self,
+        order: &NewOrder,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(Entitlement, Option<EntitlementId>)>, StoreError> {
+        let mut granted: Vec<(Entitlement, Option<EntitlementId>)> = Vec::new();
+        let ids = self.next_entitlement_id..;
+        for (next_id, (line, line_no)) in ids.zip(order.lines.iter().zip(1..)) {
+            let what = || format!("order {} line {line_no}", order.order_id);
+            let product = self
+                .products
+                .get(&line.product_id)
+                .ok_or_else(|| StoreError::corrupt(what(), "its product is not in the catalog"))?;
+            let held: Vec<Held> = self
+                .entitlements
+                .values()
+                .chain(granted.iter().map(|(e, _)| e))
+                .filter(|e| e.buyer == order.customer && e.product_id == line.product_id)
+                .map(|e| Held {
+                    id: e.id,
+                    valid_until: e.validity.until,
+                })
+                .collect();
+            let g = grant(now, product.billing_period, &held)
+                .map_err(|e| StoreError::corrupt(what(), e))?;
+            let id = EntitlementId::new(next_id).ok_or_else(|| {
+                StoreError::unavailable("granting an entitlement", "entitlement ids exhausted")
+            })?;
+            let entitlement = Entitlement {
+                id,
+                buyer: order.customer.clone(),
+                product_id: line.product_id.clone(),
+                product_name: line.product_name.clone(),
+                seats: line.quantity,
+                validity: g.validity,
+                order_id: order.order_id,
+                line_no,
+                assignments: Vec::new(),
+            };
+            granted.push((entitlement, g.renews));
+        }
+        Ok(granted)
+    }
+
+    /// Records grants from [`State::grants_for`], a renewal taking over the assignments of the
+    /// entitlement it renews (oldest first, up to its seats).
+    fn insert_grants(&mut self, grants: Vec<(Entitlement, Option<EntitlementId>)>) {
+        for (mut entitlement, renews) in grants {
+            if let Some(renewed) = renews.and_then(|id| self.entitlements.get(&id)) {
+                let seats = usize::try_from(entitlement.seats.get()).unwrap_or(0);
+                entitlement.assignments = renewed.assignments.iter().take(seats).cloned().collect();
+            }
+            self.next_entitlement_id = entitlement.id.get() + 1;
+            self.entitlements.insert(entitlement.id, entitlement);
+        }
+    }
+
+    /// Entitlement `id`, or `NotFound`.
+    fn entitlement_mut(&mut self, id: EntitlementId) -> Result<&mut Entitlement, SeatRefusal> {
+        self.entitlements.get_mut(&id).ok_or(SeatRefusal::NotFound)
+    }
+}
+
+fn sort_assignments(assignments: &mut [SeatAssignment]) {
+    assignments.sort_by(|a, b| {
+        (a.assigned_at, a.assignee.as_str()).cmp(&(b.assigned_at, b.assignee.as_str()))
+    });
 }
 
 #[async_trait]
@@ -190,10 +279,12 @@ impl OrderWriter for MemoryStore {
         order: &NewOrder,
         processed_event: &[u8],
     ) -> Result<RecordOutcome, StoreError> {
+        let granted_at = clock::now(&*self.clock);
         let mut state = self.lock();
         if let Some(existing) = state.check_new_order(order)? {
             return Ok(RecordOutcome::AlreadyRecorded(existing));
         }
+        let grants = state.grants_for(order, granted_at)?;
         let now = Utc::now();
         let record = OrderRecord {
             order_id: order.order_id,
@@ -212,6 +303,7 @@ impl OrderWriter for MemoryStore {
         state
             .by_correlation
             .insert(order.correlation_id, order.order_id);
+        state.insert_grants(grants);
         let id = state.next_outbox_id;
         state.next_outbox_id += 1;
         let entry = OutboxEntry {
@@ -331,6 +423,66 @@ impl Outbox for MemoryStore {
             o.updated_at = Utc::now();
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Entitlements for MemoryStore {
+    async fn list_entitlements(
+        &self,
+        user: &UserId,
+    ) -> Result<Snapshot<Vec<Entitlement>>, StoreError> {
+        let now = clock::now(&*self.clock);
+        let state = self.lock();
+        let mut mine: Vec<&Entitlement> = state
+            .entitlements
+            .values()
+            .filter(|e| e.is_visible_to(user))
+            .collect();
+        // As Postgres caps it: those ending last are kept.
+        mine.sort_by_key(|e| Reverse((e.validity.until, e.id)));
+        let limit = usize::try_from(MAX_BATCH).unwrap_or(usize::MAX);
+        let mut value: Vec<Entitlement> = mine.into_iter().take(limit).cloned().collect();
+        sort_for_listing(&mut value, now);
+        Ok(Snapshot { as_of: now, value })
+    }
+
+    async fn assign_seat(
+        &self,
+        caller: &UserId,
+        id: EntitlementId,
+        assignee: &UserId,
+    ) -> Result<Snapshot<Entitlement>, SeatError> {
+        let now = clock::now(&*self.clock);
+        let mut state = self.lock();
+        let entitlement = state.entitlement_mut(id)?;
+        entitlement.check_assign(caller, assignee, now)?;
+        entitlement.assignments.push(SeatAssignment {
+            assignee: assignee.clone(),
+            assigned_at: now,
+        });
+        sort_assignments(&mut entitlement.assignments);
+        Ok(Snapshot {
+            as_of: now,
+            value: entitlement.clone(),
+        })
+    }
+
+    async fn revoke_seat(
+        &self,
+        caller: &UserId,
+        id: EntitlementId,
+        assignee: &UserId,
+    ) -> Result<Snapshot<Entitlement>, SeatError> {
+        let now = clock::now(&*self.clock);
+        let mut state = self.lock();
+        let entitlement = state.entitlement_mut(id)?;
+        entitlement.check_revoke(caller, assignee)?;
+        entitlement.assignments.retain(|a| a.assignee != *assignee);
+        Ok(Snapshot {
+            as_of: now,
+            value: entitlement.clone(),
+        })
     }
 }
 

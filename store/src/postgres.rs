@@ -10,6 +10,7 @@
 use std::{
     collections::{HashMap, HashSet},
     fmt,
+    sync::Arc,
     time::Duration,
 };
 
@@ -32,15 +33,17 @@ use uuid::Uuid;
 
 use contoso_domain::{
     BillingPeriod, CorrelationId, NewOrder, OrderId, OrderLine, OrderRecord, OrderStatus, Product,
-    Quantity, UserId,
+    Quantity, SeatRefusal, UserId,
 };
 
 use crate::{
-    CatalogSource, IdBlock, MAX_BATCH, ORDER_ID_BLOCK_SIZE, OrderIdSource, OrderReader,
-    OrderWriter, Outbox, OutboxEntry, PROCESSED_EVENT_KIND, Page, RecordOutcome, StoreError,
+    CatalogSource, Clock, IdBlock, MAX_BATCH, ORDER_ID_BLOCK_SIZE, OrderIdSource, OrderReader,
+    OrderWriter, Outbox, OutboxEntry, PROCESSED_EVENT_KIND, Page, RecordOutcome, SeatError,
+    StoreError, SystemClock, clock,
     schema::{customers, order_items, orders, outbox, products},
 };
 
+mod entitlements;
 mod migrate;
 
 pub use migrate::{MigrationReport, migrate};
@@ -85,6 +88,8 @@ diesel::define_sql_function! {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool<AsyncPgConnection>,
+    /// The time entitlements are granted and checked by.
+    clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for PgStore {
@@ -112,9 +117,19 @@ impl PgStore {
             .recycle_timeout(Some(RECYCLE_TIMEOUT))
             .build()
             .map_err(|e| StoreError::unavailable("building the Postgres connection pool", e))?;
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            clock: Arc::new(SystemClock),
+        };
         drop(store.conn().await?);
         Ok(store)
+    }
+
+    /// The same store granting and checking entitlements by `clock` (tests move it to reach
+    /// expiry and renewal edges).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// True when a pooled connection answers `SELECT 1` within [`READY_TIMEOUT`]: the
@@ -173,6 +188,8 @@ enum TxError {
     /// Not a failure: the order exists, and rolling back keeps the customer upsert from
     /// touching anything.
     AlreadyRecorded(i64),
+    /// A seat change the rules refused.
+    Refused(SeatRefusal),
 }
 
 impl From<DieselError> for TxError {
@@ -195,6 +212,20 @@ impl From<TxError> for StoreError {
                 constraint: None,
                 source: "the order was already recorded".into(),
             },
+            TxError::Refused(refusal) => StoreError::Query {
+                context: "changing a seat".into(),
+                constraint: None,
+                source: refusal.into(),
+            },
+        }
+    }
+}
+
+impl From<TxError> for SeatError {
+    fn from(e: TxError) -> Self {
+        match e {
+            TxError::Refused(refusal) => Self::Refused(refusal),
+            other => Self::Store(other.into()),
         }
     }
 }
@@ -240,19 +271,22 @@ impl From<&Product> for ProductRow {
     }
 }
 
+/// A stored billing period (`products_billing_period_check` allows these two).
+fn billing_period(raw: &str, product_id: &str) -> Result<BillingPeriod, StoreError> {
+    match raw {
+        "Monthly" => Ok(BillingPeriod::Monthly),
+        "Annual" => Ok(BillingPeriod::Annual),
+        other => Err(StoreError::corrupt(
+            format!("product {product_id}"),
+            format!("billing period {other:?}"),
+        )),
+    }
+}
+
 impl TryFrom<ProductRow> for Product {
     type Error = StoreError;
     fn try_from(row: ProductRow) -> Result<Self, StoreError> {
-        let billing_period = match row.billing_period.as_str() {
-            "Monthly" => BillingPeriod::Monthly,
-            "Annual" => BillingPeriod::Annual,
-            other => {
-                return Err(StoreError::corrupt(
-                    format!("product {}", row.id),
-                    format!("billing period {other:?}"),
-                ));
-            }
-        };
+        let billing_period = billing_period(&row.billing_period, &row.id)?;
         Ok(Self {
             id: row.id,
             name: row.name,
@@ -460,6 +494,7 @@ impl OrderWriter for PgStore {
         order: &NewOrder,
         processed_event: &[u8],
     ) -> Result<RecordOutcome, StoreError> {
+        let now = clock::now(&*self.clock);
         let mut conn = self.conn().await?;
         let result = conn
             .transaction::<_, TxError, _>(async |conn| {
@@ -526,6 +561,7 @@ impl OrderWriter for PgStore {
                         .await
                         .map_err(in_tx("inserting the order items"))?;
                 }
+                entitlements::grant_lines(conn, order, customer_id, now).await?;
 
                 diesel::insert_into(outbox::table)
                     .values(NewOutboxRow {

@@ -66,9 +66,42 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    entitlements (id) {
+        id -> Int8,
+        customer_id -> Int8,
+        product_id -> Text,
+        seats -> Int4,
+        valid_from -> Timestamptz,
+        valid_until -> Timestamptz,
+        order_id -> Int8,
+        line_no -> Int4,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    seat_assignments (entitlement_id, assignee) {
+        entitlement_id -> Int8,
+        assignee -> Text,
+        assigned_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(orders -> customers (customer_id));
 diesel::joinable!(order_items -> orders (order_id));
 diesel::joinable!(order_items -> products (product_id));
 diesel::joinable!(outbox -> orders (order_id));
 
-diesel::allow_tables_to_appear_in_same_query!(customers, products, orders, order_items, outbox);
+diesel::joinable!(entitlements -> customers (customer_id));
+diesel::joinable!(seat_assignments -> entitlements (entitlement_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    customers,
+    products,
+    orders,
+    order_items,
+    outbox,
+    entitlements,
+    seat_assignments,
+);

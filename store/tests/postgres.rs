@@ -4,9 +4,12 @@
 //! database, or two clones of one memory store) and, for Postgres, raw SQL to count rows.
 //! Postgres-only behaviour (migrations, constraints, connecting) has its own tests at the end.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use chrono::{SubsecRound, Utc};
+use chrono::{DateTime, SubsecRound, TimeDelta, TimeZone, Utc};
 use diesel::{
     QueryableByName,
     sql_types::{BigInt, Text},
@@ -14,19 +17,28 @@ use diesel::{
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use contoso_domain::{
-    CorrelationId, NewOrder, OrderId, OrderLine, OrderRecord, OrderStatus, Quantity, UserId,
+    BillingPeriod, CorrelationId, Entitlement, EntitlementId, NewOrder, OrderId, OrderLine,
+    OrderRecord, OrderStatus, Quantity, SeatRefusal, UserId,
 };
 use contoso_store::{
-    MemoryStore, ORDER_ID_BLOCK_SIZE, OutboxEntry, PROCESSED_EVENT_KIND, PgStore, RecordOutcome,
-    Store, StoreError, catalog,
+    ManualClock, MemoryStore, ORDER_ID_BLOCK_SIZE, OutboxEntry, PROCESSED_EVENT_KIND, PgStore,
+    RecordOutcome, SeatError, Store, StoreError, catalog,
     postgres::{MigrationReport, migrate, with_session_timeouts},
 };
 use contoso_testkit::TestDatabase;
+
+/// Where the contract's clock starts: the last day of a month, so a Monthly grant meets the
+/// month-end rule (Jan 31 + 1 month = Feb 28).
+fn start_of_time() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2027, 1, 31, 10, 0, 0).unwrap()
+}
 
 /// Two handles on one store's data, plus SQL access when it is Postgres.
 struct World {
     a: Box<dyn Store>,
     b: Box<dyn Store>,
+    /// The time both handles grant and check entitlements by.
+    clock: ManualClock,
     sql: Option<Sql>,
     // Last, so the database outlives the pools that point at it.
     _db: Option<TestDatabase>,
@@ -36,15 +48,19 @@ impl World {
     async fn postgres() -> Self {
         let db = TestDatabase::create().await;
         migrate(db.url()).await.expect("migrating a fresh database");
+        let clock = ManualClock::new(start_of_time());
         let a = PgStore::connect(db.url(), 4)
             .await
-            .expect("connecting store a");
+            .expect("connecting store a")
+            .with_clock(Arc::new(clock.clone()));
         let b = PgStore::connect(db.url(), 4)
             .await
-            .expect("connecting store b");
+            .expect("connecting store b")
+            .with_clock(Arc::new(clock.clone()));
         Self {
             a: Box::new(a),
             b: Box::new(b),
+            clock,
             sql: Some(Sql {
                 url: db.url().to_owned(),
             }),
@@ -53,11 +69,15 @@ impl World {
     }
 
     fn memory() -> Self {
-        let a = MemoryStore::new().expect("catalog loads");
+        let clock = ManualClock::new(start_of_time());
+        let a = MemoryStore::new()
+            .expect("catalog loads")
+            .with_clock(Arc::new(clock.clone()));
         let b = a.clone();
         Self {
             a: Box::new(a),
             b: Box::new(b),
+            clock,
             sql: None,
             _db: None,
         }
@@ -688,6 +708,472 @@ async fn prune_published_removes_published_entries_past_retention_and_never_pend
     assert_eq!(ids(&offered), [start + 1]);
 }
 
+// ---- entitlements ------------------------------------------------------------------------
+
+fn period_of(product_id: &str) -> BillingPeriod {
+    catalog::products()
+        .expect("catalog")
+        .into_iter()
+        .find(|p| p.id == product_id)
+        .map(|p| p.billing_period)
+        .expect("a catalog product")
+}
+
+fn after(product_id: &str, start: DateTime<Utc>) -> DateTime<Utc> {
+    period_of(product_id)
+        .end_of_period_from(start)
+        .expect("in range")
+}
+
+/// `user`'s listing.
+async fn listing(store: &dyn Store, who: &str) -> Vec<Entitlement> {
+    store
+        .list_entitlements(&user(who))
+        .await
+        .expect("listing entitlements")
+        .value
+}
+
+/// The entitlement `who` sees for `order` line `line_no`.
+async fn granted(store: &dyn Store, who: &str, order: &NewOrder, line_no: i32) -> Entitlement {
+    listing(store, who)
+        .await
+        .into_iter()
+        .find(|e| e.order_id == order.order_id && e.line_no == line_no)
+        .unwrap_or_else(|| {
+            panic!(
+                "{who} sees no entitlement of order {} line {line_no}",
+                order.order_id
+            )
+        })
+}
+
+async fn assign(
+    store: &dyn Store,
+    caller: &str,
+    id: EntitlementId,
+    assignee: &str,
+) -> Result<Entitlement, SeatError> {
+    store
+        .assign_seat(&user(caller), id, &user(assignee))
+        .await
+        .map(|s| s.value)
+}
+
+async fn revoke(
+    store: &dyn Store,
+    caller: &str,
+    id: EntitlementId,
+    assignee: &str,
+) -> Result<Entitlement, SeatError> {
+    store
+        .revoke_seat(&user(caller), id, &user(assignee))
+        .await
+        .map(|s| s.value)
+}
+
+fn refusal<T: std::fmt::Debug>(result: Result<T, SeatError>) -> SeatRefusal {
+    match result {
+        Err(SeatError::Refused(refusal)) => refusal,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn assignees(e: &Entitlement) -> Vec<&str> {
+    e.assignments.iter().map(|a| a.assignee.as_str()).collect()
+}
+
+async fn record_order_grants_one_entitlement_per_line_with_its_seats_and_period(w: World) {
+    let start = w.a.reserve_block().await.expect("block").start;
+    // AZ-700 is billed monthly, AZ-104 yearly; the clock stands on January 31st.
+    assert_eq!(
+        (period_of("AZ-700"), period_of("AZ-104")),
+        (BillingPeriod::Monthly, BillingPeriod::Annual)
+    );
+    let order = new_order(start, "alice", vec![line("AZ-700", 3), line("AZ-104", 1)]);
+    assert_eq!(record(&*w.a, &order).await, RecordOutcome::Inserted);
+    let now = start_of_time();
+
+    let listed = w.b.list_entitlements(&user("alice")).await.expect("list");
+    assert_eq!(listed.as_of, now);
+    let monthly = granted(&*w.b, "alice", &order, 1).await;
+    assert_eq!(
+        (
+            monthly.product_id.as_str(),
+            monthly.product_name.as_str(),
+            monthly.seats.get()
+        ),
+        ("AZ-700", order.lines[0].product_name.as_str(), 3)
+    );
+    assert_eq!(monthly.buyer, user("alice"));
+    assert_eq!(
+        monthly.validity.from, now,
+        "valid from the moment of recording"
+    );
+    assert_eq!(
+        monthly.validity.until,
+        Utc.with_ymd_and_hms(2027, 2, 28, 10, 0, 0).unwrap(),
+        "Jan 31 + 1 month"
+    );
+    assert_eq!(monthly.validity.days_left(now), 28);
+    assert_eq!((monthly.seats_used(), monthly.free_seats()), (1, 2));
+    assert!(monthly.assignments.is_empty());
+    let annual = granted(&*w.b, "alice", &order, 2).await;
+    assert_eq!(annual.seats.get(), 1);
+    assert_eq!(
+        annual.validity.until,
+        Utc.with_ymd_and_hms(2028, 1, 31, 10, 0, 0).unwrap()
+    );
+    assert_eq!(listed.value.len(), 2);
+    assert!(listing(&*w.a, "bob").await.is_empty(), "bob holds nothing");
+    w.assert_rows(
+        &format!("SELECT count(*) AS n FROM entitlements WHERE order_id = {start}"),
+        2,
+    )
+    .await;
+}
+
+async fn a_redelivered_order_grants_nothing_twice(w: World) {
+    let start = w.a.reserve_block().await.expect("block").start;
+    let order = new_order(start, "alice", vec![line("AZ-700", 2)]);
+    assert_eq!(record(&*w.a, &order).await, RecordOutcome::Inserted);
+    w.clock.advance(TimeDelta::days(3));
+    assert_eq!(
+        record(&*w.b, &order).await,
+        RecordOutcome::AlreadyRecorded(order.order_id)
+    );
+    // A redelivery racing the first delivery on another replica.
+    let racing = new_order(start + 1, "alice", vec![line("AZ-104", 1), line("CKA", 4)]);
+    let (x, y) = tokio::join!(record(&*w.a, &racing), record(&*w.b, &racing));
+    assert!(
+        matches!(
+            (x, y),
+            (RecordOutcome::Inserted, RecordOutcome::AlreadyRecorded(_))
+                | (RecordOutcome::AlreadyRecorded(_), RecordOutcome::Inserted)
+        ),
+        "{x:?} {y:?}"
+    );
+
+    let listed = listing(&*w.a, "alice").await;
+    let mut lines: Vec<(i64, i32)> = listed
+        .iter()
+        .map(|e| (e.order_id.get() - start, e.line_no))
+        .collect();
+    lines.sort_unstable();
+    assert_eq!(lines, [(0, 1), (1, 1), (1, 2)], "one entitlement per line");
+    let first = granted(&*w.a, "alice", &order, 1).await;
+    assert_eq!(
+        first.validity.from,
+        start_of_time(),
+        "the redelivery changed nothing"
+    );
+    w.assert_rows("SELECT count(*) AS n FROM entitlements", 3)
+        .await;
+}
+
+async fn a_failed_order_grants_nothing(w: World) {
+    let start = w.a.reserve_block().await.expect("block").start;
+    let bad = new_order(start, "carol", vec![line("AZ-700", 1), line("NOPE-404", 1)]);
+    w.a.record_order(&bad, &event(&bad))
+        .await
+        .expect_err("unknown product");
+    let first = new_order(start + 1, "carol", vec![line("AZ-700", 1)]);
+    record(&*w.a, &first).await;
+    let impostor = new_order(start + 1, "carol", vec![line("AZ-104", 1)]);
+    let taken = w.b.record_order(&impostor, b"x").await;
+    assert!(
+        matches!(taken, Err(StoreError::OrderIdTaken(_))),
+        "{taken:?}"
+    );
+
+    let listed = listing(&*w.b, "carol").await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].order_id, first.order_id);
+    w.assert_rows("SELECT count(*) AS n FROM entitlements", 1)
+        .await;
+}
+
+/// Decision 16 at the store: expired entitlements start nothing; an active one is extended from
+/// its end with the new seats usable at once (its assignments carried over); each line by its
+/// own product's period.
+async fn buying_again_renews_as_the_renewal_rule_says(w: World) {
+    let start = w.a.reserve_block().await.expect("block").start;
+    let t0 = start_of_time();
+    let first = new_order(start, "dana", vec![line("AZ-700", 2), line("AZ-104", 1)]);
+    record(&*w.a, &first).await;
+    let monthly = granted(&*w.a, "dana", &first, 1).await;
+    let annual = granted(&*w.a, "dana", &first, 2).await;
+    assign(&*w.a, "dana", monthly.id, "ann")
+        .await
+        .expect("a seat for ann");
+
+    // Ten days in, while both are active: each renewal runs from now to one of its own periods
+    // past the current end, and ann keeps her seat on the monthly one.
+    w.clock.advance(TimeDelta::days(10));
+    let t1 = t0 + TimeDelta::days(10);
+    let second = new_order(
+        start + 1,
+        "dana",
+        vec![line("AZ-104", 2), line("AZ-700", 3)],
+    );
+    record(&*w.b, &second).await;
+    let annual_renewal = granted(&*w.a, "dana", &second, 1).await;
+    assert_eq!(annual_renewal.validity.from, t1);
+    assert_eq!(
+        annual_renewal.validity.until,
+        after("AZ-104", annual.validity.until)
+    );
+    let monthly_renewal = granted(&*w.a, "dana", &second, 2).await;
+    assert_eq!(
+        monthly_renewal.validity.from, t1,
+        "the new seats are usable at once"
+    );
+    assert_eq!(
+        monthly_renewal.validity.until,
+        Utc.with_ymd_and_hms(2027, 3, 28, 10, 0, 0).unwrap(),
+        "Feb 28 + 1 month"
+    );
+    assert_eq!(
+        assignees(&monthly_renewal),
+        ["ann"],
+        "assignments carry over"
+    );
+    assert_eq!(monthly_renewal.seats.get(), 3);
+    assert!(annual_renewal.assignments.is_empty());
+    // During the overlap both monthly entitlements are active: 2 + 3 seats.
+    let active: i32 = listing(&*w.b, "dana")
+        .await
+        .iter()
+        .filter(|e| e.product_id == "AZ-700" && e.validity.is_active(t1))
+        .map(|e| e.seats.get())
+        .sum();
+    assert_eq!(active, 5);
+    // ann sees both monthly entitlements as hers.
+    let anns = listing(&*w.b, "ann").await;
+    assert_eq!(anns.len(), 2, "{anns:?}");
+
+    // A third purchase extends the chain from its last end.
+    let third = new_order(start + 2, "dana", vec![line("AZ-700", 1)]);
+    record(&*w.a, &third).await;
+    let chained = granted(&*w.a, "dana", &third, 1).await;
+    assert_eq!(
+        chained.validity.until,
+        after("AZ-700", monthly_renewal.validity.until)
+    );
+    assert_eq!(assignees(&chained), ["ann"], "up to its own seats");
+
+    // Once the whole monthly chain has expired, buying again starts a fresh period.
+    w.clock.set(chained.validity.until);
+    let t2 = chained.validity.until;
+    let fourth = new_order(start + 3, "dana", vec![line("AZ-700", 2)]);
+    record(&*w.b, &fourth).await;
+    let fresh = granted(&*w.a, "dana", &fourth, 1).await;
+    assert_eq!(fresh.validity.from, t2);
+    assert_eq!(fresh.validity.until, after("AZ-700", t2));
+    assert!(
+        fresh.assignments.is_empty(),
+        "nothing carries over from an expired one"
+    );
+
+    // Another buyer's entitlements are not theirs to renew.
+    let other = new_order(start + 4, "erin", vec![line("AZ-700", 1)]);
+    record(&*w.a, &other).await;
+    let erins = granted(&*w.a, "erin", &other, 1).await;
+    assert_eq!(erins.validity.until, after("AZ-700", t2));
+}
+
+async fn listings_show_active_entitlements_first_and_expired_ones_after(w: World) {
+    let start = w.a.reserve_block().await.expect("block").start;
+    let old = new_order(start, "fay", vec![line("AZ-700", 1)]);
+    record(&*w.a, &old).await;
+    w.clock.advance(TimeDelta::days(40));
+    let newer = new_order(start + 1, "fay", vec![line("AZ-900", 1), line("AZ-104", 1)]);
+    record(&*w.a, &newer).await;
+    let listed = w.b.list_entitlements(&user("fay")).await.expect("list");
+    let products: Vec<&str> = listed.value.iter().map(|e| e.product_id.as_str()).collect();
+    assert_eq!(
+        products,
+        ["AZ-900", "AZ-104", "AZ-700"],
+        "soonest end first, expired last"
+    );
+    assert!(listed.value[2].validity.is_expired(listed.as_of));
+    assert_eq!(listed.value[2].validity.days_left(listed.as_of), 0);
+}
+
+async fn only_the_buyer_assigns_and_revokes_seats_within_the_rules(w: World) {
+    let start = w.a.reserve_block().await.expect("block").start;
+    let order = new_order(start, "gus", vec![line("AZ-700", 3)]);
+    record(&*w.a, &order).await;
+    let other = new_order(start + 1, "hal", vec![line("AZ-700", 1)]);
+    record(&*w.a, &other).await;
+    let id = granted(&*w.a, "gus", &order, 1).await.id;
+    let hals = granted(&*w.a, "hal", &other, 1).await.id;
+    let missing = EntitlementId::new(987_654).expect("id");
+
+    let after_ann = assign(&*w.a, "gus", id, "ann").await.expect("ann");
+    assert_eq!(assignees(&after_ann), ["ann"]);
+    assert_eq!((after_ann.seats_used(), after_ann.free_seats()), (2, 1));
+    let shared = granted(&*w.b, "ann", &order, 1).await;
+    assert_eq!(shared.id, id, "ann sees it as hers");
+    assert!(shared.holds_seat(&user("ann")));
+
+    let refused = [
+        (
+            refusal(assign(&*w.b, "gus", missing, "bo").await),
+            SeatRefusal::NotFound,
+        ),
+        (
+            refusal(assign(&*w.b, "gus", hals, "bo").await),
+            SeatRefusal::NotFound,
+        ),
+        (
+            refusal(assign(&*w.b, "eve", id, "bo").await),
+            SeatRefusal::NotFound,
+        ),
+        (
+            refusal(assign(&*w.b, "ann", id, "bo").await),
+            SeatRefusal::NotBuyer,
+        ),
+        (
+            refusal(assign(&*w.b, "gus", id, "gus").await),
+            SeatRefusal::OwnSeat,
+        ),
+        (
+            refusal(assign(&*w.b, "gus", id, "ann").await),
+            SeatRefusal::AlreadyAssigned,
+        ),
+        (
+            refusal(revoke(&*w.b, "ann", id, "ann").await),
+            SeatRefusal::NotBuyer,
+        ),
+        (
+            refusal(revoke(&*w.b, "gus", id, "bo").await),
+            SeatRefusal::NotAssigned,
+        ),
+        (
+            refusal(revoke(&*w.b, "gus", id, "gus").await),
+            SeatRefusal::OwnSeat,
+        ),
+        (
+            refusal(revoke(&*w.b, "eve", id, "ann").await),
+            SeatRefusal::NotFound,
+        ),
+        (
+            refusal(revoke(&*w.b, "gus", missing, "ann").await),
+            SeatRefusal::NotFound,
+        ),
+    ];
+    for (n, (got, expected)) in refused.into_iter().enumerate() {
+        assert_eq!(got, expected, "case {n}");
+    }
+    assert!(
+        listing(&*w.a, "eve").await.is_empty(),
+        "eve sees nothing of gus's"
+    );
+    assert!(listing(&*w.a, "bo").await.is_empty());
+
+    // The last seat goes too: the buyer then holds none, but still manages it.
+    assign(&*w.a, "gus", id, "bo").await.expect("bo");
+    let full = assign(&*w.b, "gus", id, "cy")
+        .await
+        .expect("cy, the buyer's own seat");
+    assert_eq!(assignees(&full), ["ann", "bo", "cy"]);
+    assert!(!full.buyer_holds_seat());
+    assert_eq!(
+        refusal(assign(&*w.a, "gus", id, "dee").await),
+        SeatRefusal::NoSeatFree { seats: 3 }
+    );
+    let back = revoke(&*w.a, "gus", id, "bo").await.expect("revoke bo");
+    assert_eq!(assignees(&back), ["ann", "cy"]);
+    assert!(back.buyer_holds_seat());
+    assert!(
+        listing(&*w.b, "bo").await.is_empty(),
+        "bo no longer sees it"
+    );
+    assert_eq!(listing(&*w.b, "gus").await.len(), 1);
+
+    // Expired: no new assignments, but revoking still works.
+    w.clock.set(back.validity.until);
+    assert_eq!(
+        refusal(assign(&*w.a, "gus", id, "dee").await),
+        SeatRefusal::Expired
+    );
+    revoke(&*w.a, "gus", id, "cy")
+        .await
+        .expect("revoke after expiry");
+    w.assert_rows(
+        &format!("SELECT count(*) AS n FROM seat_assignments WHERE entitlement_id = {id}"),
+        1,
+    )
+    .await;
+}
+
+async fn concurrent_assignments_never_exceed_the_seats(w: World) {
+    let start = w.a.reserve_block().await.expect("block").start;
+    let order = new_order(start, "ivy", vec![line("AZ-700", 3)]);
+    record(&*w.a, &order).await;
+    let id = granted(&*w.a, "ivy", &order, 1).await.id;
+
+    let learners: Vec<String> = (0..24).map(|n| format!("learner-{n}")).collect();
+    let attempts = learners.iter().enumerate().map(|(n, learner)| {
+        let store = if n % 2 == 0 { &*w.a } else { &*w.b };
+        assign(store, "ivy", id, learner)
+    });
+    let results = futures::future::join_all(attempts).await;
+    let assigned = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(assigned, 3, "as many as the seats");
+    for result in results.into_iter().filter(Result::is_err) {
+        assert_eq!(refusal(result), SeatRefusal::NoSeatFree { seats: 3 });
+    }
+    let held = granted(&*w.b, "ivy", &order, 1).await;
+    assert_eq!(held.assignments.len(), 3);
+    w.assert_rows(
+        &format!("SELECT count(*) AS n FROM seat_assignments WHERE entitlement_id = {id}"),
+        3,
+    )
+    .await;
+
+    // The same learner assigned twice at once gets one seat.
+    let revoked = held.assignments[0].assignee.as_str().to_owned();
+    revoke(&*w.a, "ivy", id, &revoked).await.expect("revoke");
+    let (x, y) = tokio::join!(
+        assign(&*w.a, "ivy", id, "twice"),
+        assign(&*w.b, "ivy", id, "twice")
+    );
+    let mut refused: Vec<SeatRefusal> = [x, y]
+        .into_iter()
+        .filter_map(|r| r.err())
+        .map(|e| refusal::<()>(Err(e)))
+        .collect();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused.pop(), Some(SeatRefusal::AlreadyAssigned));
+}
+
+async fn soft_deleting_an_order_revokes_nothing(w: World) {
+    let start = w.a.reserve_block().await.expect("block").start;
+    let order = new_order(start, "jo", vec![line("AZ-104", 2)]);
+    record(&*w.a, &order).await;
+    let id = granted(&*w.a, "jo", &order, 1).await.id;
+    assign(&*w.a, "jo", id, "kim").await.expect("kim");
+    assert!(
+        w.b.soft_delete(&user("jo"), order.order_id)
+            .await
+            .expect("delete")
+    );
+    assert_eq!(
+        w.a.list_orders(&user("jo"), 0, 10)
+            .await
+            .expect("list")
+            .total,
+        0
+    );
+    let kept = granted(&*w.b, "jo", &order, 1).await;
+    assert_eq!(kept.id, id);
+    assert_eq!(assignees(&kept), ["kim"]);
+    assert_eq!(granted(&*w.b, "kim", &order, 1).await.id, id);
+    revoke(&*w.a, "jo", id, "kim").await.expect("still managed");
+}
+
 macro_rules! contract_tests {
     ($($name:ident),+ $(,)?) => {
         mod in_postgres {
@@ -720,6 +1206,14 @@ contract_tests!(
     lease_pending_skips_entries_leased_by_another_store_instance_and_re_offers_them_after_the_lease_expires,
     complete_marks_order_completed_and_entry_published,
     prune_published_removes_published_entries_past_retention_and_never_pending_ones,
+    record_order_grants_one_entitlement_per_line_with_its_seats_and_period,
+    a_redelivered_order_grants_nothing_twice,
+    a_failed_order_grants_nothing,
+    buying_again_renews_as_the_renewal_rule_says,
+    listings_show_active_entitlements_first_and_expired_ones_after,
+    only_the_buyer_assigns_and_revokes_seats_within_the_rules,
+    concurrent_assignments_never_exceed_the_seats,
+    soft_deleting_an_order_revokes_nothing,
 );
 
 // ---- Postgres only -----------------------------------------------------------------------
@@ -970,4 +1464,108 @@ fn session_timeouts_fit_urls_with_and_without_a_query_and_key_value_strings() {
         with_session_timeouts("host=h user=u", second),
         "host=h user=u options='-c statement_timeout=1000 -c idle_in_transaction_session_timeout=1000'"
     );
+}
+
+/// The grant is part of recording: when it fails, nothing of the order is left.
+#[tokio::test]
+async fn a_grant_that_fails_rolls_back_the_whole_order() {
+    let w = World::postgres().await;
+    let sql = w.sql.as_ref().expect("postgres");
+    sql.run(
+        "CREATE FUNCTION refuse_grant() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'grants are refused'; END $$",
+    )
+    .await
+    .expect("trigger function");
+    sql.run(
+        "CREATE TRIGGER refuse_grant BEFORE INSERT ON entitlements \
+         FOR EACH ROW EXECUTE FUNCTION refuse_grant()",
+    )
+    .await
+    .expect("trigger");
+    let start = w.a.reserve_block().await.expect("block").start;
+    let order = new_order(start, "alice", vec![line("AZ-700", 3)]);
+    let err =
+        w.a.record_order(&order, &event(&order))
+            .await
+            .expect_err("the grant fails");
+    assert!(matches!(err, StoreError::Query { .. }), "{err:?}");
+    for table in [
+        "orders",
+        "order_items",
+        "outbox",
+        "customers",
+        "entitlements",
+    ] {
+        w.assert_rows(&format!("SELECT count(*) AS n FROM {table}"), 0)
+            .await;
+    }
+
+    sql.run("DROP TRIGGER refuse_grant ON entitlements")
+        .await
+        .expect("drop trigger");
+    assert_eq!(record(&*w.b, &order).await, RecordOutcome::Inserted);
+    assert_eq!(granted(&*w.a, "alice", &order, 1).await.seats.get(), 3);
+}
+
+#[tokio::test]
+async fn entitlement_constraints_hold_in_the_database() {
+    let w = World::postgres().await;
+    let sql = w.sql.as_ref().expect("postgres");
+    let start = w.a.reserve_block().await.expect("block").start;
+    let order = new_order(start, "alice", vec![line("AZ-700", 2)]);
+    record(&*w.a, &order).await;
+    let id = granted(&*w.a, "alice", &order, 1).await.id;
+    let violated = |result: Result<usize, diesel::result::Error>| match result {
+        Err(diesel::result::Error::DatabaseError(_, info)) => {
+            info.constraint_name().map(str::to_owned)
+        }
+        other => panic!("expected a constraint violation, got {other:?}"),
+    };
+    let insert = |seats: i32, from: &str, until: &str, line_no: i32| {
+        format!(
+            "INSERT INTO entitlements (customer_id, product_id, seats, valid_from, valid_until, \
+             order_id, line_no) SELECT id, 'AZ-700', {seats}, {from}, {until}, {start}, {line_no} \
+             FROM customers WHERE external_id = 'alice'"
+        )
+    };
+    let cases = [
+        (
+            insert(0, "now()", "now() + interval '1 day'", 1),
+            "entitlements_seats_check",
+        ),
+        (
+            insert(1, "now()", "now()", 1),
+            "entitlements_validity_check",
+        ),
+        (
+            insert(1, "now()", "now() + interval '1 day'", 1),
+            "entitlements_order_line_key",
+        ),
+        (
+            insert(1, "now()", "now() + interval '1 day'", 2),
+            "entitlements_order_line_fkey",
+        ),
+        (
+            format!(
+                "INSERT INTO seat_assignments (entitlement_id, assignee, assigned_at) \
+                 VALUES ({id}, 'ann', now()), ({id}, 'ann', now())"
+            ),
+            "seat_assignments_pkey",
+        ),
+        (
+            format!(
+                "INSERT INTO seat_assignments (entitlement_id, assignee, assigned_at) \
+                 VALUES ({id}, '', now())"
+            ),
+            "seat_assignments_assignee_check",
+        ),
+    ];
+    for (statement, constraint) in cases {
+        assert_eq!(
+            violated(sql.run(&statement).await).as_deref(),
+            Some(constraint),
+            "{statement}"
+        );
+    }
 }

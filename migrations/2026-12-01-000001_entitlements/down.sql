@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS seat_assignments;
+DROP TABLE IF EXISTS entitlements;
