@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "contoso/orders/v1/orders.proto",
         "contoso/notify/v1/notify.proto",
         "contoso/events/v1/events.proto",
+        "contoso/entitlements/v1/entitlements.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -1,13 +1,13 @@
 //! accept-svc's one error type, mapped to a gRPC status in one place, and paging parsed at the edge.
 
 use contoso_bus::BusError;
-use contoso_domain::OrderId;
+use contoso_domain::{OrderId, SeatRefusal};
 use contoso_platform::{
     grpc_status::{internal, invalid_argument, not_found_field, unavailable},
     seal::SealError,
 };
 use contoso_state::StateError;
-use contoso_store::StoreError;
+use contoso_store::{SeatError, StoreError};
 use tonic::Status;
 
 /// Page size when the request names none.
@@ -34,6 +34,9 @@ pub(crate) enum ApiError {
     StillProcessing(OrderId),
     #[error("no order id could be reserved in time")]
     NoOrderId,
+    /// A seat assignment or revocation the entitlement rules refused.
+    #[error(transparent)]
+    Seat(SeatRefusal),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -53,6 +56,31 @@ impl ApiError {
     }
 }
 
+impl From<SeatError> for ApiError {
+    fn from(err: SeatError) -> Self {
+        match err {
+            SeatError::Refused(refusal) => Self::Seat(refusal),
+            SeatError::Store(e) => Self::Store(e),
+        }
+    }
+}
+
+/// The status of a refused seat change (decision 16): unknown or unseen entitlements and users
+/// without a seat are NOT_FOUND, a learner managing seats PERMISSION_DENIED, a bad `user_id`
+/// INVALID_ARGUMENT naming it, and what the entitlement's state forbids (no seat free, expired)
+/// FAILED_PRECONDITION.
+fn seat_status(refusal: &SeatRefusal) -> Status {
+    let message = refusal.to_string();
+    match refusal {
+        SeatRefusal::NotFound | SeatRefusal::NotAssigned => Status::not_found(message),
+        SeatRefusal::NotBuyer => Status::permission_denied(message),
+        SeatRefusal::OwnSeat | SeatRefusal::AlreadyAssigned => invalid_argument("user_id", message),
+        SeatRefusal::Expired | SeatRefusal::NoSeatFree { .. } => {
+            Status::failed_precondition(message)
+        }
+    }
+}
+
 impl From<ApiError> for Status {
     fn from(err: ApiError) -> Self {
         match err {
@@ -63,6 +91,7 @@ impl From<ApiError> for Status {
             ApiError::KeyReused(_) => Status::already_exists(err.to_string()),
             ApiError::StillProcessing(_) => Status::failed_precondition(err.to_string()),
             ApiError::NoOrderId => unavailable("order id reservation", &err),
+            ApiError::Seat(refusal) => seat_status(&refusal),
             ApiError::Store(e @ StoreError::Unavailable { .. }) => {
                 unavailable("the order database", &e)
             }
@@ -136,6 +165,34 @@ mod tests {
                 .contains("size")
         );
         assert!(Paging::parse(0, -3).unwrap_err().message().contains("size"));
+    }
+
+    #[test]
+    fn seat_refusals_map_to_the_documented_codes() {
+        use tonic::Code;
+        for (refusal, code) in [
+            (SeatRefusal::NotFound, Code::NotFound),
+            (SeatRefusal::NotAssigned, Code::NotFound),
+            (SeatRefusal::NotBuyer, Code::PermissionDenied),
+            (SeatRefusal::OwnSeat, Code::InvalidArgument),
+            (SeatRefusal::AlreadyAssigned, Code::InvalidArgument),
+            (SeatRefusal::Expired, Code::FailedPrecondition),
+            (
+                SeatRefusal::NoSeatFree { seats: 3 },
+                Code::FailedPrecondition,
+            ),
+        ] {
+            let status: Status = ApiError::from(SeatError::Refused(refusal.clone())).into();
+            assert_eq!(status.code(), code, "{refusal:?}");
+        }
+        let full: Status = ApiError::Seat(SeatRefusal::NoSeatFree { seats: 3 }).into();
+        assert!(
+            full.message().contains("no seat is free"),
+            "{}",
+            full.message()
+        );
+        let own: Status = ApiError::Seat(SeatRefusal::OwnSeat).into();
+        assert!(own.message().starts_with("user_id: "), "{}", own.message());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! accept-svc: the catalog, order intake and order history, over gRPC.
+//! accept-svc: the catalog, order intake, order history and entitlements, over gRPC.
 //!
 //! Intake answers in milliseconds: it validates the lines against an in-memory catalog, takes an
 //! order id from a pre-fetched block, records the workflow state, and publishes `OrderAccepted`;
@@ -14,31 +14,37 @@ use contoso_platform::{
 };
 use contoso_proto::{
     catalog::v1::catalog_service_server::CatalogServiceServer,
+    entitlements::v1::entitlement_service_server::EntitlementServiceServer,
     orders::v1::order_service_server::OrderServiceServer,
 };
 use contoso_state::IntakeState;
-use contoso_store::{CatalogSource, OrderIdSource, OrderReader};
+use contoso_store::{CatalogSource, Entitlements, OrderIdSource, OrderReader};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 
 mod catalog;
+mod entitlements;
 mod error;
 mod ids;
 mod orders;
 
 pub use catalog::{CatalogApi, CatalogCache};
+pub use entitlements::EntitlementsApi;
 pub use ids::IdAllocator;
 pub use orders::OrdersApi;
 
 /// The capabilities accept-svc runs on: it reads the catalog and the order history, reserves order
-/// ids, soft-deletes orders, and writes only workflow state; no order write is within its reach.
+/// ids, soft-deletes orders, reads entitlements and changes their seat assignments, and writes
+/// only workflow state; no order write, and no grant, is within its reach.
 #[derive(Debug, Clone)]
 pub struct Deps {
     pub catalog: Arc<dyn CatalogSource>,
     pub ids: Arc<dyn OrderIdSource>,
     /// Order history and soft delete.
     pub orders: Arc<dyn OrderReader>,
+    /// Entitlement listings and seat assignments.
+    pub entitlements: Arc<dyn Entitlements>,
     pub state: Arc<dyn IntakeState>,
     pub bus: Arc<dyn Bus>,
     pub auth: Arc<Authenticator>,
@@ -69,7 +75,8 @@ impl Default for Settings {
     }
 }
 
-/// Serves `CatalogService` and `OrderService` on `listener` until `shutdown` fires.
+/// Serves `CatalogService`, `OrderService` and `EntitlementService` on `listener` until `shutdown`
+/// fires.
 pub async fn run(
     listener: TcpListener,
     deps: Deps,
@@ -101,6 +108,11 @@ pub async fn run(
         )
         .add_service(InterceptedService::new(
             OrderServiceServer::new(orders).max_decoding_message_size(max_message),
+            interceptor.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            EntitlementServiceServer::new(EntitlementsApi::new(deps.entitlements))
+                .max_decoding_message_size(max_message),
             interceptor,
         ))
         .serve(listener, shutdown)

@@ -14,7 +14,7 @@ use contoso_platform::{
 use contoso_state::RedisArgs;
 use contoso_store::config::DatabaseArgs;
 
-/// Catalog, order intake and order history over gRPC.
+/// Catalog, order intake, order history and entitlements over gRPC.
 #[derive(Debug, Parser)]
 #[command(name = "accept-svc", version)]
 struct Args {
@@ -23,7 +23,7 @@ struct Args {
     listen: SocketAddr,
     #[command(flatten)]
     server: ServerArgs,
-    /// Postgres: catalog, order id blocks, order history.
+    /// Postgres: catalog, order id blocks, order history, entitlements.
     #[command(flatten)]
     database: DatabaseArgs,
     #[command(flatten)]
@@ -66,7 +66,8 @@ async fn main() -> anyhow::Result<()> {
     let deps = Deps {
         catalog: store.clone(),
         ids: store.clone(),
-        orders: store,
+        orders: store.clone(),
+        entitlements: store,
         state,
         bus,
         auth,

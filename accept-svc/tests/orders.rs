@@ -85,6 +85,7 @@ async fn start_with(bus: Arc<dyn Bus>, options: Options) -> Harness {
         catalog: store.clone(),
         ids: options.ids.unwrap_or_else(|| store.clone()),
         orders: store.clone(),
+        entitlements: store.clone(),
         state: state.clone(),
         bus: bus.clone(),
         auth: Arc::new(auth.clone()),

@@ -146,6 +146,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
             catalog: b.store.clone(),
             ids: b.store.clone(),
             orders: b.store.clone(),
+            entitlements: b.store.clone(),
             state: b.state.clone(),
             bus: b.bus.clone(),
             auth: auth.clone(),

@@ -31,4 +31,10 @@ pub mod events {
     }
 }
 
+pub mod entitlements {
+    pub mod v1 {
+        tonic::include_proto!("contoso.entitlements.v1");
+    }
+}
+
 pub mod convert;
