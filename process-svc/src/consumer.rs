@@ -233,8 +233,12 @@ impl Worker {
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|_| {
+                    // The order, so that its owner hears of the failure if it comes to that.
+                    let order = event::decode(&delivery.payload)
+                        .ok()
+                        .map(|accepted| (accepted.correlation_id, accepted.order_id()));
                     Err(Failure {
-                        order: None,
+                        order,
                         error: ProcessError::Panicked,
                     })
                 });
