@@ -681,3 +681,43 @@ async fn a_dead_letter_keeps_the_original_headers_and_its_replay_carries_them() 
         Some(format!("traced:replay:{}", letter.id).as_str())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifting_a_groups_delivery_limit_updates_the_existing_durable_in_place() {
+    let server = NatsServer::start();
+    let bus = nats_bus(&server).await;
+    let mut limited = ConsumerSpec::new("intake", [Topic::OrderAccepted]);
+    limited.max_deliver = 2;
+    limited.ack_wait = Duration::from_secs(1);
+    let mut deliveries = bus.consume(&limited).await.unwrap();
+    publish_accepted(&*bus, "kept").await;
+    let first = next(&mut deliveries).await;
+    assert_eq!(first.attempt, 1);
+    drop(deliveries);
+
+    // The release that lifts the limit joins the same durable, keeping its position and its
+    // pending message, which now outlives the old limit of two deliveries.
+    let mut unlimited = limited.clone();
+    unlimited.max_deliver = -1;
+    let mut deliveries = bus
+        .consume(&unlimited)
+        .await
+        .expect("the durable is updated");
+    loop {
+        let delivery = next(&mut deliveries).await;
+        assert_eq!(id(&delivery), "kept");
+        if delivery.attempt >= 3 {
+            delivery.ack().await.unwrap();
+            break;
+        }
+        delivery.nack(Duration::ZERO).await.unwrap();
+    }
+    let info = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap())
+        .get_stream("ORDERS")
+        .await
+        .unwrap()
+        .consumer_info("intake")
+        .await
+        .unwrap();
+    assert_eq!(info.config.max_deliver, -1);
+}
