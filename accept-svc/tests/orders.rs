@@ -177,6 +177,31 @@ impl Harness {
     }
 }
 
+/// What the stream holds so far, in order: every `OrderAccepted` a new consumer group reads, up to
+/// and including that of a keyless marker order of alice's placed now (the last element).
+async fn published_events(h: &Harness) -> Vec<OrderAccepted> {
+    let marker = h.place("alice", &[("CKA", 1)], "").await.unwrap();
+    let mut deliveries = h
+        .bus
+        .consume(&ConsumerSpec::new("test", [Topic::OrderAccepted]))
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    loop {
+        let event = next_accepted(&mut deliveries).await;
+        let last = event.correlation_id == marker.correlation_id;
+        events.push(event);
+        if last {
+            return events;
+        }
+    }
+}
+
+/// The correlation ids of `events`.
+fn cids(events: &[OrderAccepted]) -> Vec<&str> {
+    events.iter().map(|e| e.correlation_id.as_str()).collect()
+}
+
 async fn next_accepted(deliveries: &mut Deliveries) -> OrderAccepted {
     let delivery = tokio::time::timeout(Duration::from_secs(5), deliveries.next())
         .await
@@ -259,17 +284,8 @@ async fn bad_input_is_refused_and_leaves_nothing_behind() {
         Code::InvalidArgument
     );
 
-    // Nothing was published: the first message this new group sees is the marker order's.
-    let marker = h.place("alice", &[("AZ-104", 1)], "").await.unwrap();
-    let mut deliveries = h
-        .bus
-        .consume(&ConsumerSpec::new("test", [Topic::OrderAccepted]))
-        .await
-        .unwrap();
-    assert_eq!(
-        next_accepted(&mut deliveries).await.correlation_id,
-        marker.correlation_id
-    );
+    // Nothing was published: the only message the stream holds is the marker order's.
+    assert_eq!(published_events(&h).await.len(), 1);
 }
 
 #[tokio::test]
@@ -413,19 +429,10 @@ async fn a_lost_ack_is_published_again_with_the_same_message_id_within_the_reque
         vec![placed.correlation_id.clone(); 3],
         "three attempts, one message id"
     );
-    let marker = h.place("alice", &[("AZ-104", 1)], "").await.unwrap();
-    let mut deliveries = h
-        .bus
-        .consume(&ConsumerSpec::new("test", [Topic::OrderAccepted]))
-        .await
-        .unwrap();
+    let events = published_events(&h).await;
     assert_eq!(
-        next_accepted(&mut deliveries).await.correlation_id,
-        placed.correlation_id
-    );
-    assert_eq!(
-        next_accepted(&mut deliveries).await.correlation_id,
-        marker.correlation_id,
+        cids(&events[..events.len() - 1]),
+        [placed.correlation_id.as_str()],
         "the stream holds the order once"
     );
 }
@@ -487,20 +494,13 @@ async fn a_retry_after_an_unconfirmed_publish_republishes_the_same_order_once() 
     assert_eq!(retried.correlation_id, first_id);
 
     // The lost first publish and the retry carried one message id: one event, for the retried order.
-    let marker = h.place("alice", &[("AZ-104", 1)], "").await.unwrap();
-    let mut deliveries = h
-        .bus
-        .consume(&ConsumerSpec::new("test", [Topic::OrderAccepted]))
-        .await
-        .unwrap();
-    let first = next_accepted(&mut deliveries).await;
+    let events = published_events(&h).await;
+    let [first, marker] = events.as_slice() else {
+        panic!("one event besides the marker's: {events:?}");
+    };
     assert_eq!(
         (first.correlation_id.as_str(), first.order_id),
         (retried.correlation_id.as_str(), retried.order_id)
-    );
-    assert_eq!(
-        next_accepted(&mut deliveries).await.correlation_id,
-        marker.correlation_id
     );
     let listed = h.list("alice", 0, 10).await.unwrap();
     assert_eq!(ids(&listed), vec![marker.order_id, retried.order_id]);
@@ -824,19 +824,10 @@ async fn the_same_key_and_the_same_lines_answer_the_first_order_and_publish_once
         .unwrap();
     assert_eq!(first, again);
 
-    let marker = h.place("alice", &[("CKA", 1)], "").await.unwrap();
-    let mut deliveries = h
-        .bus
-        .consume(&ConsumerSpec::new("test", [Topic::OrderAccepted]))
-        .await
-        .unwrap();
+    let events = published_events(&h).await;
     assert_eq!(
-        next_accepted(&mut deliveries).await.correlation_id,
-        first.correlation_id
-    );
-    assert_eq!(
-        next_accepted(&mut deliveries).await.correlation_id,
-        marker.correlation_id,
+        cids(&events[..events.len() - 1]),
+        [first.correlation_id.as_str()],
         "the retry published nothing"
     );
 }
@@ -873,18 +864,12 @@ async fn the_same_key_with_other_lines_is_already_exists_and_publishes_nothing()
     );
     let bobs = h.place("bob", &[("CKA", 1)], "cart-2").await.unwrap();
 
-    let marker = h.place("alice", &[("CKA", 1)], "").await.unwrap();
-    let mut deliveries = h
-        .bus
-        .consume(&ConsumerSpec::new("test", [Topic::OrderAccepted]))
-        .await
-        .unwrap();
-    for expected in [&first, &bobs, &marker] {
-        assert_eq!(
-            next_accepted(&mut deliveries).await.correlation_id,
-            expected.correlation_id
-        );
-    }
+    let events = published_events(&h).await;
+    let marker = events.last().expect("the marker's event");
+    assert_eq!(
+        cids(&events[..events.len() - 1]),
+        [first.correlation_id.as_str(), bobs.correlation_id.as_str()]
+    );
     let listed = h.list("alice", 0, 10).await.unwrap();
     assert_eq!(
         (ids(&listed), listed.total),
@@ -1017,21 +1002,13 @@ async fn a_retry_after_the_first_request_stopped_mid_publish_answers_the_same_si
         .unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists, "other lines under the key");
 
-    let marker = h.place("alice", &[("CKA", 1)], "").await.unwrap();
-    let mut deliveries = h
-        .bus
-        .consume(&ConsumerSpec::new("test", [Topic::OrderAccepted]))
-        .await
-        .unwrap();
-    let event = next_accepted(&mut deliveries).await;
+    let events = published_events(&h).await;
+    let [event, marker] = events.as_slice() else {
+        panic!("one order under the key, published once: {events:?}");
+    };
     assert_eq!(
         (event.correlation_id.as_str(), event.order_id),
         (retried.correlation_id.as_str(), retried.order_id)
-    );
-    assert_eq!(
-        next_accepted(&mut deliveries).await.correlation_id,
-        marker.correlation_id,
-        "one order under the key, published once"
     );
     let cid: CorrelationId = retried.correlation_id.parse().unwrap();
     assert_eq!(h.state.owner(cid).await.unwrap(), Some(user("alice")));
