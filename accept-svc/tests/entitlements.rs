@@ -255,7 +255,7 @@ async fn bad_seat_requests_get_the_documented_codes_and_change_nothing() {
     let bobs = h.list("bob").await[0].entitlement_id;
     h.assign("alice", id, "ann").await.unwrap();
 
-    let cases: [(&str, &str, i64, &str, Code, &str); 9] = [
+    let cases: [(&str, &str, i64, &str, Code, &str); 10] = [
         (
             "assign",
             "alice",
@@ -312,7 +312,22 @@ async fn bad_seat_requests_get_the_documented_codes_and_change_nothing() {
             Code::InvalidArgument,
             "entitlement_id: ",
         ),
-        ("revoke", "alice", id, "cy", Code::NotFound, "holds no seat"),
+        (
+            "revoke",
+            "alice",
+            id,
+            "cy",
+            Code::NotFound,
+            "holds no assigned seat",
+        ),
+        (
+            "revoke",
+            "alice",
+            id,
+            "alice",
+            Code::NotFound,
+            "holds no assigned seat",
+        ),
         (
             "revoke",
             "ann",

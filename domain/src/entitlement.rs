@@ -186,12 +186,13 @@ pub enum SeatRefusal {
     /// The caller holds a seat but did not buy it: only the buyer manages seats.
     #[error("only the buyer of an entitlement assigns and revokes its seats")]
     NotBuyer,
-    /// The buyer named themselves: they hold a seat without an assignment.
-    #[error("the buyer holds a seat of their own and cannot assign or revoke it")]
+    /// The buyer named themselves as an assignee: they hold a seat without an assignment.
+    #[error("the buyer holds a seat of their own and cannot be assigned one")]
     OwnSeat,
     #[error("this user already holds a seat of this entitlement")]
     AlreadyAssigned,
-    #[error("this user holds no seat of this entitlement")]
+    /// Revoking from a user holding no assigned seat (the buyer's own seat is not one).
+    #[error("this user holds no assigned seat of this entitlement")]
     NotAssigned,
     #[error("the entitlement has expired")]
     Expired,
@@ -271,12 +272,9 @@ impl Entitlement {
     }
 
     /// Whether `caller` may take back the seat `assignee` holds: only the buyer, only an assigned
-    /// seat. An expired entitlement's seats may still be revoked.
+    /// seat (the buyer's own is none). An expired entitlement's seats may still be revoked.
     pub fn check_revoke(&self, caller: &UserId, assignee: &UserId) -> Result<(), SeatRefusal> {
         self.check_manager(caller)?;
-        if self.is_buyer(assignee) {
-            return Err(SeatRefusal::OwnSeat);
-        }
         if !self.is_assigned(assignee) {
             return Err(SeatRefusal::NotAssigned);
         }
@@ -311,27 +309,29 @@ pub fn sort_for_listing(entitlements: &mut [Entitlement], now: DateTime<Utc>) {
     });
 }
 
-/// A user id a seat is assigned to, refused for what a token's `sub` could never be.
+/// A user id a seat is assigned to or revoked from that is not 1 to [`MAX_USER_ID_LEN`]
+/// characters of printable ASCII with no space at either end. Token subjects (opaque ids, GUIDs,
+/// `auth0|…`, e-mail addresses) fit that.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AssigneeError {
     #[error("must not be empty")]
     Empty,
-    #[error("must be at most {MAX_USER_ID_LEN} bytes")]
+    #[error("must be at most {MAX_USER_ID_LEN} characters")]
     TooLong,
-    #[error("must not start or end with whitespace or contain control characters")]
+    #[error("must be printable ASCII with no space at either end")]
     Malformed,
 }
 
-/// Parses the user a seat is assigned to or revoked from.
+/// Parses the user a seat is assigned to or revoked from (see [`AssigneeError`]).
 pub fn parse_assignee(raw: &str) -> Result<UserId, AssigneeError> {
     if raw.trim().is_empty() {
         return Err(AssigneeError::Empty);
     }
+    if !raw.bytes().all(|b| (b' '..=b'~').contains(&b)) || raw.trim() != raw {
+        return Err(AssigneeError::Malformed);
+    }
     if raw.len() > MAX_USER_ID_LEN {
         return Err(AssigneeError::TooLong);
-    }
-    if raw.trim() != raw || raw.chars().any(char::is_control) {
-        return Err(AssigneeError::Malformed);
     }
     UserId::parse(raw).map_err(|_| AssigneeError::Malformed)
 }
@@ -571,7 +571,10 @@ mod tests {
         assert_eq!(e.check_revoke(&buyer, &ann), Ok(()));
         assert_eq!(e.check_revoke(&eve, &ann), Err(SeatRefusal::NotFound));
         assert_eq!(e.check_revoke(&ann, &ann), Err(SeatRefusal::NotBuyer));
-        assert_eq!(e.check_revoke(&buyer, &buyer), Err(SeatRefusal::OwnSeat));
+        assert_eq!(
+            e.check_revoke(&buyer, &buyer),
+            Err(SeatRefusal::NotAssigned)
+        );
         assert_eq!(e.check_revoke(&buyer, &bo), Err(SeatRefusal::NotAssigned));
         assert!(e.is_visible_to(&ann) && e.is_visible_to(&buyer) && !e.is_visible_to(&eve));
     }
@@ -609,6 +612,10 @@ mod tests {
         assert_eq!(parse_assignee("  "), Err(AssigneeError::Empty));
         assert_eq!(parse_assignee(" ann"), Err(AssigneeError::Malformed));
         assert_eq!(parse_assignee("an\nn"), Err(AssigneeError::Malformed));
+        assert_eq!(parse_assignee("ann\t"), Err(AssigneeError::Malformed));
+        assert_eq!(parse_assignee("änn"), Err(AssigneeError::Malformed));
+        assert_eq!(parse_assignee("John Smith").unwrap().as_str(), "John Smith");
+        assert_eq!(parse_assignee("auth0|5f7c").unwrap().as_str(), "auth0|5f7c");
         assert_eq!(
             parse_assignee(&"x".repeat(MAX_USER_ID_LEN + 1)),
             Err(AssigneeError::TooLong)

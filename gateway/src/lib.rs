@@ -1,5 +1,5 @@
 //! gateway: the one origin the browser talks to. It serves gRPC and grpc-web for the catalog, the
-//! orders and the live status stream by forwarding each call to the internal service that owns it,
+//! orders, the entitlements and the live status stream by forwarding each call to the internal service that owns it,
 //! the REST API on top of the same calls ([`rest`]: `/api/*`, `/openapi.json`, `/docs`, product
 //! images), the SPA's static files, and, in dev mode only, issues tokens at `POST /dev/token`.
 //!
@@ -25,6 +25,7 @@ use contoso_platform::{
 };
 use contoso_proto::{
     catalog::v1::catalog_service_server::CatalogServiceServer,
+    entitlements::v1::entitlement_service_server::EntitlementServiceServer,
     notify::v1::order_status_service_server::OrderStatusServiceServer,
     orders::v1::order_service_server::OrderServiceServer,
 };
@@ -47,7 +48,7 @@ mod rest;
 mod upstream;
 mod web;
 
-use forward::{CatalogForwarder, OrderForwarder, StatusForwarder};
+use forward::{CatalogForwarder, EntitlementForwarder, OrderForwarder, StatusForwarder};
 use upstream::Upstreams;
 
 /// Largest HTTP request body the gateway's own routes accept (JSON bodies are small).
@@ -66,7 +67,7 @@ pub struct Deps {
 /// Where the upstreams are and which optional routes are on.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// accept-svc's gRPC endpoint (catalog and orders), e.g. `http://accept-svc:50051`.
+    /// accept-svc's gRPC endpoint (catalog, orders, entitlements), e.g. `http://accept-svc:50051`.
     pub accept_url: String,
     /// notify-svc's gRPC endpoint (status streams), e.g. `http://notify-svc:50052`.
     pub notify_url: String,
@@ -132,6 +133,11 @@ pub async fn run(
         ))
         .add_service(InterceptedService::new(
             OrderServiceServer::new(OrderForwarder::new(upstreams.accept()))
+                .max_decoding_message_size(max_message),
+            tokens.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            EntitlementServiceServer::new(EntitlementForwarder::new(upstreams.accept()))
                 .max_decoding_message_size(max_message),
             tokens.clone(),
         ))

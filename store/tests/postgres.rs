@@ -1052,7 +1052,7 @@ async fn only_the_buyer_assigns_and_revokes_seats_within_the_rules(w: World) {
         ),
         (
             refusal(revoke(&*w.b, "gus", id, "gus").await),
-            SeatRefusal::OwnSeat,
+            SeatRefusal::NotAssigned,
         ),
         (
             refusal(revoke(&*w.b, "eve", id, "ann").await),

@@ -13,10 +13,12 @@ use contoso_platform::grpc_status;
 use tonic::{Code, Request, Response, Status, metadata::MetadataValue};
 
 mod catalog;
+mod entitlements;
 mod orders;
 mod status;
 
 pub(crate) use catalog::CatalogForwarder;
+pub(crate) use entitlements::EntitlementForwarder;
 pub(crate) use orders::OrderForwarder;
 pub(crate) use status::StatusForwarder;
 

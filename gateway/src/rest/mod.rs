@@ -12,12 +12,13 @@ use axum::{
     Router,
     extract::{FromRequestParts, Query, rejection::QueryRejection},
     http::{StatusCode, request::Parts},
-    routing::get,
+    routing::{delete, get, post},
 };
 use contoso_domain::UserId;
 use contoso_platform::auth::{AuthError, Authenticator, bearer_token};
 use contoso_proto::{
     catalog::v1::catalog_service_client::CatalogServiceClient,
+    entitlements::v1::entitlement_service_client::EntitlementServiceClient,
     notify::v1::order_status_service_client::OrderStatusServiceClient,
     orders::v1::order_service_client::OrderServiceClient,
 };
@@ -32,6 +33,7 @@ use tonic_types::StatusExt as _;
 
 use crate::{forward, problem::Problem, upstream::Upstreams};
 
+mod entitlements;
 mod events;
 mod images;
 pub(crate) mod openapi;
@@ -47,6 +49,7 @@ pub(crate) const MAX_PAGE_SIZE: i32 = 100;
 pub(crate) struct Rest {
     catalog: CatalogServiceClient<Channel>,
     orders: OrderServiceClient<Channel>,
+    entitlements: EntitlementServiceClient<Channel>,
     status: OrderStatusServiceClient<Channel>,
     auth: Arc<Authenticator>,
     shutdown: CancellationToken,
@@ -62,6 +65,7 @@ impl Rest {
         Self {
             catalog: CatalogServiceClient::new(upstreams.accept()),
             orders: OrderServiceClient::new(upstreams.accept()),
+            entitlements: EntitlementServiceClient::new(upstreams.accept()),
             status: OrderStatusServiceClient::new(upstreams.notify()),
             auth,
             shutdown,
@@ -79,6 +83,12 @@ pub(crate) fn router(rest: Rest) -> Router {
         .route("/api/orders/events", get(events::stream))
         .route("/api/orders/status/{correlation_id}", get(orders::status))
         .route("/api/orders/{id}", get(orders::get).delete(orders::delete))
+        .route("/api/entitlements", get(entitlements::list))
+        .route("/api/entitlements/{id}/seats", post(entitlements::assign))
+        .route(
+            "/api/entitlements/{id}/seats/{user_id}",
+            delete(entitlements::revoke),
+        )
         .route("/images/products/{file}", get(images::product))
         .with_state(rest)
 }
@@ -188,7 +198,8 @@ pub(crate) fn paging(
 }
 
 /// The problem for a failed upstream call. Codes map as the HTTP side of gRPC's own table does,
-/// with the conflicts of this API (a reused idempotency key, an order still in flight) as 409;
+/// with the conflicts of this API (a reused idempotency key, an order still in flight, no seat
+/// free on an entitlement) as 409 and a learner managing a buyer's seats (PERMISSION_DENIED) as 403;
 /// field violations are renamed to the REST body's paths (`lines[0].quantity` becomes
 /// `items[0].quantity`).
 pub(crate) fn upstream_problem(status: Status, upstream: &'static str) -> Problem {
@@ -236,7 +247,7 @@ pub(crate) fn rest_field(path: &str) -> String {
                 .map_or((segment, ""), |at| segment.split_at(at));
             let name = match name {
                 "lines" => "items".to_owned(),
-                "order_id" => "id".to_owned(),
+                "order_id" | "entitlement_id" => "id".to_owned(),
                 "correlation_ids" => "correlationId".to_owned(),
                 "idempotency_key" => "Idempotency-Key".to_owned(),
                 other => camel_case(other),
@@ -285,6 +296,8 @@ mod tests {
         assert_eq!(rest_field("correlation_ids[3]"), "correlationId[3]");
         assert_eq!(rest_field("idempotency_key"), "Idempotency-Key");
         assert_eq!(rest_field("offset"), "offset");
+        assert_eq!(rest_field("user_id"), "userId");
+        assert_eq!(rest_field("entitlement_id"), "id");
     }
 
     #[test]
@@ -309,6 +322,7 @@ mod tests {
     fn upstream_codes_map_to_http_statuses() {
         for (code, http) in [
             (Code::NotFound, StatusCode::NOT_FOUND),
+            (Code::PermissionDenied, StatusCode::FORBIDDEN),
             (Code::AlreadyExists, StatusCode::CONFLICT),
             (Code::Aborted, StatusCode::CONFLICT),
             (Code::FailedPrecondition, StatusCode::CONFLICT),
@@ -353,6 +367,31 @@ mod tests {
         assert_eq!(problem.fields(), ["items[0].productId"]);
         let plain = upstream_problem(Status::not_found("order 7 not found"), "accept-svc");
         assert_eq!(plain.status_code(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn seat_refusals_become_403_409_and_a_400_naming_user_id() {
+        let not_buyer = Status::permission_denied(
+            "only the buyer of an entitlement assigns and revokes its seats",
+        );
+        let problem = upstream_problem(not_buyer, "accept-svc");
+        assert_eq!(problem.status_code(), StatusCode::FORBIDDEN);
+        let full = upstream_problem(
+            Status::failed_precondition("no seat is free: all 3 seats are assigned"),
+            "accept-svc",
+        );
+        assert_eq!(full.status_code(), StatusCode::CONFLICT);
+        let own = Status::with_error_details(
+            Code::InvalidArgument,
+            "user_id: the buyer holds a seat of their own",
+            ErrorDetails::with_bad_request_violation(
+                "user_id",
+                "the buyer holds a seat of their own",
+            ),
+        );
+        let problem = upstream_problem(own, "accept-svc");
+        assert_eq!(problem.status_code(), StatusCode::BAD_REQUEST);
+        assert_eq!(problem.fields(), ["userId"]);
     }
 
     #[test]

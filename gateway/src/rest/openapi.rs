@@ -9,26 +9,29 @@ use utoipa::{
 };
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use super::{events, orders, products};
+use super::{entitlements, events, orders, products};
 use crate::{dev_token, problem::Problem};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Contoso Orders REST API",
-        description = "The shop's catalog and orders over HTTP: the original order-accept contract. \
-                       Errors are application/problem+json (RFC 9457). Order endpoints need a bearer token.",
+        description = "The shop's catalog, orders and entitlements over HTTP: the original order-accept \
+                       contract. Errors are application/problem+json (RFC 9457). Order and entitlement \
+                       endpoints need a bearer token.",
     ),
     paths(
         products::list, products::get,
         orders::place, orders::list, orders::get, orders::delete, orders::status,
         events::stream,
+        entitlements::list, entitlements::assign, entitlements::revoke,
     ),
     components(schemas(Problem, events::StatusEvent)),
     modifiers(&BearerScheme),
     tags(
         (name = "catalog", description = "The public product catalog"),
         (name = "orders", description = "The caller's orders and their live status"),
+        (name = "entitlements", description = "What completed orders give the caller, and the seats a buyer hands to other learners"),
     ),
 )]
 struct RestApi;
@@ -95,6 +98,9 @@ mod tests {
             "/api/orders/{id}",
             "/api/orders/status/{correlationId}",
             "/api/orders/events",
+            "/api/entitlements",
+            "/api/entitlements/{id}/seats",
+            "/api/entitlements/{id}/seats/{userId}",
         ] {
             assert!(doc["paths"].get(path).is_some(), "{path} missing");
         }

@@ -2,6 +2,7 @@
 //! `oneshot`, and the gRPC / grpc-web forwarding against a running gateway on port 0 in front of a
 //! small upstream double.
 
+mod entitlements;
 mod forwarding;
 mod http_routes;
 mod rest_layers;
