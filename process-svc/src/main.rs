@@ -43,6 +43,11 @@ struct Args {
     #[arg(long, env = "MAX_IN_PROGRESS_SECS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..))]
     max_in_progress_secs: u64,
+    /// How long a delivery may go unacknowledged (a worker killed mid-order) before the broker
+    /// offers it to another, in seconds.
+    #[arg(long, env = "ACK_WAIT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    ack_wait_secs: u64,
     /// How often the outbox relay polls without being woken, in milliseconds.
     #[arg(long, env = "OUTBOX_POLL_INTERVAL_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(10..))]
@@ -92,6 +97,7 @@ async fn main() -> anyhow::Result<()> {
         concurrency: args.process_concurrency as usize,
         max_deliver: args.max_deliver,
         max_in_progress: Duration::from_secs(args.max_in_progress_secs),
+        ack_wait: Duration::from_secs(args.ack_wait_secs),
         outbox_poll_interval: Duration::from_millis(args.outbox_poll_interval_ms),
         outbox_retention: Duration::from_secs(args.outbox_retention_hours.saturating_mul(3600)),
         server: args.server.limits(),

@@ -6,7 +6,6 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    net::SocketAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -14,18 +13,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use contoso_proto::{
-    notify::v1::{
-        WatchOrderStatusRequest, order_status_service_client::OrderStatusServiceClient,
-        watch_order_status_response::Event,
-    },
-    orders::v1::{
-        OrderLineRequest, OrderStatus, PlaceOrderRequest, order_service_client::OrderServiceClient,
-    },
-};
-use tonic::{Request, transport::Channel};
+use tonic::transport::Channel;
 
-use crate::support::system::ScaledOut;
+use crate::support::{
+    load::{Accepted, Seen, channel, completed, place, watch},
+    system::ScaledOut,
+};
 
 const ORDERS: usize = 300;
 const CLIENTS: usize = 8;
@@ -37,107 +30,6 @@ const ATTEMPTS: usize = 20;
 const WATCHED: &str = "ada";
 const USERS: [&str; 3] = [WATCHED, "bo", "cy"];
 const DEADLINE: Duration = Duration::from_secs(90);
-
-fn with_token<T>(token: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    let value = format!("Bearer {token}").parse().expect("a header value");
-    request.metadata_mut().insert("authorization", value);
-    request
-}
-
-fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .expect("a URL")
-        .connect_timeout(Duration::from_secs(2))
-        .connect_lazy()
-}
-
-/// An order a client got a success answer for.
-#[derive(Debug, Clone)]
-struct Accepted {
-    correlation_id: String,
-    user: &'static str,
-}
-
-/// Places order `n` (a fixed idempotency key, so retries never double it), trying the accept
-/// endpoints in turn until one answers or the attempts run out.
-async fn place(n: usize, endpoints: &[Channel], token: &str) -> Option<String> {
-    let request = PlaceOrderRequest {
-        lines: vec![OrderLineRequest {
-            product_id: "AZ-900".into(),
-            quantity: 1,
-        }],
-        idempotency_key: format!("burst-{n}"),
-    };
-    for attempt in 0..ATTEMPTS {
-        let mut client =
-            OrderServiceClient::new(endpoints[(n + attempt) % endpoints.len()].clone());
-        match client.place_order(with_token(token, request.clone())).await {
-            Ok(answer) => return answer.into_inner().order.map(|o| o.correlation_id),
-            Err(status) => {
-                tracing_backoff(attempt, &status).await;
-            }
-        }
-    }
-    None
-}
-
-/// A short wait before the next attempt: the client-side retry a real client would do.
-async fn tracing_backoff(attempt: usize, status: &tonic::Status) {
-    if attempt + 1 == ATTEMPTS {
-        eprintln!(
-            "giving up on an order: {:?} {}",
-            status.code(),
-            status.message()
-        );
-    }
-    let wait = Duration::from_millis(50 * (1 << attempt.min(4)));
-    tokio::time::sleep(wait).await;
-}
-
-/// Statuses each watch has seen, by correlation id.
-type Seen = Arc<Mutex<HashMap<String, HashSet<i32>>>>;
-
-/// Watches `token`'s orders on `endpoints[0]`, reconnecting (to the next endpoint, with a snapshot
-/// of `snapshot_of()`) whenever the stream ends, until the task is aborted.
-fn watch(
-    endpoints: Vec<Channel>,
-    token: String,
-    seen: Seen,
-    opened: Arc<AtomicUsize>,
-    snapshot_of: Arc<Mutex<Vec<String>>>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut next = 0;
-        loop {
-            let mut client =
-                OrderStatusServiceClient::new(endpoints[next % endpoints.len()].clone());
-            let ids = snapshot_of.lock().expect("ids").clone();
-            let request = WatchOrderStatusRequest {
-                correlation_ids: ids,
-            };
-            if let Ok(stream) = client.watch_order_status(with_token(&token, request)).await {
-                let mut stream = stream.into_inner();
-                let mut counted = false;
-                while let Ok(Some(message)) = stream.message().await {
-                    if !counted {
-                        opened.fetch_add(1, Ordering::SeqCst);
-                        counted = true;
-                    }
-                    if let Some(Event::Update(update)) = message.event {
-                        seen.lock()
-                            .expect("seen")
-                            .entry(update.correlation_id)
-                            .or_default()
-                            .insert(update.status);
-                    }
-                }
-            }
-            next += 1;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-}
 
 #[test]
 fn orders_survive_losing_a_broker_node_a_worker_and_a_notifier_mid_burst() {
@@ -198,7 +90,7 @@ fn orders_survive_losing_a_broker_node_a_worker_and_a_notifier_mid_burst() {
                         return;
                     }
                     let user = USERS[n % USERS.len()];
-                    if let Some(cid) = place(n, &accept, &tokens[user]).await {
+                    if let Some(cid) = place(n, &accept, &tokens[user], ATTEMPTS).await {
                         if user == WATCHED {
                             watched_ids.lock().expect("ids").push(cid.clone());
                         }
@@ -275,13 +167,9 @@ fn orders_survive_losing_a_broker_node_a_worker_and_a_notifier_mid_burst() {
             let missing: Vec<usize> = seen
                 .iter()
                 .map(|s| {
-                    let s = s.lock().expect("seen");
                     watched
                         .iter()
-                        .filter(|a| {
-                            !s.get(&a.correlation_id)
-                                .is_some_and(|st| st.contains(&(OrderStatus::Completed as i32)))
-                        })
+                        .filter(|a| !completed(s, &a.correlation_id))
                         .count()
                 })
                 .collect();

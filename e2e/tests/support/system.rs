@@ -20,7 +20,7 @@ use super::{
 const JWT_ISSUER: &str = "contoso-e2e";
 const JWT_AUDIENCE: &str = "contoso-orders-e2e";
 /// A key ring of the tests' own, so accept-svc and process-svc must agree on configured keys.
-const SEAL_KEYS: &str = "e2e:ZTJlLW9ubHktc2VhbC1rZXktMzItYnl0ZXMtbG9uZyE=";
+pub(crate) const SEAL_KEYS: &str = "e2e:ZTJlLW9ubHktc2VhbC1rZXktMzItYnl0ZXMtbG9uZyE=";
 
 /// accept-svc, process-svc, notify-svc and the gateway, each its own process, on real Postgres,
 /// Redis and NATS. Fields drop in order: the services stop before their backends go away.
@@ -308,7 +308,7 @@ impl DevSystem {
     }
 }
 
-fn auth_env(secret: &str) -> [(&'static str, String); 3] {
+pub(crate) fn auth_env(secret: &str) -> [(&'static str, String); 3] {
     [
         ("JWT_SECRET", secret.to_owned()),
         ("JWT_ISSUER", JWT_ISSUER.to_owned()),
@@ -316,7 +316,7 @@ fn auth_env(secret: &str) -> [(&'static str, String); 3] {
     ]
 }
 
-fn issue_token(user: &str, secret: &str) -> String {
+pub(crate) fn issue_token(user: &str, secret: &str) -> String {
     let mut command = Command::new(binary("contoso"));
     command
         .args(["token", "--sub", user])
@@ -440,7 +440,12 @@ impl ScaledOut {
 }
 
 /// One number (a column `n`) from `sql` with `params` bound as text, on the database at `url`.
-fn count_in(runtime: &tokio::runtime::Runtime, url: &str, sql: &str, params: &[&str]) -> i64 {
+pub(crate) fn count_in(
+    runtime: &tokio::runtime::Runtime,
+    url: &str,
+    sql: &str,
+    params: &[&str],
+) -> i64 {
     #[derive(diesel::QueryableByName)]
     struct Count {
         #[diesel(sql_type = BigInt)]

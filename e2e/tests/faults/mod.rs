@@ -1,0 +1,310 @@
+//! The fault suite: a burst of orders from concurrent clients (every order with an idempotency key,
+//! retried by its client), a fault injected mid-burst, then the guarantees checked: every order
+//! that got a success answer is recorded exactly once and COMPLETED and was announced on its
+//! user's stream; nothing else was recorded (no order a client gave up on exists); no status ever
+//! moved backwards on a stream; nothing was dead-lettered. Each test prints its figures and writes
+//! them to `target/fault-suite/<fault>.json`, which `scripts/fault-suite` turns into
+//! docs/reliability.md.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tonic::transport::Channel;
+
+use crate::support::{
+    faults::FaultWorld,
+    load::{Accepted, Seen, channel, completed, moved_backwards, place, watch},
+    process::binary,
+};
+
+/// Orders per burst (`FAULT_SUITE_ORDERS` overrides, e.g. for a longer run by hand).
+const ORDERS: usize = 500;
+const CLIENTS: usize = 12;
+const ATTEMPTS: usize = 40;
+const USERS: [&str; 4] = ["ada", "bo", "cy", "di"];
+const DEADLINE: Duration = Duration::from_secs(120);
+
+fn orders() -> usize {
+    std::env::var("FAULT_SUITE_ORDERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(ORDERS)
+}
+
+/// What one run measured.
+#[derive(Debug)]
+struct Figures {
+    fault: &'static str,
+    sent: usize,
+    accepted: usize,
+    recorded: i64,
+    duplicates: i64,
+    lost: usize,
+    dead_lettered: usize,
+    stale: usize,
+    recovered_after: Duration,
+}
+
+impl Figures {
+    fn json(&self) -> String {
+        format!(
+            "{{\"fault\":\"{}\",\"sent\":{},\"accepted\":{},\"recorded\":{},\"duplicates\":{},\
+             \"lost\":{},\"dead_lettered\":{},\"stale\":{},\"recovered_secs\":{:.1}}}",
+            self.fault,
+            self.sent,
+            self.accepted,
+            self.recorded,
+            self.duplicates,
+            self.lost,
+            self.dead_lettered,
+            self.stale,
+            self.recovered_after.as_secs_f64()
+        )
+    }
+
+    /// Prints the figures and keeps them for docs/reliability.md.
+    fn report(&self) {
+        println!("fault suite: {}", self.json());
+        let dir = binary("contoso")
+            .parent()
+            .and_then(|debug| debug.parent())
+            .map(|target| target.join("fault-suite"))
+            .expect("the target directory");
+        std::fs::create_dir_all(&dir).expect("creating target/fault-suite");
+        let slug: String = self
+            .fault
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        std::fs::write(dir.join(format!("{slug}.json")), self.json()).expect("writing figures");
+    }
+}
+
+/// Runs the burst, calls `fault` once a third of the orders are accepted, and checks everything.
+fn run(fault_name: &'static str, fault: impl FnOnce(&mut FaultWorld)) -> Figures {
+    let mut world = FaultWorld::start();
+    let sent = orders();
+    let tokens: HashMap<&str, String> = USERS.iter().map(|u| (*u, world.token(u))).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let _in_runtime = runtime.enter();
+    let accept: Vec<Channel> = world.accept.iter().map(|a| channel(a.addr)).collect();
+    let notify = channel(world.notify.addr);
+
+    // One watch per user, resubscribing with a snapshot of the user's orders when it ends.
+    let ids: HashMap<&str, Arc<Mutex<Vec<String>>>> =
+        USERS.iter().map(|u| (*u, Arc::default())).collect();
+    let seen: HashMap<&str, Seen> = USERS.iter().map(|u| (*u, Seen::default())).collect();
+    let opened = Arc::new(AtomicUsize::new(0));
+    let watches: Vec<_> = USERS
+        .iter()
+        .map(|u| {
+            watch(
+                vec![notify.clone()],
+                tokens[u].clone(),
+                seen[u].clone(),
+                opened.clone(),
+                ids[u].clone(),
+            )
+        })
+        .collect();
+    runtime.block_on(async {
+        let until = Instant::now() + DEADLINE;
+        while opened.load(Ordering::SeqCst) < USERS.len() {
+            assert!(Instant::now() < until, "the watches did not open");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+
+    let accepted: Arc<Mutex<Vec<Accepted>>> = Arc::default();
+    let next = Arc::new(AtomicUsize::new(0));
+    let burst: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (next, accept, tokens) = (next.clone(), accept.clone(), tokens.clone());
+            let (accepted, ids) = (accepted.clone(), ids.clone());
+            runtime.spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::SeqCst);
+                    if n >= sent {
+                        return;
+                    }
+                    let user = USERS[n % USERS.len()];
+                    if let Some(cid) = place(n, &accept, &tokens[user], ATTEMPTS).await {
+                        ids[user].lock().expect("ids").push(cid.clone());
+                        accepted.lock().expect("accepted").push(Accepted {
+                            correlation_id: cid,
+                            user,
+                        });
+                    }
+                }
+            })
+        })
+        .collect();
+
+    runtime.block_on(async {
+        let until = Instant::now() + DEADLINE;
+        while accepted.lock().expect("accepted").len() < sent / 3 {
+            assert!(Instant::now() < until, "the burst stalled before the fault");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let fault_at = Instant::now();
+    fault(&mut world);
+    runtime.block_on(async {
+        for client in burst {
+            client.await.expect("a burst client");
+        }
+    });
+    let accepted = accepted.lock().expect("accepted").clone();
+
+    // Recorded exactly once, COMPLETED, and nothing else recorded.
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let done = world.count("SELECT count(*) AS n FROM orders WHERE status = 'COMPLETED'");
+        if done as usize >= accepted.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "{fault_name}: {done} of {} accepted orders COMPLETED",
+            accepted.len()
+        );
+        std::thread::park_timeout(Duration::from_millis(100));
+    }
+    let recovered_after = fault_at.elapsed();
+    let recorded = world.count("SELECT count(*) AS n FROM orders");
+    let duplicates =
+        world.count("SELECT count(*) - count(DISTINCT correlation_id) AS n FROM orders");
+    let unfinished = world.count("SELECT count(*) AS n FROM orders WHERE status <> 'COMPLETED'");
+
+    // Announced: every accepted order reached COMPLETED on its user's watch.
+    let lost = runtime.block_on(async {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let missing = accepted
+                .iter()
+                .filter(|a| !completed(&seen[a.user], &a.correlation_id))
+                .count();
+            if missing == 0 || Instant::now() > until {
+                return missing;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    for watch in watches {
+        watch.abort();
+    }
+    let stale: usize = seen.values().map(|s| moved_backwards(s).len()).sum();
+    let dead_lettered = dead_letters(&world);
+
+    let figures = Figures {
+        fault: fault_name,
+        sent,
+        accepted: accepted.len(),
+        recorded,
+        duplicates,
+        lost,
+        dead_lettered,
+        stale,
+        recovered_after,
+    };
+    figures.report();
+    assert_eq!(duplicates, 0, "{fault_name}: an order was recorded twice");
+    assert_eq!(
+        unfinished, 0,
+        "{fault_name}: a recorded order is not COMPLETED"
+    );
+    assert_eq!(
+        recorded as usize,
+        accepted.len(),
+        "{fault_name}: orders recorded besides the accepted ones (a client gave up on one that exists)"
+    );
+    assert_eq!(
+        lost, 0,
+        "{fault_name}: accepted orders never shown COMPLETED on their user's stream"
+    );
+    assert_eq!(
+        stale, 0,
+        "{fault_name}: a status moved backwards on a stream"
+    );
+    assert_eq!(
+        dead_lettered, 0,
+        "{fault_name}: messages were dead-lettered"
+    );
+    figures
+}
+
+/// The number of dead letters, as `contoso dlq list` prints them.
+fn dead_letters(world: &FaultWorld) -> usize {
+    let output = std::process::Command::new(binary("contoso"))
+        .args(["dlq", "list", "--nats-url", &world.nats.url()])
+        .env_clear()
+        .output()
+        .expect("running contoso dlq list");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "contoso dlq list failed: {text}");
+    if text.contains("(no dead letters)") {
+        0
+    } else {
+        // A header line, then one line per dead letter.
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .count()
+            .saturating_sub(1)
+    }
+}
+
+#[test]
+fn process_svc_killed_twice_mid_burst() {
+    run(
+        "process-svc killed (SIGKILL) twice and restarted",
+        |world| {
+            let logs = world.logs.path().to_owned();
+            world.process[0].kill();
+            world.process[0].restart(&logs);
+            world.process[1].kill();
+            world.process[1].restart(&logs);
+        },
+    );
+}
+
+#[test]
+fn nats_server_restarted_mid_burst() {
+    run("nats-server restarted, store kept", |world| {
+        world.nats.stop();
+        world.nats.restart();
+    });
+}
+
+#[test]
+fn notify_svc_killed_while_streams_are_open() {
+    run(
+        "notify-svc killed while streams are open, restarted",
+        |world| {
+            let logs = world.logs.path().to_owned();
+            world.notify.kill();
+            world.notify.restart(&logs);
+        },
+    );
+}
+
+#[test]
+fn accept_svc_killed_with_requests_in_flight() {
+    run(
+        "accept-svc killed with requests in flight, clients retry with their key",
+        |world| {
+            let logs = world.logs.path().to_owned();
+            world.accept[0].kill();
+            world.accept[0].restart(&logs);
+        },
+    );
+}

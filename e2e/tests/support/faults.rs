@@ -1,0 +1,124 @@
+//! The world of the fault suite: the real binaries (two accept-svc, two process-svc, one
+//! notify-svc) on a private nats-server and a private redis-server, which a test may restart, kill
+//! or flush, and a fresh Postgres database. Every service can be killed (SIGKILL) and started
+//! again on its address.
+
+use std::{net::SocketAddr, path::PathBuf, process::Command};
+
+use contoso_testkit::{NatsServer, RedisServer, TestDatabase, free_port, unique_name};
+use tempfile::TempDir;
+
+use super::{
+    process::{Service, binary, run_to_completion},
+    system::{SEAL_KEYS, auth_env, count_in, issue_token},
+};
+
+/// One service process and how to start it again.
+#[derive(Debug)]
+pub(crate) struct Restartable {
+    pub(crate) name: String,
+    program: PathBuf,
+    pub(crate) addr: SocketAddr,
+    env: Vec<(&'static str, String)>,
+    pub(crate) service: Option<Service>,
+}
+
+impl Restartable {
+    /// SIGKILL: no drain, no goodbye.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut service) = self.service.take() {
+            service.kill();
+        }
+    }
+
+    /// Starts it again on the same address and waits until it is ready.
+    pub(crate) fn restart(&mut self, logs: &std::path::Path) {
+        self.kill();
+        let mut service = Service::start(&self.name, &self.program, &[], &self.env, logs);
+        service.wait_ready(self.addr);
+        self.service = Some(service);
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct FaultWorld {
+    pub(crate) accept: Vec<Restartable>,
+    pub(crate) process: Vec<Restartable>,
+    pub(crate) notify: Restartable,
+    pub(crate) nats: NatsServer,
+    /// Private, so a Redis fault harms no other test.
+    _redis: RedisServer,
+    database: TestDatabase,
+    jwt_secret: String,
+    runtime: tokio::runtime::Runtime,
+    pub(crate) logs: TempDir,
+}
+
+impl FaultWorld {
+    pub(crate) fn start() -> Self {
+        let logs = tempfile::tempdir().expect("a temp dir for service logs");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the Postgres fixture");
+        let nats = NatsServer::start();
+        let redis = RedisServer::start();
+        let database = runtime.block_on(TestDatabase::create());
+        let jwt_secret = unique_name("e2e-jwt-secret-of-this-test-only-");
+        run_to_completion(
+            Command::new(binary("contoso"))
+                .args(["migrate", "--database-url", database.url()])
+                .env_clear()
+                .env("RUST_LOG", "warn"),
+        );
+        let mut env: Vec<(&'static str, String)> = vec![
+            ("SEAL_KEYS", SEAL_KEYS.to_owned()),
+            ("DATABASE_URL", database.url().to_owned()),
+            ("NATS_URL", nats.url()),
+            ("REDIS_URL", redis.url()),
+            ("HEARTBEAT_INTERVAL_SECS", "1".to_owned()),
+            // Fast redelivery of what a killed worker held.
+            ("ACK_WAIT_SECS", "5".to_owned()),
+        ];
+        env.extend(auth_env(&jwt_secret));
+        let make = |name: &str, n: usize| {
+            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let mut all = env.clone();
+            all.push(("LISTEN_ADDR", addr.to_string()));
+            let mut r = Restartable {
+                name: format!("{name}-{n}"),
+                program: binary(name),
+                addr,
+                env: all,
+                service: None,
+            };
+            r.restart(logs.path());
+            r
+        };
+        // The first worker creates the streams before the others race to.
+        let first = make("process-svc", 1);
+        let process = vec![first, make("process-svc", 2)];
+        let accept = vec![make("accept-svc", 1), make("accept-svc", 2)];
+        let notify = make("notify-svc", 1);
+        Self {
+            accept,
+            process,
+            notify,
+            nats,
+            _redis: redis,
+            database,
+            jwt_secret,
+            runtime,
+            logs,
+        }
+    }
+
+    pub(crate) fn token(&self, user: &str) -> String {
+        issue_token(user, &self.jwt_secret)
+    }
+
+    /// One number (a column `n`) from `sql`.
+    pub(crate) fn count(&self, sql: &str) -> i64 {
+        count_in(&self.runtime, self.database.url(), sql, &[])
+    }
+}
