@@ -151,6 +151,7 @@ pub(crate) async fn list(
     params(("id" = String, Path, description = "The exam code, e.g. AZ-104")),
     responses(
         (status = 200, description = "The product", body = Product),
+        (status = 400, description = "The id is blank (named under `errors`)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "The token given is forged, expired or malformed", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No product has this id", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The catalog is unavailable; retry", body = Problem, content_type = "application/problem+json"),
