@@ -46,8 +46,13 @@ pub(crate) struct DevArgs {
     /// `gateway/web/dist`, built with npm first when missing or stale.
     #[arg(long, env = "WEB_DIR")]
     web_dir: Option<PathBuf>,
+    /// JWT settings for every service. `JWT_JWKS_FILE` adds an identity provider's keys beside
+    /// the dev secret (`JWT_ISSUER` then names that provider).
     #[command(flatten)]
     auth: AuthArgs,
+    /// Sign-in with an identity provider in the web app, beside the dev login.
+    #[command(flatten)]
+    oidc: Box<gateway::OidcArgs>,
 }
 
 struct Backends {
@@ -110,8 +115,10 @@ async fn backends(args: &DevArgs) -> anyhow::Result<Backends> {
 }
 
 pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
-    // The dev stack runs on the public development secret unless JWT_SECRET names another.
+    // The dev stack runs on the public development secret unless JWT_SECRET names another; with
+    // JWT_JWKS_FILE, an identity provider's tokens are accepted too.
     let auth = Arc::new(Authenticator::new(&args.auth.clone().or_dev_secret())?);
+    let oidc = args.oidc.settings()?;
     let sealer = CustomerSealer::from_spec(DEV_SEAL_KEYS)?;
     let b = backends(&args).await?;
     let web_dir = crate::web::dev_web_dir(args.web_dir.clone());
@@ -180,6 +187,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
             notify_url: format!("http://{notify_addr}"),
             web_dir,
             dev_auth: true,
+            oidc,
             ..gateway::Settings::default()
         },
         shutdown.clone(),

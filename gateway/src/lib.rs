@@ -50,6 +50,7 @@ mod web;
 
 use forward::{CatalogForwarder, EntitlementForwarder, OrderForwarder, StatusForwarder};
 use upstream::Upstreams;
+pub use web::{DEFAULT_OIDC_SCOPE, OidcArgs, OidcSettings};
 
 /// Largest HTTP request body the gateway's own routes accept (JSON bodies are small).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -77,6 +78,9 @@ pub struct Settings {
     pub dev_auth: bool,
     /// Lifetime of tokens issued by the dev login.
     pub dev_token_ttl: Duration,
+    /// The identity provider the web app signs in with (`/app-config.json`); the services verify
+    /// its tokens with the keys of `JWT_JWKS_FILE`.
+    pub oidc: Option<OidcSettings>,
     /// Origins whose scripts may call the REST API from a browser (CORS), e.g. the original SPA on
     /// another port; empty allows the gateway's own origin only.
     pub cors_origins: Vec<String>,
@@ -91,6 +95,7 @@ impl Default for Settings {
             web_dir: None,
             dev_auth: false,
             dev_token_ttl: Duration::from_secs(3600),
+            oidc: None,
             cors_origins: Vec::new(),
             server: ServerLimits::default(),
         }
@@ -176,10 +181,18 @@ fn http_routes(
     let rest = rest::Rest::new(upstreams, deps.auth.clone(), shutdown);
     let mut router = rest::router(rest).merge(rest::openapi::router(settings.dev_auth));
     if settings.dev_auth {
+        anyhow::ensure!(
+            deps.auth.can_issue(),
+            "DEV_AUTH needs JWT_SECRET: the dev login signs its tokens with it"
+        );
         router = router.merge(dev_token::router(deps.auth.clone(), settings.dev_token_ttl));
     }
     let mut router = router
-        .merge(web::router(settings.web_dir.as_deref(), settings.dev_auth))
+        .merge(web::router(
+            settings.web_dir.as_deref(),
+            settings.dev_auth,
+            settings.oidc.as_ref(),
+        ))
         // Layers run outside in from the last one: the request id first, so the trace and
         // every problem carry it.
         .layer(DefaultBodyLimit::disable())

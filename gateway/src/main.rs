@@ -59,6 +59,8 @@ struct Args {
     )]
     cors_origins: Vec<String>,
     #[command(flatten)]
+    oidc: gateway::OidcArgs,
+    #[command(flatten)]
     server: ServerArgs,
     #[command(flatten)]
     auth: AuthArgs,
@@ -72,8 +74,9 @@ async fn main() -> anyhow::Result<()> {
         std::process::exit(contoso_platform::server::probe_readiness(args.listen));
     }
 
-    // The secret first: a deployment that forgot it stops here.
+    // The keys first: a deployment that forgot them stops here.
     let auth = Authenticator::new(&args.auth)?;
+    let oidc = args.oidc.settings()?;
     // Readiness is draining only: an upstream that is down answers UNAVAILABLE through us, and
     // making the gateway unready with it would empty the whole front door during a blip.
     let deps = gateway::Deps {
@@ -86,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
         web_dir: args.web_dir,
         dev_auth: args.dev_auth,
         dev_token_ttl: Duration::from_secs(args.dev_token_ttl_secs),
+        oidc,
         cors_origins: args.cors_origins,
         server: args.server.limits(),
     };
@@ -108,6 +112,22 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         Args::command().debug_assert();
+    }
+
+    #[test]
+    fn the_identity_provider_flags_default_their_scope_and_go_together() {
+        let parse = |argv: &[&str]| Args::try_parse_from(argv).unwrap().oidc.settings();
+        assert_eq!(parse(&["gateway"]).unwrap(), None);
+        let with = parse(&[
+            "gateway",
+            "--oidc-authority=https://idp.example.test",
+            "--oidc-client-id=shop",
+        ])
+        .unwrap();
+        assert!(with.is_some());
+        let args = Args::try_parse_from(["gateway"]).unwrap();
+        assert_eq!(args.oidc.oidc_scope, gateway::DEFAULT_OIDC_SCOPE);
+        assert!(parse(&["gateway", "--oidc-client-id=shop"]).is_err());
     }
 
     #[test]

@@ -1,13 +1,15 @@
-//! The HTTP side through `http_router` and `oneshot`: the dev login and the SPA's static files.
+//! The HTTP side through `http_router` and `oneshot`: the dev login, the SPA's static files and
+//! `/app-config.json`.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
     body::{Body, to_bytes},
     http::{Method, Request, StatusCode, header},
 };
-use gateway::{Settings, http_router};
+use contoso_platform::auth::{AuthArgs, Authenticator};
+use gateway::{OidcSettings, Settings, http_router};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
@@ -309,5 +311,107 @@ async fn the_app_config_says_whether_the_dev_login_is_on() {
     assert_eq!(
         send(router, get("/app-config.json")).await.json(),
         json!({ "devAuth": false })
+    );
+}
+
+fn oidc(audience: Option<&str>) -> OidcSettings {
+    OidcSettings::new(
+        "https://login.example.test/realms/contoso/",
+        "contoso-shop",
+        "openid  profile",
+        audience,
+    )
+    .expect("a valid authority")
+}
+
+#[tokio::test]
+async fn the_app_config_names_the_identity_provider_when_one_is_configured() {
+    let settings = Settings {
+        dev_auth: true,
+        oidc: Some(oidc(Some("urn:contoso:orders"))),
+        ..Settings::default()
+    };
+    let router = http_router(&deps(), &settings, CancellationToken::new()).unwrap();
+    let answer = send(router, get("/app-config.json")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        answer.json(),
+        json!({
+            "devAuth": true,
+            "oidc": {
+                "authority": "https://login.example.test/realms/contoso",
+                "clientId": "contoso-shop",
+                "scope": "openid profile",
+                "audience": "urn:contoso:orders",
+            },
+        })
+    );
+
+    // Without an audience the app requests none; without the dev login it offers only the provider.
+    let settings = Settings {
+        oidc: Some(oidc(None)),
+        ..Settings::default()
+    };
+    let router = http_router(&deps(), &settings, CancellationToken::new()).unwrap();
+    let json = send(router, get("/app-config.json")).await.json();
+    assert_eq!(json["devAuth"], false);
+    assert!(json["oidc"].get("audience").is_none(), "{json}");
+}
+
+#[tokio::test]
+async fn with_an_identity_provider_the_app_page_may_call_its_origin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("index.html"), INDEX).expect("index");
+    let settings = Settings {
+        web_dir: Some(dir.path().to_owned()),
+        oidc: Some(oidc(None)),
+        ..Settings::default()
+    };
+    let router = http_router(&deps(), &settings, CancellationToken::new()).unwrap();
+    let page = router
+        .oneshot(get("/auth/callback?code=x&state=y"))
+        .await
+        .expect("infallible");
+    assert_eq!(
+        page.status(),
+        StatusCode::OK,
+        "the callback is an app route"
+    );
+    let csp = page.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    assert!(
+        csp.contains("connect-src 'self' https://login.example.test"),
+        "{csp}"
+    );
+}
+
+#[tokio::test]
+async fn the_dev_login_needs_the_shared_secret() {
+    let jwks = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(
+        jwks.path(),
+        r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k","x":"PDDe8uloh4p93qdRpNvaR_QN8L6hQOiSAIZ6cyQbzrc","y":"sNGWqf2RzugVhTU8SuBa-reTAE3cuMmB7KjR7534MHI"}]}"#,
+    )
+    .expect("write");
+    let auth = Authenticator::new(&AuthArgs {
+        secret: None,
+        jwks_file: Some(jwks.path().to_owned()),
+        ..AuthArgs::dev()
+    })
+    .expect("a JWKS file alone verifies");
+    let deps = gateway::Deps {
+        auth: Arc::new(auth),
+        ..deps()
+    };
+    let settings = Settings {
+        dev_auth: true,
+        ..Settings::default()
+    };
+    let err = http_router(&deps, &settings, CancellationToken::new()).expect_err("refused");
+    assert_eq!(
+        err.to_string(),
+        "DEV_AUTH needs JWT_SECRET: the dev login signs its tokens with it"
     );
 }
