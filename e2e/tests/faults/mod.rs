@@ -40,7 +40,7 @@ fn orders() -> usize {
 /// What one run measured.
 #[derive(Debug)]
 struct Figures {
-    fault: &'static str,
+    fault: String,
     sent: usize,
     accepted: usize,
     recorded: i64,
@@ -87,7 +87,7 @@ impl Figures {
 }
 
 /// Runs the burst, calls `fault` once a third of the orders are accepted, and checks everything.
-fn run(fault_name: &'static str, fault: impl FnOnce(&mut FaultWorld)) -> Figures {
+fn run(fault_name: &str, fault: impl FnOnce(&mut FaultWorld)) -> Figures {
     let mut world = FaultWorld::start();
     let sent = orders();
     let tokens: HashMap<&str, String> = USERS.iter().map(|u| (*u, world.token(u))).collect();
@@ -207,7 +207,7 @@ fn run(fault_name: &'static str, fault: impl FnOnce(&mut FaultWorld)) -> Figures
     let dead_lettered = dead_letters(&world);
 
     let figures = Figures {
-        fault: fault_name,
+        fault: fault_name.to_owned(),
         sent,
         accepted: accepted.len(),
         recorded,
@@ -307,4 +307,23 @@ fn accept_svc_killed_with_requests_in_flight() {
             world.accept[0].restart(&logs);
         },
     );
+}
+
+#[test]
+fn postgres_unreachable_for_a_while_mid_burst() {
+    // 20 s here (longer than a message's MAX_DELIVER attempts took before outages stopped
+    // counting); `FAULT_SUITE_OUTAGE_SECS=360` for the full suite's six minutes.
+    let outage = Duration::from_secs(
+        std::env::var("FAULT_SUITE_OUTAGE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(20),
+    );
+    let name = format!("Postgres unreachable mid-burst ({} s)", outage.as_secs());
+    run(&name, |world| {
+        world.postgres.cut();
+        // The fault's length, not a wait for anything.
+        std::thread::sleep(outage);
+        world.postgres.restore();
+    });
 }

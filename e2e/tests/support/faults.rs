@@ -1,15 +1,20 @@
 //! The world of the fault suite: the real binaries (two accept-svc, two process-svc, one
 //! notify-svc) on a private nats-server and a private redis-server, which a test may restart, kill
-//! or flush, and a fresh Postgres database. Every service can be killed (SIGKILL) and started
-//! again on its address.
+//! or flush, and a fresh Postgres database that the services reach through a proxy a test can cut.
+//! Every service can be killed (SIGKILL) and started again on its address.
 
-use std::{net::SocketAddr, path::PathBuf, process::Command};
+use std::{
+    net::{SocketAddr, ToSocketAddrs},
+    path::PathBuf,
+    process::Command,
+};
 
 use contoso_testkit::{NatsServer, RedisServer, TestDatabase, free_port, unique_name};
 use tempfile::TempDir;
 
 use super::{
     process::{Service, binary, run_to_completion},
+    proxy::CuttableProxy,
     system::{SEAL_KEYS, auth_env, count_in, issue_token},
 };
 
@@ -46,6 +51,8 @@ pub(crate) struct FaultWorld {
     pub(crate) process: Vec<Restartable>,
     pub(crate) notify: Restartable,
     pub(crate) nats: NatsServer,
+    /// Between the services and Postgres.
+    pub(crate) postgres: CuttableProxy,
     /// Private, so a Redis fault harms no other test.
     _redis: RedisServer,
     database: TestDatabase,
@@ -71,9 +78,10 @@ impl FaultWorld {
                 .env_clear()
                 .env("RUST_LOG", "warn"),
         );
+        let (postgres, services_url) = through_proxy(database.url());
         let mut env: Vec<(&'static str, String)> = vec![
             ("SEAL_KEYS", SEAL_KEYS.to_owned()),
-            ("DATABASE_URL", database.url().to_owned()),
+            ("DATABASE_URL", services_url),
             ("NATS_URL", nats.url()),
             ("REDIS_URL", redis.url()),
             ("HEARTBEAT_INTERVAL_SECS", "1".to_owned()),
@@ -105,6 +113,7 @@ impl FaultWorld {
             process,
             notify,
             nats,
+            postgres,
             _redis: redis,
             database,
             jwt_secret,
@@ -121,4 +130,22 @@ impl FaultWorld {
     pub(crate) fn count(&self, sql: &str) -> i64 {
         count_in(&self.runtime, self.database.url(), sql, &[])
     }
+}
+
+/// A proxy in front of the server of `url` (`postgres://user@host:port/db`), and the same URL
+/// pointing at the proxy.
+fn through_proxy(url: &str) -> (CuttableProxy, String) {
+    let after_at = url.find('@').map_or(0, |at| at + 1);
+    let end = url[after_at..]
+        .find('/')
+        .map_or(url.len(), |slash| after_at + slash);
+    let host_port = &url[after_at..end];
+    let upstream = host_port
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .unwrap_or_else(|| panic!("the database address {host_port:?} does not resolve"));
+    let proxy = CuttableProxy::start(upstream);
+    let proxied = format!("{}{}{}", &url[..after_at], proxy.addr, &url[end..]);
+    (proxy, proxied)
 }

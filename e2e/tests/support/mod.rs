@@ -5,6 +5,7 @@ pub(crate) mod faults;
 pub(crate) mod http;
 pub(crate) mod load;
 pub(crate) mod process;
+pub(crate) mod proxy;
 pub(crate) mod rest;
 pub(crate) mod rpc;
 pub(crate) mod system;
