@@ -77,6 +77,9 @@ pub struct OidcArgs {
     /// provider then picks the audience, e.g. from a scope such as `api://…/.default`).
     #[arg(long = "oidc-audience", env = "OIDC_AUDIENCE")]
     pub oidc_audience: Option<String>,
+    /// The provider's name on the login button ("Sign in with …"); default the authority's host.
+    #[arg(long = "oidc-provider-name", env = "OIDC_PROVIDER_NAME")]
+    pub oidc_provider_name: Option<String>,
 }
 
 impl OidcArgs {
@@ -97,7 +100,7 @@ impl OidcArgs {
                 &self.oidc_scope,
                 non_empty(&self.oidc_audience),
             )
-            .map(Some),
+            .map(|settings| Some(settings.named(non_empty(&self.oidc_provider_name)))),
             _ => anyhow::bail!(
                 "OIDC_AUTHORITY and OIDC_CLIENT_ID go together: set both (sign-in with an identity provider) or neither"
             ),
@@ -114,6 +117,8 @@ pub struct OidcSettings {
     scope: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     audience: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
     /// `scheme://host[:port]` of the authority, which the page's CSP lets the app call.
     #[serde(skip)]
     origin: String,
@@ -153,8 +158,16 @@ impl OidcSettings {
             client_id: client_id.to_owned(),
             scope,
             audience: audience.map(str::to_owned),
+            name: None,
             origin: format!("{scheme}://{host}"),
         })
+    }
+
+    /// These settings, with the provider's name for the login button.
+    #[must_use]
+    pub fn named(mut self, name: Option<&str>) -> Self {
+        self.name = name.map(str::to_owned);
+        self
     }
 }
 
@@ -351,6 +364,7 @@ mod tests {
             oidc_client_id: client.map(str::to_owned),
             oidc_scope: DEFAULT_OIDC_SCOPE.to_owned(),
             oidc_audience: None,
+            oidc_provider_name: None,
         };
         assert_eq!(args(None, None).settings().unwrap(), None);
         assert_eq!(args(Some(" "), Some("")).settings().unwrap(), None);

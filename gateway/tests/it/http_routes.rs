@@ -328,7 +328,7 @@ fn oidc(audience: Option<&str>) -> OidcSettings {
 async fn the_app_config_names_the_identity_provider_when_one_is_configured() {
     let settings = Settings {
         dev_auth: true,
-        oidc: Some(oidc(Some("urn:contoso:orders"))),
+        oidc: Some(oidc(Some("urn:contoso:orders")).named(Some("Contoso ID"))),
         ..Settings::default()
     };
     let router = http_router(&deps(), &settings, CancellationToken::new()).unwrap();
@@ -343,6 +343,7 @@ async fn the_app_config_names_the_identity_provider_when_one_is_configured() {
                 "clientId": "contoso-shop",
                 "scope": "openid profile",
                 "audience": "urn:contoso:orders",
+                "name": "Contoso ID",
             },
         })
     );
@@ -356,6 +357,7 @@ async fn the_app_config_names_the_identity_provider_when_one_is_configured() {
     let json = send(router, get("/app-config.json")).await.json();
     assert_eq!(json["devAuth"], false);
     assert!(json["oidc"].get("audience").is_none(), "{json}");
+    assert!(json["oidc"].get("name").is_none(), "{json}");
 }
 
 #[tokio::test]

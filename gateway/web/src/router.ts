@@ -3,6 +3,7 @@ import { Store } from "./lib/store";
 
 export type Route =
   | { name: "login" }
+  | { name: "callback" }
   | { name: "products" }
   | { name: "product"; id: string }
   | { name: "cart" }
@@ -19,6 +20,7 @@ export function parseRoute(pathname: string): Route {
   const path = pathname.replace(/\/+$/, "") || "/";
   if (path === "/" || path === "/products") return { name: "products" };
   if (path === "/login") return { name: "login" };
+  if (path === "/auth/callback") return { name: "callback" };
   if (path === "/cart") return { name: "cart" };
   if (path === "/orders") return { name: "orders" };
   let m = /^\/products\/([^/]+)$/.exec(path);
@@ -26,6 +28,13 @@ export function parseRoute(pathname: string): Route {
   m = /^\/orders\/(\d{1,19})$/.exec(path);
   if (m) return { name: "order", id: m[1] };
   return { name: "notFound" };
+}
+
+/** A same-site path to return to after signing in (never another origin, never a sign-in page). */
+export function safeNext(raw: string | null | undefined): string {
+  if (!raw || !raw.startsWith("/") || raw.startsWith("//") || raw.startsWith("/\\")) return "/products";
+  if (raw.startsWith("/login") || raw.startsWith("/auth/")) return "/products";
+  return raw;
 }
 
 function safeDecode(s: string): string {

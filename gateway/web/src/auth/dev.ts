@@ -44,6 +44,6 @@ export const devAuth: AuthProvider = {
     const expiresAt = body.expiresAtUtc
       ? Date.parse(body.expiresAtUtc)
       : Date.now() + (body.expiresIn ?? 3600) * 1000;
-    return { accessToken, userId: body.userId ?? name, expiresAt };
+    return { accessToken, userId: body.userId ?? name, expiresAt, provider: "dev" };
   },
 };

@@ -1,15 +1,15 @@
 /**
- * How a user signs in. The app asks the provider for a session and keeps it in `session.ts`; it
- * never cares where the token came from. Today there is the dev login (`dev.ts`, the gateway's
- * `POST /dev/token`); an OIDC provider (authorization code + PKCE against the identity provider
- * named in /app-config.json) would implement the same interface and the login page would show its
- * "Sign in with …" button instead of the user-name form.
+ * How a user signs in. The app asks a provider for a session and keeps it in `session.ts`; it
+ * never cares where the token came from. Two providers, both offered by /app-config.json:
+ * - the dev login (`dev.ts`): the gateway's `POST /dev/token` signs a token for the typed name;
+ * - an identity provider (`oidc.ts`): a redirect to the provider (authorization code + PKCE), back
+ *   on `/auth/callback`, where the code is exchanged for the provider's access token.
  */
 import type { Session } from "./session";
 
+/** A provider that signs in on the spot, with a user name (the dev login). */
 export interface AuthProvider {
-  readonly kind: "dev" | "oidc";
-  /** Signs in as `userId` (dev) — an OIDC provider would redirect instead and resolve on return. */
+  readonly kind: "dev";
   signIn(userId: string): Promise<Session>;
 }
 

@@ -1,16 +1,23 @@
 /**
  * The signed-in session: the access token and who it is for, kept for this tab only
- * (sessionStorage). However the token was obtained (dev login today, OIDC later), the rest of the
- * app only reads it here.
+ * (sessionStorage). However the token was obtained (the dev login or an identity provider), the
+ * rest of the app only reads it here.
  */
 import { Store } from "../lib/store";
 import { readJson, remove, session as tabStorage, writeJson } from "../lib/storage";
 
 export interface Session {
   accessToken: string;
+  /** Who the services see: the token's `sub`. */
   userId: string;
   /** When the token expires, ms since the epoch. */
   expiresAt: number;
+  /** How the user signed in (absent: the dev login, as sessions of earlier builds). */
+  provider?: "dev" | "oidc";
+  /** What to call the user when it is not their id (an identity provider's user name). */
+  name?: string;
+  /** The identity provider's logout page for this session (RP-initiated logout), if it has one. */
+  signOutUrl?: string;
 }
 
 const KEY = "contoso.session.v1";
@@ -53,6 +60,16 @@ export function signOut(notice: string | null = null): void {
   authNotice.set(notice);
   armExpiry(null);
   sessionState.set(null);
+}
+
+/**
+ * The user's "Sign out": forgets the session in this tab, then, for an identity provider that
+ * offers it, ends the provider's session too (RP-initiated logout; it returns to /login).
+ */
+export function signOutEverywhere(go: (url: string) => void = (url) => window.location.assign(url)): void {
+  const url = sessionState.get()?.signOutUrl;
+  signOut();
+  if (url) go(url);
 }
 
 /** The token was refused or ran out: back to login, saying why. */

@@ -3,6 +3,7 @@ import { userContext } from "../app";
 import type { AppConfig } from "../config";
 import { useStore } from "../lib/store";
 import { location, navigate, parseRoute } from "../router";
+import { AuthCallbackPage } from "./AuthCallbackPage";
 import { CartPage } from "./CartPage";
 import { CatalogPage } from "./CatalogPage";
 import { LoginPage } from "./LoginPage";
@@ -18,7 +19,7 @@ export function App({ config }: { config: AppConfig }) {
   const loc = useStore(location);
   const ctx = useStore(userContext);
   const route = parseRoute(loc.pathname);
-  const needsLogin = !ctx && route.name !== "login";
+  const needsLogin = !ctx && route.name !== "login" && route.name !== "callback";
 
   // Signed out (or the session expired): to login, remembering where the user was.
   useEffect(() => {
@@ -47,11 +48,12 @@ export function App({ config }: { config: AppConfig }) {
       first.current = false;
       return;
     }
-    if (route.name !== "login") document.getElementById("main")?.focus({ preventScroll: true });
+    if (route.name !== "login" && route.name !== "callback") document.getElementById("main")?.focus({ preventScroll: true });
   }, [loc.pathname]);
 
   let page;
   if (route.name === "login") page = ctx ? <Spinner /> : <LoginPage config={config} />;
+  else if (route.name === "callback") page = <AuthCallbackPage config={config} />;
   else if (!ctx) page = <Spinner />;
   else if (route.name === "products") page = <CatalogPage ctx={ctx} />;
   else if (route.name === "product") page = <ProductPage key={route.id} id={route.id} ctx={ctx} />;

@@ -1,19 +1,46 @@
 import { useState } from "preact/hooks";
 import { devAuth } from "../auth/dev";
+import { oidcAuth } from "../auth/oidc";
 import { SignInError } from "../auth/provider";
 import { authNotice, startSession } from "../auth/session";
 import { forgetUser, rememberUser, rememberedUsers } from "../auth/users";
-import type { AppConfig } from "../config";
+import type { AppConfig, OidcConfig } from "../config";
 import { useStore } from "../lib/store";
-import { location, navigate, searchParams } from "../router";
+import { location, navigate, safeNext, searchParams } from "../router";
 import { usePageTitle } from "./components";
 
 const SUGGESTED = ["alice", "bob", "carol"];
 
-/** A same-site path to return to after signing in (never another origin, never /login again). */
-function safeNext(raw: string | null): string {
-  if (!raw || !raw.startsWith("/") || raw.startsWith("//") || raw.startsWith("/login")) return "/products";
-  return raw;
+/** "Sign in with <provider>": off to the identity provider, back on /auth/callback. */
+function ProviderSignIn({ oidc, next }: { oidc: OidcConfig; next: string }) {
+  const auth = oidcAuth(oidc);
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+
+  async function go() {
+    if (busy) return;
+    setBusy(true);
+    setError(null);
+    try {
+      window.location.assign(await auth.beginSignIn(next));
+    } catch (err) {
+      setError(err instanceof SignInError ? err.message : `Signing in with ${auth.label} failed. Please try again.`);
+      setBusy(false);
+    }
+  }
+
+  return (
+    <div class="provider-signin">
+      <button type="button" class="btn btn-primary btn-block" disabled={busy} onClick={() => void go()} data-testid="oidc-signin">
+        {busy ? `Taking you to ${auth.label}…` : `Sign in with ${auth.label}`}
+      </button>
+      {error && (
+        <p class="field-error" role="alert">
+          {error}
+        </p>
+      )}
+    </div>
+  );
 }
 
 export function LoginPage({ config }: { config: AppConfig }) {
@@ -33,7 +60,7 @@ export function LoginPage({ config }: { config: AppConfig }) {
       const session = await devAuth.signIn(userId);
       rememberUser(session.userId);
       startSession(session);
-      navigate(safeNext(searchParams(loc).get("next")), { replace: true });
+      navigate(next, { replace: true });
     } catch (err) {
       setError(err instanceof SignInError ? err : new SignInError("Sign-in failed. Please try again."));
     } finally {
@@ -42,6 +69,7 @@ export function LoginPage({ config }: { config: AppConfig }) {
   }
 
   const quick = [...users, ...SUGGESTED.filter((u) => !users.includes(u))].slice(0, 6);
+  const next = safeNext(searchParams(loc).get("next"));
 
   return (
     <section class="login">
@@ -56,11 +84,18 @@ export function LoginPage({ config }: { config: AppConfig }) {
             {notice}
           </div>
         )}
+        {config.oidc && <ProviderSignIn oidc={config.oidc} next={next} />}
+        {config.oidc && config.devAuth && (
+          <p class="divider" role="separator">
+            <span>or, in dev mode</span>
+          </p>
+        )}
         {!config.devAuth ? (
-          <div class="notice" role="status">
-            Sign-in with your organisation is not available in this build yet. Ask an administrator to switch dev
-            login on.
-          </div>
+          !config.oidc && (
+            <div class="notice" role="status">
+              No way to sign in is configured on this server. Ask an administrator to set up the identity provider.
+            </div>
+          )
         ) : (
           <>
             <form
@@ -77,7 +112,7 @@ export function LoginPage({ config }: { config: AppConfig }) {
                   id="login-user"
                   name="userId"
                   autoComplete="username"
-                  autoFocus
+                  autoFocus={!config.oidc}
                   required
                   maxLength={128}
                   value={name}

@@ -1,6 +1,6 @@
 import type { ComponentChildren } from "preact";
 import type { UserContext } from "../app";
-import { signOut } from "../auth/session";
+import { sessionState, signOutEverywhere } from "../auth/session";
 import { cartTotals } from "../cart/cart";
 import { formatMoney } from "../lib/money";
 import { useStore } from "../lib/store";
@@ -112,6 +112,8 @@ function Toasts() {
 
 export function Shell({ ctx, children }: { ctx: UserContext | null; children: ComponentChildren }) {
   const loc = useStore(location);
+  const session = useStore(sessionState);
+  const shownName = session?.name ?? ctx?.userId ?? "";
   const section = loc.pathname.startsWith("/orders") ? "orders" : loc.pathname.startsWith("/cart") ? "cart" : "products";
   return (
     <>
@@ -142,13 +144,13 @@ export function Shell({ ctx, children }: { ctx: UserContext | null; children: Co
               <ConnectionIndicator ctx={ctx} />
               <CartButton ctx={ctx} />
               <div class="user">
-                <span class="user-name" data-testid="user-name" title={`Signed in as ${ctx.userId}`}>
+                <span class="user-name" data-testid="user-name" title={`Signed in as ${shownName}`}>
                   <span class="avatar" aria-hidden="true">
-                    {ctx.userId.slice(0, 1).toUpperCase()}
+                    {shownName.slice(0, 1).toUpperCase()}
                   </span>
-                  <span class="user-label">{ctx.userId}</span>
+                  <span class="user-label">{shownName}</span>
                 </span>
-                <button type="button" class="btn btn-ghost btn-small" onClick={() => signOut()}>
+                <button type="button" class="btn btn-ghost btn-small" onClick={() => signOutEverywhere()}>
                   Sign out
                 </button>
               </div>
