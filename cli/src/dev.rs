@@ -13,7 +13,7 @@ use contoso_platform::{
     shutdown,
 };
 use contoso_state::{MemoryState, RedisState, WorkflowState};
-use contoso_store::{MemoryStore, PgStore, Store};
+use contoso_store::{ManualClock, MemoryStore, PgStore, Store};
 use tokio::task::JoinSet;
 
 /// Lifetime of workflow keys in dev (as in production).
@@ -50,6 +50,10 @@ pub(crate) struct DevArgs {
     /// the dev secret (`JWT_ISSUER` then names that provider).
     #[command(flatten)]
     auth: AuthArgs,
+    /// Seed a few demo customers (ada, grace, linus) with completed orders, their entitlements
+    /// and assigned seats; nothing when they are already there.
+    #[arg(long)]
+    demo_data: bool,
     /// Sign-in with an identity provider in the web app, beside the dev login.
     #[command(flatten)]
     oidc: Box<gateway::OidcArgs>,
@@ -62,6 +66,11 @@ struct Backends {
     bus: Arc<dyn Bus>,
 }
 
+/// The clock the demo data's past orders are recorded by.
+fn demo_clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(chrono::Utc::now() - crate::demo::PAST))
+}
+
 async fn backends(args: &DevArgs) -> anyhow::Result<Backends> {
     let store: Arc<dyn Store> = match &args.database_url {
         Some(url) => {
@@ -69,13 +78,23 @@ async fn backends(args: &DevArgs) -> anyhow::Result<Backends> {
                 .await
                 .context("migrating Postgres")?;
             tracing::info!(?report, "postgres migrated");
-            Arc::new(
-                PgStore::connect(url, 10)
-                    .await
-                    .context("connecting to Postgres")?,
-            )
+            let store = PgStore::connect(url, 10)
+                .await
+                .context("connecting to Postgres")?;
+            if args.demo_data {
+                let past = store.clone().with_clock(demo_clock());
+                crate::demo::seed(&store, &past).await?;
+            }
+            Arc::new(store)
         }
-        None => Arc::new(MemoryStore::new()?),
+        None => {
+            let store = MemoryStore::new()?;
+            if args.demo_data {
+                let past = store.clone().with_clock(demo_clock());
+                crate::demo::seed(&store, &past).await?;
+            }
+            Arc::new(store)
+        }
     };
     let (state, backplane): (Arc<dyn WorkflowState>, Arc<dyn Backplane>) = match &args.redis_url {
         Some(url) => (
@@ -196,7 +215,9 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!(
         "  gateway    http://{gateway_addr}  (grpc-web, REST /api, docs /docs, POST /dev/token)"
     );
-    println!("  accept-svc http://{accept_addr}  (gRPC: CatalogService, OrderService)");
+    println!(
+        "  accept-svc http://{accept_addr}  (gRPC: CatalogService, OrderService, EntitlementService)"
+    );
     println!("  notify-svc http://{notify_addr}  (gRPC: OrderStatusService)");
 
     // The first service to stop (an error, or shutdown) stops the others.

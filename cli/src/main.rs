@@ -11,6 +11,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod demo;
 mod dev;
 mod dlq;
 mod web;
