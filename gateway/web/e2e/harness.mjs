@@ -1,11 +1,15 @@
-// Starts the real backend for the browser tests: `contoso dev` (in-memory accept/process/notify) and
-// a standalone gateway in front of it serving gateway/web/dist, which a test can kill and restart.
+// Starts the real backend for the browser tests: an OpenID Provider (./idp.mjs), `contoso dev`
+// (in-memory accept/process/notify) and a standalone gateway in front of it serving
+// gateway/web/dist, which a test can kill and restart. The services accept both the dev login's
+// tokens (JWT_SECRET) and the provider's (JWT_JWKS_FILE, JWT_ISSUER = the provider); the gateway
+// offers both sign-ins.
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
-import { homedir } from "node:os";
+import { homedir, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { CLIENT_ID, PROVIDER_NAME, RESOURCE, startIdentityProvider } from "./idp.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const WEB_DIR = resolve(here, "..");
@@ -107,7 +111,29 @@ export async function startBackend() {
   if (!existsSync(join(DIST_DIR, "index.html"))) {
     throw new Error(`${DIST_DIR}/index.html is missing: run \`npm run build\` first`);
   }
-  const [devGateway, accept, notify, gatewayPort] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+  const [devGateway, accept, notify, gatewayPort, idpPort] = await Promise.all([
+    freePort(),
+    freePort(),
+    freePort(),
+    freePort(),
+    freePort(),
+  ]);
+  const url = `http://127.0.0.1:${gatewayPort}`;
+  const dir = mkdtempSync(join(tmpdir(), "contoso-web-e2e-"));
+  const idp = await startIdentityProvider({ port: idpPort, appOrigin: url, dir });
+  try {
+    return await startServices({ url, dir, idp, devGateway, accept, notify, gatewayPort });
+  } catch (err) {
+    killAll();
+    await idp.close();
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+async function startServices({ url, dir, idp, devGateway, accept, notify, gatewayPort }) {
+  // Both kinds of token everywhere: the provider's (by its keys and issuer) and the dev secret's.
+  const tokens = { JWT_JWKS_FILE: idp.jwksFile, JWT_ISSUER: idp.issuer };
   const dev = start(
     "contoso dev",
     join(BIN_DIR, "contoso"),
@@ -120,7 +146,7 @@ export async function startBackend() {
       "--notify-addr",
       `127.0.0.1:${notify}`,
     ],
-    { RUST_LOG: "warn" },
+    { RUST_LOG: "warn", ...tokens },
   );
   await ready(`http://127.0.0.1:${accept}/readyz`, dev, "accept-svc");
   await ready(`http://127.0.0.1:${notify}/readyz`, dev, "notify-svc");
@@ -133,9 +159,13 @@ export async function startBackend() {
     DEV_AUTH: "true",
     WEB_DIR: DIST_DIR,
     JWT_SECRET: DEV_JWT_SECRET,
+    ...tokens,
+    OIDC_AUTHORITY: idp.issuer,
+    OIDC_CLIENT_ID: CLIENT_ID,
+    OIDC_AUDIENCE: RESOURCE,
+    OIDC_PROVIDER_NAME: PROVIDER_NAME,
     RUST_LOG: "warn",
   };
-  const url = `http://127.0.0.1:${gatewayPort}`;
   async function startGateway() {
     // The port was just freed by the killed gateway; retry if it is not bindable yet.
     gateway = start("gateway", join(BIN_DIR, "gateway"), [], gatewayEnv);
@@ -145,6 +175,7 @@ export async function startBackend() {
 
   return {
     url,
+    idp,
     async killGateway() {
       await stop(gateway);
     },
@@ -153,6 +184,8 @@ export async function startBackend() {
       await stop(gateway, "SIGTERM");
       await stop(dev, "SIGTERM");
       killAll();
+      await idp.close();
+      rmSync(dir, { recursive: true, force: true });
     },
     logs: () => `--- contoso dev ---\n${dev.logs()}\n--- gateway ---\n${gateway?.logs() ?? ""}`,
   };

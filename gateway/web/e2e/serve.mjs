@@ -3,4 +3,5 @@ import { startBackend } from "./harness.mjs";
 
 const backend = await startBackend();
 console.log(`Contoso Shop: ${backend.url}`);
+console.log(`Identity provider: ${backend.idp.issuer} (any account id signs in)`);
 await new Promise(() => undefined);

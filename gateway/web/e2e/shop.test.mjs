@@ -1,5 +1,6 @@
 // Browser end-to-end tests: Debian's Chromium (playwright-core) against the real backend, started
-// here: `contoso dev` with in-memory backends and a standalone gateway serving dist/.
+// here: `contoso dev` with in-memory backends, a standalone gateway serving dist/, and an OpenID
+// Provider. Every scenario signs in with the dev login but one, which signs in with the provider.
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
@@ -17,7 +18,12 @@ let browser;
 before(async () => {
   mkdirSync(SHOTS, { recursive: true });
   backend = await startBackend();
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ["--disable-dev-shm-usage"] });
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    // Only this machine: a page that tried to load anything from elsewhere fails instead.
+    args: ["--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"],
+  });
 });
 
 after(async () => {
@@ -27,7 +33,7 @@ after(async () => {
 
 // Each run starts an empty in-memory backend; each test has a user of its own, so orders of one
 // test never count in another.
-const NAMES = { shopper: "alice", tabs: "bob", reload: "carol", midsubmit: "dave", restart: "erin", double: "frank", delete: "grace", expired: "heidi" };
+const NAMES = { shopper: "alice", tabs: "bob", reload: "carol", midsubmit: "dave", restart: "erin", double: "frank", delete: "grace", expired: "heidi", idp: "ada.lovelace" };
 const newUser = (what) => NAMES[what] ?? `${what}-${process.pid}`;
 
 async function newPage(context) {
@@ -97,6 +103,7 @@ describe("Contoso Shop in a browser", { concurrency: false }, () => {
     await page.goto(`${backend.url}/`);
     await page.waitForURL(/\/login/);
     await page.getByLabel("User name").waitFor();
+    await page.getByRole("button", { name: "Sign in with Contoso ID" }).waitFor();
     await shot(page, "login");
     await login(page, newUser("shopper"));
 
@@ -324,6 +331,54 @@ describe("Contoso Shop in a browser", { concurrency: false }, () => {
     // Signing in again returns to the page the user was on.
     await page.getByRole("button", { name: user, exact: true }).click();
     await page.waitForURL(/\/orders$/);
+    await page.context().close();
+  });
+
+  test("sign in with the identity provider, check out to Completed, sign out of both", async () => {
+    const page = await newPage();
+    const user = newUser("idp");
+    const idp = backend.idp.issuer;
+    await page.goto(`${backend.url}/orders`);
+    await page.waitForURL(/\/login\?next=%2Forders/);
+    await page.getByRole("button", { name: "Sign in with Contoso ID" }).click();
+
+    // The provider's own pages: its sign-in form, then its consent.
+    await page.waitForURL((u) => u.href.startsWith(`${idp}/interaction/`));
+    await page.getByLabel("Account").fill(user);
+    await shot(page, "idp-sign-in");
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("button", { name: "Allow" }).click();
+
+    // Back on the page asked for, signed in as that account with the provider's token.
+    await page.waitForURL(`${backend.url}/orders`);
+    await page.getByTestId("user-name").filter({ hasText: user }).waitFor();
+    const token = await page.evaluate(() => JSON.parse(sessionStorage.getItem("contoso.session.v1")).accessToken);
+    const [header, claims] = token.split(".").slice(0, 2).map((p) => JSON.parse(Buffer.from(p, "base64url")));
+    assert.equal(header.alg, "RS256");
+    assert.equal(claims.iss, idp);
+    assert.equal(claims.sub, user);
+    assert.deepEqual([claims.aud].flat(), ["contoso-orders"]);
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("contoso.oidc.pending.v1")), null);
+
+    // accept-svc and notify-svc take it: an order goes all the way, live.
+    await addToCart(page, "SC-900");
+    const orderId = await placeOrder(page);
+    await waitStatus(page, "completed");
+    await page.locator("[data-testid=active-order][data-status=completed]").waitFor();
+    const rows = await orderRows(page);
+    assert.deepEqual(await rows.evaluateAll((rs) => rs.map((r) => r.dataset.orderId)), [orderId]);
+
+    // Signing out ends the provider's session too, and comes back to the shop's login.
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await page.waitForURL((u) => u.href.startsWith(`${idp}/session/end`));
+    await page.getByRole("button", { name: "Yes, sign me out" }).click();
+    await page.waitForURL(`${backend.url}/login`);
+    await page.getByRole("button", { name: "Sign in with Contoso ID" }).waitFor();
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("contoso.session.v1")), null);
+    // The provider asks who it is again: its session is over.
+    await page.getByRole("button", { name: "Sign in with Contoso ID" }).click();
+    await page.waitForURL((u) => u.href.startsWith(`${idp}/interaction/`));
+    await page.getByLabel("Account").waitFor();
     await page.context().close();
   });
 });
