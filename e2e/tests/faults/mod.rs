@@ -2,9 +2,9 @@
 //! retried by its client), a fault injected mid-burst, then the guarantees checked: every order
 //! that got a success answer is recorded exactly once and COMPLETED and was announced on its
 //! user's stream; nothing else was recorded (no order a client gave up on exists); no status ever
-//! moved backwards on a stream; nothing was dead-lettered. Each test prints its figures and writes
-//! them to `target/fault-suite/<fault>.json`, which `scripts/fault-suite` turns into
-//! docs/reliability.md.
+//! moved backwards on a stream; the dead letters hold exactly what the fault sent there. Each
+//! test prints its figures and writes them to `target/fault-suite/<fault>.json`, which
+//! `scripts/fault-suite` turns into docs/reliability.md.
 
 use std::{
     collections::HashMap,
@@ -16,6 +16,10 @@ use std::{
 };
 
 use tonic::transport::Channel;
+
+use bytes::Bytes;
+use contoso_bus::{Bus, ConsumerSpec, Envelope, NatsBus, NatsSettings, Topic};
+use futures::StreamExt as _;
 
 use crate::support::{
     faults::FaultWorld,
@@ -87,7 +91,8 @@ impl Figures {
 }
 
 /// Runs the burst, calls `fault` once a third of the orders are accepted, and checks everything.
-fn run(fault_name: &str, fault: impl FnOnce(&mut FaultWorld)) -> Figures {
+/// `dead_letters`: how many messages the fault itself should end in the dead letters.
+fn run(fault_name: &str, dead_letters: usize, fault: impl FnOnce(&mut FaultWorld)) -> Figures {
     let mut world = FaultWorld::start();
     let sent = orders();
     let tokens: HashMap<&str, String> = USERS.iter().map(|u| (*u, world.token(u))).collect();
@@ -204,7 +209,7 @@ fn run(fault_name: &str, fault: impl FnOnce(&mut FaultWorld)) -> Figures {
         watch.abort();
     }
     let stale: usize = seen.values().map(|s| moved_backwards(s).len()).sum();
-    let dead_lettered = dead_letters(&world);
+    let dead_lettered = count_dead_letters(&world);
 
     let figures = Figures {
         fault: fault_name.to_owned(),
@@ -237,14 +242,14 @@ fn run(fault_name: &str, fault: impl FnOnce(&mut FaultWorld)) -> Figures {
         "{fault_name}: a status moved backwards on a stream"
     );
     assert_eq!(
-        dead_lettered, 0,
-        "{fault_name}: messages were dead-lettered"
+        dead_lettered, dead_letters,
+        "{fault_name}: the dead letters hold other than what the fault sent there"
     );
     figures
 }
 
 /// The number of dead letters, as `contoso dlq list` prints them.
-fn dead_letters(world: &FaultWorld) -> usize {
+fn count_dead_letters(world: &FaultWorld) -> usize {
     let output = std::process::Command::new(binary("contoso"))
         .args(["dlq", "list", "--nats-url", &world.nats.url()])
         .env_clear()
@@ -267,6 +272,7 @@ fn dead_letters(world: &FaultWorld) -> usize {
 fn process_svc_killed_twice_mid_burst() {
     run(
         "process-svc killed (SIGKILL) twice and restarted",
+        0,
         |world| {
             let logs = world.logs.path().to_owned();
             world.process[0].kill();
@@ -279,7 +285,7 @@ fn process_svc_killed_twice_mid_burst() {
 
 #[test]
 fn nats_server_restarted_mid_burst() {
-    run("nats-server restarted, store kept", |world| {
+    run("nats-server restarted, store kept", 0, |world| {
         world.nats.stop();
         world.nats.restart();
     });
@@ -289,6 +295,7 @@ fn nats_server_restarted_mid_burst() {
 fn notify_svc_killed_while_streams_are_open() {
     run(
         "notify-svc killed while streams are open, restarted",
+        0,
         |world| {
             let logs = world.logs.path().to_owned();
             world.notify.kill();
@@ -301,6 +308,7 @@ fn notify_svc_killed_while_streams_are_open() {
 fn accept_svc_killed_with_requests_in_flight() {
     run(
         "accept-svc killed with requests in flight, clients retry with their key",
+        0,
         |world| {
             let logs = world.logs.path().to_owned();
             world.accept[0].kill();
@@ -320,10 +328,77 @@ fn postgres_unreachable_for_a_while_mid_burst() {
             .unwrap_or(20),
     );
     let name = format!("Postgres unreachable mid-burst ({} s)", outage.as_secs());
-    run(&name, |world| {
+    run(&name, 0, |world| {
         world.postgres.cut();
         // The fault's length, not a wait for anything.
         std::thread::sleep(outage);
         world.postgres.restore();
+    });
+}
+
+/// The broker of `world`, as a client of its own.
+async fn broker(world: &FaultWorld) -> NatsBus {
+    NatsBus::connect(NatsSettings {
+        url: world.nats.url(),
+        ..NatsSettings::default()
+    })
+    .await
+    .expect("connecting to the test's nats-server")
+}
+
+#[test]
+fn the_same_order_accepted_published_again_outside_the_dedupe_window() {
+    run(
+        "100 OrderAccepted events published again under new message ids",
+        0,
+        |world| {
+            let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+            runtime.block_on(async {
+                let bus = broker(world).await;
+                let mut seen = bus
+                    .consume(&ConsumerSpec::new(
+                        "fault-suite-reader",
+                        [Topic::OrderAccepted],
+                    ))
+                    .await
+                    .expect("reading the stream");
+                for n in 0..100 {
+                    let delivery = seen
+                        .next()
+                        .await
+                        .expect("an accepted order")
+                        .expect("a delivery");
+                    delivery.ack().await.expect("ack");
+                    // A new id: the broker's dedupe window does not apply, as after it ran out.
+                    bus.publish(Envelope {
+                        topic: Topic::OrderAccepted,
+                        message_id: format!("republished-{n}"),
+                        payload: delivery.payload.clone(),
+                    })
+                    .await
+                    .expect("publishing again");
+                }
+            });
+        },
+    );
+}
+
+#[test]
+fn a_poison_message_mid_burst_is_dead_lettered_and_harms_nothing_else() {
+    // Both groups that read orders.accepted (process-svc, and notify-svc for the ACCEPTED status)
+    // give up on it, each recording its own dead letter.
+    run("a message that is not an OrderAccepted", 2, |world| {
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+        runtime.block_on(async {
+            broker(world)
+                .await
+                .publish(Envelope {
+                    topic: Topic::OrderAccepted,
+                    message_id: "poison".into(),
+                    payload: Bytes::from_static(b"\xff\xfe not protobuf"),
+                })
+                .await
+                .expect("publishing the poison message");
+        });
     });
 }
