@@ -34,11 +34,22 @@ pub enum Topic {
     OrderProcessed,
     /// `OrderStatusChanged` with FAILED, published by process-svc.
     OrderFailed,
+    /// `EntitlementsGranted`, published by process-svc's outbox relay with `OrderProcessed`.
+    EntitlementsGranted,
 }
 
 impl Topic {
     /// Every topic, in a fixed order.
-    pub const ALL: [Topic; 4] = [
+    pub const ALL: [Topic; 5] = [
+        Topic::OrderAccepted,
+        Topic::OrderProcessing,
+        Topic::OrderProcessed,
+        Topic::OrderFailed,
+        Topic::EntitlementsGranted,
+    ];
+
+    /// The topics that move an order's status (what notify-svc turns into stream updates).
+    pub const STATUS: [Topic; 4] = [
         Topic::OrderAccepted,
         Topic::OrderProcessing,
         Topic::OrderProcessed,
@@ -52,6 +63,7 @@ impl Topic {
             Topic::OrderProcessing => "processing",
             Topic::OrderProcessed => "processed",
             Topic::OrderFailed => "failed",
+            Topic::EntitlementsGranted => "entitlements",
         }
     }
 

@@ -255,6 +255,9 @@ fn decoded(letter: &DeadLetter) -> Option<String> {
             format!("{:#?}", ev::OrderStatusChanged::decode(payload).ok()?)
         }
         Topic::OrderProcessed => format!("{:#?}", ev::OrderProcessed::decode(payload).ok()?),
+        Topic::EntitlementsGranted => {
+            format!("{:#?}", ev::EntitlementsGranted::decode(payload).ok()?)
+        }
     };
     Some(text)
 }

@@ -226,7 +226,7 @@ fn backoff(base: Duration, attempt: u64) -> Duration {
 /// The consumer group every replica joins: from new events on, and without a broker delivery
 /// limit (the consumer decides when to give up, see [`Consumer::handle`]).
 pub(crate) fn spec(settings: &Settings) -> ConsumerSpec {
-    let mut spec = ConsumerSpec::new(settings.consumer_group.clone(), Topic::ALL);
+    let mut spec = ConsumerSpec::new(settings.consumer_group.clone(), Topic::STATUS);
     spec.start = StartPolicy::New;
     spec.max_deliver = -1;
     spec.max_ack_pending =
@@ -314,7 +314,7 @@ mod tests {
     fn every_replica_joins_the_same_group_on_every_status_topic() {
         let spec = spec(&Settings::default());
         assert_eq!(spec.group, "notify-svc");
-        assert_eq!(spec.topics, Topic::ALL.to_vec());
+        assert_eq!(spec.topics, Topic::STATUS.to_vec());
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub(crate) enum DecodeError {
     CorrelationId(String),
     #[error("{topic} event carries status {found:?}")]
     StatusMismatch { topic: Topic, found: i32 },
+    #[error("{0} events carry no order status")]
+    NotAStatus(Topic),
 }
 
 /// Decodes the payload of a delivery on `topic`.
@@ -66,6 +68,8 @@ pub(crate) fn decode(topic: Topic, payload: &[u8]) -> Result<StatusUpdate, Decod
                 reason: String::new(),
             })
         }
+        // Not among the topics notify-svc consumes (`Topic::STATUS`).
+        Topic::EntitlementsGranted => Err(DecodeError::NotAStatus(topic)),
     }
 }
 

@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use prost::Message;
 
 use contoso_domain::{
-    CorrelationId, NewOrder, OrderId, OrderLine, OrderStatus, Quantity, checked_order_total,
-    money::is_currency_code,
+    CorrelationId, Entitlement, NewOrder, OrderId, OrderLine, OrderStatus, Quantity,
+    checked_order_total, money::is_currency_code,
 };
 use contoso_platform::seal::{CustomerSealer, SealError};
 use contoso_proto::{
@@ -188,6 +188,32 @@ pub(crate) fn processed(order: &NewOrder, at: DateTime<Utc>) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// `EntitlementsGranted`: what order `order_id`'s lines granted, published by the relay with the
+/// order's `OrderProcessed`.
+pub(crate) fn entitlements_granted(
+    cid: CorrelationId,
+    order_id: OrderId,
+    granted: &[Entitlement],
+) -> Vec<u8> {
+    ev::EntitlementsGranted {
+        correlation_id: cid.to_string(),
+        order_id: order_id.get(),
+        grants: granted
+            .iter()
+            .map(|e| ev::GrantedEntitlement {
+                entitlement_id: e.id.get(),
+                line_no: e.line_no,
+                product_id: e.product_id.clone(),
+                product_name: e.product_name.clone(),
+                seats: e.seats.get(),
+                valid_from: Some(to_timestamp(e.validity.from)),
+                valid_until: Some(to_timestamp(e.validity.until)),
+            })
+            .collect(),
+    }
+    .encode_to_vec()
+}
+
 /// Message ids make republishing idempotent: the broker drops a second copy inside its window.
 pub(crate) fn processing_message_id(cid: CorrelationId) -> String {
     format!("{cid}:processing")
@@ -195,6 +221,10 @@ pub(crate) fn processing_message_id(cid: CorrelationId) -> String {
 
 pub(crate) fn processed_message_id(cid: CorrelationId) -> String {
     format!("{cid}:processed")
+}
+
+pub(crate) fn entitlements_message_id(cid: CorrelationId) -> String {
+    format!("{cid}:entitlements")
 }
 
 pub(crate) fn failed_message_id(cid: CorrelationId) -> String {

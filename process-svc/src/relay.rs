@@ -171,6 +171,25 @@ impl Relay {
             tracing::warn!(error = %Report(&e), "publishing orders.processed failed; will retry");
             return false;
         }
+        // What the order granted goes out with it, through the same outbox row: the row is
+        // completed only once both are published, so neither is lost.
+        let granted = match self.outbox.entitlements_granted(entry.order_id).await {
+            Ok(granted) => granted,
+            Err(e) => {
+                tracing::warn!(error = %Report(&e), "reading what the order granted failed; will retry");
+                return false;
+            }
+        };
+        let envelope = Envelope {
+            topic: Topic::EntitlementsGranted,
+            message_id: event::entitlements_message_id(entry.correlation_id),
+            payload: event::entitlements_granted(entry.correlation_id, entry.order_id, &granted)
+                .into(),
+        };
+        if let Err(e) = self.bus.publish(envelope).await {
+            tracing::warn!(error = %Report(&e), "publishing orders.entitlements failed; will retry");
+            return false;
+        }
         if let Err(e) = self.outbox.complete(entry).await {
             // Published but not marked: republished after the lease, and the broker drops the copy.
             tracing::warn!(error = %Report(&e), "completing the outbox entry failed; will retry");

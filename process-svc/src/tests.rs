@@ -212,6 +212,13 @@ impl Outbox for ScriptedStore {
         self.inner.complete(entry).await
     }
 
+    async fn entitlements_granted(
+        &self,
+        order_id: OrderId,
+    ) -> Result<Vec<contoso_domain::Entitlement>, StoreError> {
+        self.inner.entitlements_granted(order_id).await
+    }
+
     async fn prune_published(&self, older_than: Duration, limit: i64) -> Result<u64, StoreError> {
         lock(&self.prunes).push(older_than);
         self.inner.prune_published(older_than, limit).await
@@ -478,6 +485,48 @@ async fn an_accepted_order_is_recorded_completed_and_announced_on_both_status_to
 
     let settlements = harness.wait_for_settlements(1).await;
     assert_eq!(settlements[0].answer, Answer::Ack);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn what_the_order_granted_is_announced_with_it_once_per_line() {
+    let harness = Harness::start().await;
+    let (order, event) = harness.accepted_order("dora").await;
+    let cid = order.correlation_id;
+    let spec = ConsumerSpec::new("grants", [Topic::EntitlementsGranted]);
+    let mut grants = harness.bus.consume(&spec).await.expect("grants group");
+    harness
+        .publish(&cid.to_string(), event.encode_to_vec())
+        .await;
+    harness.wait_until_completed(order.order_id).await;
+
+    let delivery = next_delivery(&mut grants).await;
+    assert_eq!(
+        delivery.message_id.as_deref(),
+        Some(format!("{cid}:entitlements").as_str())
+    );
+    let granted = ev::EntitlementsGranted::decode(delivery.payload.clone()).expect("decode");
+    assert_eq!(granted.correlation_id, cid.to_string());
+    assert_eq!(granted.order_id, order.order_id.get());
+    let lines: Vec<(i32, &str, i32)> = granted
+        .grants
+        .iter()
+        .map(|g| (g.line_no, g.product_id.as_str(), g.seats))
+        .collect();
+    let expected: Vec<(i32, &str, i32)> = order
+        .lines
+        .iter()
+        .zip(1..)
+        .map(|(l, n)| (n, l.product_id.as_str(), l.quantity.get()))
+        .collect();
+    assert_eq!(lines, expected);
+    let at = |t: &Option<_>| t.as_ref().and_then(contoso_proto::convert::from_timestamp);
+    assert!(
+        granted
+            .grants
+            .iter()
+            .all(|g| at(&g.valid_from).is_some() && at(&g.valid_until) > at(&g.valid_from))
+    );
     harness.stop().await;
 }
 

@@ -219,6 +219,11 @@ pub trait Outbox: Send + Sync + fmt::Debug {
     /// one transaction. Completing an entry twice is harmless.
     async fn complete(&self, entry: &OutboxEntry) -> Result<(), StoreError>;
 
+    /// The entitlements order `order_id`'s lines granted when it was recorded, by line: what the
+    /// relay announces with the order.
+    async fn entitlements_granted(&self, order_id: OrderId)
+    -> Result<Vec<Entitlement>, StoreError>;
+
     /// Deletes up to `limit` entries published more than `older_than` ago, oldest first, and
     /// returns how many went. Unpublished entries are never touched. (The memory store keeps no
     /// published entries, so it has nothing to prune.)

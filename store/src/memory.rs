@@ -408,6 +408,21 @@ impl Outbox for MemoryStore {
             .collect())
     }
 
+    async fn entitlements_granted(
+        &self,
+        order_id: OrderId,
+    ) -> Result<Vec<Entitlement>, StoreError> {
+        let mut granted: Vec<Entitlement> = self
+            .lock()
+            .entitlements
+            .values()
+            .filter(|e| e.order_id == order_id)
+            .cloned()
+            .collect();
+        granted.sort_by_key(|e| e.line_no);
+        Ok(granted)
+    }
+
     async fn prune_published(&self, _older_than: Duration, _limit: i64) -> Result<u64, StoreError> {
         // `complete` already removed every published entry.
         Ok(0)

@@ -716,6 +716,15 @@ impl Outbox for PgStore {
         rows.into_iter().map(OutboxEntry::try_from).collect()
     }
 
+    #[tracing::instrument(skip(self), fields(order_id = %order_id))]
+    async fn entitlements_granted(
+        &self,
+        order_id: OrderId,
+    ) -> Result<Vec<contoso_domain::Entitlement>, StoreError> {
+        let mut conn = self.conn().await?;
+        entitlements::granted_by(&mut conn, order_id.get()).await
+    }
+
     #[tracing::instrument(skip(self))]
     async fn prune_published(&self, older_than: Duration, limit: i64) -> Result<u64, StoreError> {
         let limit = limit.clamp(0, MAX_BATCH);

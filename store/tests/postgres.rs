@@ -833,6 +833,32 @@ async fn record_order_grants_one_entitlement_per_line_with_its_seats_and_period(
     .await;
 }
 
+async fn entitlements_granted_names_what_an_orders_lines_granted_by_line(w: World) {
+    let start = w.a.reserve_block().await.expect("block").start;
+    let order = new_order(start, "alice", vec![line("AZ-700", 3), line("AZ-104", 1)]);
+    assert_eq!(record(&*w.a, &order).await, RecordOutcome::Inserted);
+    let other = new_order(start + 1, "bob", vec![line("AZ-900", 2)]);
+    assert_eq!(record(&*w.a, &other).await, RecordOutcome::Inserted);
+
+    let granted =
+        w.b.entitlements_granted(order.order_id)
+            .await
+            .expect("granted");
+    let lines: Vec<(i32, &str, i32)> = granted
+        .iter()
+        .map(|e| (e.line_no, e.product_id.as_str(), e.seats.get()))
+        .collect();
+    assert_eq!(lines, [(1, "AZ-700", 3), (2, "AZ-104", 1)]);
+    assert!(granted.iter().all(|e| e.order_id == order.order_id));
+    let unknown = OrderId::new(start + 50).expect("positive id");
+    assert!(
+        w.b.entitlements_granted(unknown)
+            .await
+            .expect("granted")
+            .is_empty()
+    );
+}
+
 async fn a_redelivered_order_grants_nothing_twice(w: World) {
     let start = w.a.reserve_block().await.expect("block").start;
     let order = new_order(start, "alice", vec![line("AZ-700", 2)]);
@@ -1207,6 +1233,7 @@ contract_tests!(
     complete_marks_order_completed_and_entry_published,
     prune_published_removes_published_entries_past_retention_and_never_pending_ones,
     record_order_grants_one_entitlement_per_line_with_its_seats_and_period,
+    entitlements_granted_names_what_an_orders_lines_granted_by_line,
     a_redelivered_order_grants_nothing_twice,
     a_failed_order_grants_nothing,
     buying_again_renews_as_the_renewal_rule_says,

@@ -135,6 +135,22 @@ pub(super) async fn grant_lines(
     Ok(())
 }
 
+/// The entitlements the lines of order `order_id` granted, by line.
+pub(super) async fn granted_by(
+    conn: &mut AsyncPgConnection,
+    order_id: i64,
+) -> Result<Vec<Entitlement>, StoreError> {
+    let ids: Vec<i64> = entitlements::table
+        .filter(entitlements::order_id.eq(order_id))
+        .select(entitlements::id)
+        .load(conn)
+        .await
+        .map_err(on_query("reading what an order granted"))?;
+    let mut granted = load(conn, &ids).await?;
+    granted.sort_by_key(|e| e.line_no);
+    Ok(granted)
+}
+
 /// The entitlements with these ids, with their buyers, product names and assignments (oldest
 /// first), in no particular order.
 async fn load(conn: &mut AsyncPgConnection, ids: &[i64]) -> Result<Vec<Entitlement>, StoreError> {
