@@ -2,7 +2,7 @@
 // here: `contoso dev` with in-memory backends, a standalone gateway serving dist/, and an OpenID
 // Provider. Every scenario signs in with the dev login but one, which signs in with the provider.
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { copyFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { chromium } from "playwright-core";
@@ -33,7 +33,7 @@ after(async () => {
 
 // Each run starts an empty in-memory backend; each test has a user of its own, so orders of one
 // test never count in another.
-const NAMES = { shopper: "alice", tabs: "bob", reload: "carol", midsubmit: "dave", restart: "erin", double: "frank", delete: "grace", expired: "heidi", idp: "ada.lovelace" };
+const NAMES = { shopper: "alice", tabs: "bob", reload: "carol", midsubmit: "dave", restart: "erin", double: "frank", delete: "grace", expired: "heidi", idp: "ada.lovelace", buyer: "ivan", learner: "judy" };
 const newUser = (what) => NAMES[what] ?? `${what}-${process.pid}`;
 
 async function newPage(context) {
@@ -331,6 +331,95 @@ describe("Contoso Shop in a browser", { concurrency: false }, () => {
     // Signing in again returns to the page the user was on.
     await page.getByRole("button", { name: user, exact: true }).click();
     await page.waitForURL(/\/orders$/);
+    await page.context().close();
+  });
+
+  test("buy 3 seats, see the subscription appear live, assign a seat, the learner sees it, revoke it", async () => {
+    const buyer = newUser("buyer");
+    const learner = newUser("learner");
+    const page = await newPage();
+    const subs = await newPage(page.context()); // a second tab on My subscriptions, left open
+    await login(page, buyer);
+    await login(subs, buyer);
+    await subs.getByRole("link", { name: "My subscriptions" }).click();
+    await subs.waitForURL(/\/subscriptions$/);
+    await subs.getByTestId("subscriptions-empty").waitFor();
+    await subs.locator("[data-testid=connection][data-state=connected]").waitFor();
+    await subs.evaluate(() => (window.__notReloaded = true));
+
+    // Buy AZ-104 with 3 seats: when it completes, a toast says what it gave, without a reload.
+    await addToCart(page, "AZ-104", 3);
+    const orderId = await placeOrder(page);
+    await waitStatus(page, "completed");
+    await page.getByTestId("toast").filter({ hasText: /You now have AZ-104 \(3 seats\) for \d+ months?/ }).waitFor();
+    const granted = page.getByTestId("granted-entitlement");
+    await granted.waitFor();
+
+    // The open tab's page filled itself in.
+    const card = subs.locator(`[data-testid=entitlement][data-order-id="${orderId}"]`);
+    await card.waitFor();
+    assert.equal(await subs.evaluate(() => window.__notReloaded), true);
+    await subs.getByTestId("toast").filter({ hasText: /You now have AZ-104/ }).waitFor();
+    assert.equal(await card.getAttribute("data-product-id"), "AZ-104");
+    assert.equal(await card.getAttribute("data-role"), "buyer");
+    assert.equal(await card.getAttribute("data-seats"), "3");
+    assert.equal(await card.getAttribute("data-seats-used"), "1");
+    assert.match(await card.getByTestId("seats").textContent(), /1 of 3 seats used/);
+    assert.match(await card.getByTestId("days-left").textContent(), /^\d+ days left$/);
+    assert.equal(await subs.getByTestId("expired-entitlements").count(), 0);
+
+    // The order detail links to what it granted.
+    await granted.getByRole("link").click();
+    await page.waitForURL(/\/subscriptions#ent-\d+$/);
+    const mine = page.locator(`[data-testid=entitlement][data-order-id="${orderId}"]`);
+    await mine.waitFor();
+
+    // Assigning a seat to oneself is refused next to the field, in plain words.
+    const field = mine.getByLabel("Give a seat to (user id)");
+    await field.fill(buyer);
+    await field.press("Enter");
+    const error = mine.getByTestId("assign-error");
+    await error.filter({ hasText: /seat of your own/ }).waitFor();
+    assert.equal(await field.getAttribute("aria-invalid"), "true");
+
+    // A seat for the learner (typed and submitted with the keyboard): seats used go up.
+    await field.fill(learner);
+    await field.press("Enter");
+    await page.locator(`[data-testid=entitlement][data-order-id="${orderId}"][data-seats-used="2"]`).waitFor();
+    await mine.locator(`[data-testid=assignment][data-user-id="${learner}"]`).waitFor();
+    assert.match(await mine.getByTestId("seats").textContent(), /2 of 3 seats used/);
+    assert.equal(await error.count(), 0);
+    // Twice is refused.
+    await field.fill(learner);
+    await mine.getByRole("button", { name: "Assign seat" }).click();
+    await error.filter({ hasText: new RegExp(`${learner} already has a seat`) }).waitFor();
+    await field.fill("");
+    await page.getByTestId("toast").filter({ hasText: /You now have/ }).first().waitFor({ state: "detached", timeout: 10_000 }).catch(() => undefined);
+    await shot(page, "subscriptions");
+    copyFileSync(join(SHOTS, "subscriptions.png"), join(WEB_DIR, "..", "..", "docs", "screenshots", "shop-subscriptions.png"));
+
+    // The learner, signed in elsewhere, sees it as theirs, with nothing to manage.
+    const other = await newPage();
+    await login(other, learner);
+    await other.goto(`${backend.url}/subscriptions`);
+    const theirs = other.locator("[data-testid=entitlement][data-product-id=AZ-104]");
+    await theirs.waitFor();
+    assert.equal(await theirs.getAttribute("data-role"), "assignee");
+    assert.match(await theirs.getByTestId("entitlement-role").textContent(), new RegExp(`Assigned to you by ${buyer}`));
+    assert.equal(await theirs.getByTestId("assign-form").count(), 0);
+    assert.equal(await theirs.getByRole("button", { name: /Revoke/ }).count(), 0);
+
+    // The buyer revokes it, after confirming; the learner no longer has it.
+    await mine.getByRole("button", { name: `Revoke ${learner}’s seat of AZ-104` }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.waitFor();
+    await dialog.getByRole("button", { name: "Revoke seat" }).click();
+    await dialog.waitFor({ state: "hidden" });
+    await page.locator(`[data-testid=entitlement][data-order-id="${orderId}"][data-seats-used="1"]`).waitFor();
+    assert.equal(await mine.getByTestId("assignment").count(), 0);
+    await other.getByRole("button", { name: "Refresh" }).click();
+    await other.getByTestId("subscriptions-empty").waitFor();
+    await other.context().close();
     await page.context().close();
   });
 

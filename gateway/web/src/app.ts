@@ -1,10 +1,12 @@
 /** What a signed-in user has: their cart, their order tracker and their checkout. Rebuilt on sign-in/out. */
-import { catalogClient, orderClient, statusClient } from "./api/client";
+import { catalogClient, entitlementClient, orderClient, statusClient } from "./api/client";
 import { asConnectError, errorCode } from "./api/errors";
 import { orderView, productView, statusFromProto, updateReport, type OrderView, type ProductView } from "./api/model";
 import { sessionState, expireSession } from "./auth/session";
 import { CartStore } from "./cart/store";
 import { CheckoutController } from "./cart/checkout";
+import { EntitlementStore } from "./entitlements/store";
+import { entitlementView, grantedText } from "./entitlements/view";
 import { local } from "./lib/storage";
 import { Store } from "./lib/store";
 import { OrderTracker, type StreamEvent, type WatchOptions } from "./orders/tracker";
@@ -16,6 +18,7 @@ export interface UserContext {
   cart: CartStore;
   tracker: OrderTracker;
   checkout: CheckoutController<OrderView>;
+  entitlements: EntitlementStore;
 }
 
 export const userContext = new Store<UserContext | null>(null);
@@ -40,6 +43,12 @@ async function* watch(correlationIds: string[], { signal, onOpen }: WatchOptions
 function build(userId: string): UserContext {
   const events = typeof window === "undefined" ? undefined : window;
   const cart = new CartStore(local, userId, events);
+  const entitlements = new EntitlementStore({
+    async list() {
+      const r = await entitlementClient.listEntitlements({});
+      return r.entitlements.map(entitlementView);
+    },
+  });
   const tracker = new OrderTracker({
     userId,
     storage: local,
@@ -55,7 +64,13 @@ function build(userId: string): UserContext {
     onFinished(order) {
       const href = order.orderId ? `/orders/${order.orderId}` : "/orders";
       const name = order.orderId ? `Order #${order.orderId}` : "Your order";
-      if (order.status === "completed") toast("success", `${name} is complete.`, { href, text: "View" });
+      if (order.status === "completed") {
+        toast("success", `${name} is complete.`, { href, text: "View" });
+        // What it granted is recorded with it: read it again, say so, and update any page showing it.
+        void entitlements.afterOrderCompleted(order.orderId).then((granted) => {
+          if (granted.length > 0) toast("success", `${grantedText(granted)}.`, { href: "/subscriptions", text: "My subscriptions" });
+        });
+      }
       else toast("error", `${name} failed${order.reason ? `: ${order.reason}` : "."}`, { href, text: "View" });
     },
   });
@@ -74,7 +89,7 @@ function build(userId: string): UserContext {
     },
   });
   tracker.start();
-  return { userId, cart, tracker, checkout };
+  return { userId, cart, tracker, checkout, entitlements };
 }
 
 function sync(): void {
@@ -84,6 +99,7 @@ function sync(): void {
   if (current) {
     current.tracker.stop();
     current.cart.dispose();
+    current.entitlements.stop();
   }
   userContext.set(s ? build(s.userId) : null);
 }

@@ -9,6 +9,7 @@ export type Route =
   | { name: "cart" }
   | { name: "orders" }
   | { name: "order"; id: string }
+  | { name: "subscriptions" }
   | { name: "notFound" };
 
 export interface Location {
@@ -23,6 +24,7 @@ export function parseRoute(pathname: string): Route {
   if (path === "/auth/callback") return { name: "callback" };
   if (path === "/cart") return { name: "cart" };
   if (path === "/orders") return { name: "orders" };
+  if (path === "/subscriptions") return { name: "subscriptions" };
   let m = /^\/products\/([^/]+)$/.exec(path);
   if (m) return { name: "product", id: safeDecode(m[1]) };
   m = /^\/orders\/(\d{1,19})$/.exec(path);

@@ -162,6 +162,24 @@ describe("order tracker", () => {
     expect(announced.sort()).toEqual(["a:9", "b:9"]);
   });
 
+  it("an order another tab saw finish is announced here even when that tab's storage event comes late", async () => {
+    const [a] = fakeTabs(1);
+    const server = new FakeServer([() => []]);
+    const announced: string[] = [];
+    const t = tracker(a, server, { onFinished: (o) => announced.push(`${o.orderId}:${o.status}`) });
+    t.start();
+    await eventually(() => server.openStreams === 1);
+    t.trackPlaced({ correlationId: "c4", status: "accepted", orderId: "4" });
+    // Another tab heard "completed" first and wrote it; this tab has not had the storage event yet
+    // (a write by this tab's storage fires no event here), and then hears "processing" itself.
+    const at = Date.now();
+    a.storage.setItem(trackingKey("alice"), JSON.stringify({ orders: { c4: { status: "completed", orderId: "4", at } }, last: "c4" }));
+    server.push({ correlationId: "c4", status: "processing", orderId: "4" });
+    await eventually(() => announced.length === 1);
+    expect(announced).toEqual(["4:completed"]);
+    expect(t.orders.get().c4.status).toBe("completed");
+  });
+
   it("UNAUTHENTICATED stops the stream and signs the user out", async () => {
     const [tab] = fakeTabs(1);
     let signedOut = 0;

@@ -3,6 +3,7 @@ import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { CatalogService } from "../gen/contoso/catalog/v1/catalog_pb";
 import { OrderService } from "../gen/contoso/orders/v1/orders_pb";
 import { OrderStatusService } from "../gen/contoso/notify/v1/notify_pb";
+import { EntitlementService } from "../gen/contoso/entitlements/v1/entitlements_pb";
 import { currentToken, expireSession } from "../auth/session";
 
 /** Adds the signed-in user's token, and sends the user back to login when the gateway refuses it. */
@@ -26,3 +27,4 @@ export const transport = createGrpcWebTransport({
 export const catalogClient = createClient(CatalogService, transport);
 export const orderClient = createClient(OrderService, transport);
 export const statusClient = createClient(OrderStatusService, transport);
+export const entitlementClient = createClient(EntitlementService, transport);

@@ -296,11 +296,17 @@ export class OrderTracker {
   /** Writes the orders in flight and the last one (other tabs' entries merged in first). */
   #persist(): void {
     const theirs = this.#read();
+    const mine = this.orders.get();
     const merged = applyReports(
-      this.orders.get(),
+      mine,
       Object.entries(theirs.orders).map(([cid, o]) => toReport(cid, o)),
     );
-    if (merged !== this.orders.get()) this.orders.set(merged);
+    if (merged !== mine) {
+      // Another tab wrote that an order this tab watches finished, and its storage event has not
+      // arrived yet: announce it now, or the event will find nothing new and it never is.
+      this.#announceWatched(mine, merged);
+      this.orders.set(merged);
+    }
     const last = this.last.get() ?? theirs.last;
     const out: Persisted = { orders: {}, last };
     for (const order of Object.values(merged)) {
@@ -313,6 +319,18 @@ export class OrderTracker {
       };
     }
     writeJson(this.#deps.storage, this.#key, out);
+  }
+
+  /** Orders another tab saw change: announce only those this tab was already watching; the tab that saw it live announces the rest. */
+  #announceWatched(before: OrderStatuses, after: OrderStatuses): void {
+    for (const [cid, order] of Object.entries(after)) {
+      if (before[cid] === order) continue;
+      this.#changedAt.set(cid, this.#now());
+      if (isTerminal(order.status) && !this.#announced.has(cid)) {
+        this.#announced.add(cid);
+        if (before[cid] && !isTerminal(before[cid].status)) this.#deps.onFinished?.(order);
+      }
+    }
   }
 
   /** Another tab placed or saw an order: merge what it knows. */
@@ -331,15 +349,7 @@ export class OrderTracker {
     const before = this.orders.get();
     const after = applyReports(before, reports);
     if (after !== before) {
-      // Announce only orders this tab was already watching; the tab that saw it live announces the rest.
-      for (const [cid, order] of Object.entries(after)) {
-        if (before[cid] === order) continue;
-        this.#changedAt.set(cid, this.#now());
-        if (isTerminal(order.status) && !this.#announced.has(cid)) {
-          this.#announced.add(cid);
-          if (before[cid] && !isTerminal(before[cid].status)) this.#deps.onFinished?.(order);
-        }
-      }
+      this.#announceWatched(before, after);
       this.orders.set(after);
     }
     if (typeof theirs.last === "string" && theirs.last && this.orders.get()[theirs.last]) this.last.set(theirs.last);

@@ -12,6 +12,7 @@ import { OrderPage } from "./OrderPage";
 import { OrdersPage } from "./OrdersPage";
 import { ProductPage } from "./ProductPage";
 import { Shell } from "./Shell";
+import { SubscriptionsPage } from "./SubscriptionsPage";
 import { Spinner } from "./components";
 import { toast } from "./toasts";
 
@@ -59,6 +60,7 @@ export function App({ config }: { config: AppConfig }) {
   else if (route.name === "product") page = <ProductPage key={route.id} id={route.id} ctx={ctx} />;
   else if (route.name === "cart") page = <CartPage ctx={ctx} />;
   else if (route.name === "orders") page = <OrdersPage ctx={ctx} />;
+  else if (route.name === "subscriptions") page = <SubscriptionsPage ctx={ctx} />;
   else if (route.name === "order") page = <OrderPage key={route.id} id={route.id} ctx={ctx} />;
   else page = <NotFound />;
 

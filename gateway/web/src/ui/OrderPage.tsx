@@ -10,6 +10,39 @@ import { ErrorNotice, Link, RetryingNotice, Spinner, StatusBadge, formatDate, us
 import { NotFound } from "./NotFound";
 import { DeleteOrderButton, Timeline, useLiveStatus } from "./orderParts";
 import { toast } from "./toasts";
+import { daysLeftText, grantedBy, periodText, seatsText } from "../entitlements/view";
+
+/** What a completed order granted, linked to its place on the subscriptions page. */
+function GrantedByOrder({ orderId, ctx }: { orderId: string; ctx: UserContext }) {
+  const state = useStore(ctx.entitlements.state);
+  const granted = grantedBy(state.list ?? [], orderId);
+  const missing = granted.length === 0;
+  useEffect(() => {
+    // Not read yet, or read before this order completed: read again (the tracker may be doing so too).
+    if (missing) void ctx.entitlements.refresh();
+  }, [orderId, ctx, missing]);
+  if (missing) return null;
+  const now = Date.now();
+  return (
+    <section class="granted" aria-labelledby="granted-heading" data-testid="order-granted">
+      <h2 id="granted-heading" class="small-heading">
+        What this order gave you
+      </h2>
+      <ul>
+        {granted.map((e) => (
+          <li key={e.id} data-testid="granted-entitlement" data-entitlement-id={e.id}>
+            <Link href={`/subscriptions#ent-${e.id}`}>
+              {e.productName} ({e.productId})
+            </Link>{" "}
+            <span class="muted small">
+              · {periodText(e.validFrom, e.validUntil)} · {seatsText(e)} · {daysLeftText(e, now)}
+            </span>
+          </li>
+        ))}
+      </ul>
+    </section>
+  );
+}
 
 export function OrderPage({ id, ctx }: { id: string; ctx: UserContext }) {
   usePageTitle(`Order #${id}`);
@@ -66,6 +99,7 @@ export function OrderPage({ id, ctx }: { id: string; ctx: UserContext }) {
             />
           </div>
           <Timeline status={status} reason={reason} />
+          {status === "completed" && <GrantedByOrder orderId={order.orderId} ctx={ctx} />}
           <div class="order-grid">
             <div class="table-wrap">
             <table class="lines">

@@ -114,7 +114,13 @@ export function Shell({ ctx, children }: { ctx: UserContext | null; children: Co
   const loc = useStore(location);
   const session = useStore(sessionState);
   const shownName = session?.name ?? ctx?.userId ?? "";
-  const section = loc.pathname.startsWith("/orders") ? "orders" : loc.pathname.startsWith("/cart") ? "cart" : "products";
+  const section = loc.pathname.startsWith("/orders")
+    ? "orders"
+    : loc.pathname.startsWith("/subscriptions")
+      ? "subscriptions"
+      : loc.pathname.startsWith("/cart")
+        ? "cart"
+        : "products";
   return (
     <>
       <a class="skip-link" href="#main">
@@ -135,6 +141,9 @@ export function Shell({ ctx, children }: { ctx: UserContext | null; children: Co
               </Link>
               <Link href="/orders" aria-current={section === "orders" ? "page" : undefined}>
                 Orders
+              </Link>
+              <Link href="/subscriptions" aria-current={section === "subscriptions" ? "page" : undefined}>
+                My subscriptions
               </Link>
             </nav>
           )}
