@@ -81,6 +81,27 @@ impl Replica {
             .await;
     }
 
+    /// Publishes probe orders until this replica answers one: its group then exists on the
+    /// server, so nothing published from now on can be missed by a group that starts at new
+    /// events (a probe published before the group existed is never delivered to it).
+    async fn wait_until_consuming(&self, publisher: &dyn Bus, state: &RedisState) {
+        let until = tokio::time::Instant::now() + DEADLINE;
+        for n in 1000.. {
+            let probe = accepted(publisher, state, n).await;
+            let answered_by = tokio::time::Instant::now() + Duration::from_millis(500);
+            while tokio::time::Instant::now() < answered_by {
+                if self.bus.answers().iter().any(|a| a.is_for(&probe)) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "the replica answered no probe within {DEADLINE:?}"
+            );
+        }
+    }
+
     async fn stop(self) {
         self.shutdown.cancel();
         let result = tokio::time::timeout(DEADLINE, self.server).await;
@@ -130,6 +151,7 @@ async fn a_recreated_notify_consumer_does_not_replay_old_status_events() {
     .expect("connecting the publisher");
 
     let first = Replica::start(&nats, &prefix, "notify-svc").await;
+    first.wait_until_consuming(&publisher, &state).await;
     let old = accepted(&publisher, &state, 1).await;
     first.acked(&old).await;
     first.stop().await;
@@ -137,6 +159,7 @@ async fn a_recreated_notify_consumer_does_not_replay_old_status_events() {
     // The durable is created afresh (an operator deleted it, the server lost it, or the group
     // was renamed): a group the stream has never seen.
     let second = Replica::start(&nats, &prefix, "notify-svc-recreated").await;
+    second.wait_until_consuming(&publisher, &state).await;
     let new = accepted(&publisher, &state, 2).await;
     // One event at a time, in stream order: a replayed old event would be answered first.
     second.acked(&new).await;
