@@ -8,10 +8,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, Mutex, atomic::AtomicUsize},
     time::{Duration, Instant},
 };
 
@@ -23,7 +20,9 @@ use futures::StreamExt as _;
 
 use crate::support::{
     faults::FaultWorld,
-    load::{Accepted, Seen, channel, completed, moved_backwards, place, watch},
+    load::{
+        Burst, Seen, channel, completed, moved_backwards, wait_all_completed, wait_opened, watch,
+    },
     process::binary,
 };
 
@@ -95,7 +94,8 @@ impl Figures {
 fn run(fault_name: &str, dead_letters: usize, fault: impl FnOnce(&mut FaultWorld)) -> Figures {
     let mut world = FaultWorld::start();
     let sent = orders();
-    let tokens: HashMap<&str, String> = USERS.iter().map(|u| (*u, world.token(u))).collect();
+    let tokens: HashMap<&'static str, String> =
+        USERS.iter().map(|u| (*u, world.token(u))).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -122,69 +122,25 @@ fn run(fault_name: &str, dead_letters: usize, fault: impl FnOnce(&mut FaultWorld
             )
         })
         .collect();
-    runtime.block_on(async {
-        let until = Instant::now() + DEADLINE;
-        while opened.load(Ordering::SeqCst) < USERS.len() {
-            assert!(Instant::now() < until, "the watches did not open");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
+    wait_opened(&runtime, &opened, USERS.len(), DEADLINE);
 
-    let accepted: Arc<Mutex<Vec<Accepted>>> = Arc::default();
-    let next = Arc::new(AtomicUsize::new(0));
-    let burst: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (next, accept, tokens) = (next.clone(), accept.clone(), tokens.clone());
-            let (accepted, ids) = (accepted.clone(), ids.clone());
-            runtime.spawn(async move {
-                loop {
-                    let n = next.fetch_add(1, Ordering::SeqCst);
-                    if n >= sent {
-                        return;
-                    }
-                    let user = USERS[n % USERS.len()];
-                    if let Some(cid) = place(n, &accept, &tokens[user], ATTEMPTS).await {
-                        ids[user].lock().expect("ids").push(cid.clone());
-                        accepted.lock().expect("accepted").push(Accepted {
-                            correlation_id: cid,
-                            user,
-                        });
-                    }
-                }
-            })
-        })
-        .collect();
-
-    runtime.block_on(async {
-        let until = Instant::now() + DEADLINE;
-        while accepted.lock().expect("accepted").len() < sent / 3 {
-            assert!(Instant::now() < until, "the burst stalled before the fault");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    });
+    let burst = Burst::start(
+        &runtime,
+        sent,
+        CLIENTS,
+        &USERS,
+        accept,
+        tokens.clone(),
+        ATTEMPTS,
+        ids,
+    );
+    burst.wait_accepted(&runtime, sent / 3, DEADLINE);
     let fault_at = Instant::now();
     fault(&mut world);
-    runtime.block_on(async {
-        for client in burst {
-            client.await.expect("a burst client");
-        }
-    });
-    let accepted = accepted.lock().expect("accepted").clone();
+    let accepted = burst.finish(&runtime);
 
     // Recorded exactly once, COMPLETED, and nothing else recorded.
-    let until = Instant::now() + DEADLINE;
-    loop {
-        let done = world.count("SELECT count(*) AS n FROM orders WHERE status = 'COMPLETED'");
-        if done as usize >= accepted.len() {
-            break;
-        }
-        assert!(
-            Instant::now() < until,
-            "{fault_name}: {done} of {} accepted orders COMPLETED",
-            accepted.len()
-        );
-        std::thread::park_timeout(Duration::from_millis(100));
-    }
+    wait_all_completed(|sql| world.count(sql), accepted.len(), DEADLINE, fault_name);
     let recovered_after = fault_at.elapsed();
     let recorded = world.count("SELECT count(*) AS n FROM orders");
     let duplicates =

@@ -6,17 +6,14 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, Mutex, atomic::AtomicUsize},
     time::{Duration, Instant},
 };
 
 use tonic::transport::Channel;
 
 use crate::support::{
-    load::{Accepted, Seen, channel, completed, place, watch},
+    load::{Accepted, Burst, Seen, channel, completed, wait_all_completed, wait_opened, watch},
     system::ScaledOut,
 };
 
@@ -34,7 +31,8 @@ const DEADLINE: Duration = Duration::from_secs(90);
 #[test]
 fn orders_survive_losing_a_broker_node_a_worker_and_a_notifier_mid_burst() {
     let mut world = ScaledOut::start();
-    let tokens: HashMap<&str, String> = USERS.iter().map(|u| (*u, world.token(u))).collect();
+    let tokens: HashMap<&'static str, String> =
+        USERS.iter().map(|u| (*u, world.token(u))).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -50,7 +48,6 @@ fn orders_survive_losing_a_broker_node_a_worker_and_a_notifier_mid_burst() {
         .collect();
     let notify: Vec<Channel> = world.notify.iter().map(|(_, a)| channel(*a)).collect();
 
-    let accepted: Arc<Mutex<Vec<Accepted>>> = Arc::default();
     let watched_ids: Arc<Mutex<Vec<String>>> = Arc::default();
     let seen: [Seen; 2] = Default::default();
     let opened = Arc::new(AtomicUsize::new(0));
@@ -69,63 +66,28 @@ fn orders_survive_losing_a_broker_node_a_worker_and_a_notifier_mid_burst() {
             )
         })
         .collect();
-    runtime.block_on(async {
-        let until = Instant::now() + DEADLINE;
-        while opened.load(Ordering::SeqCst) < 2 {
-            assert!(Instant::now() < until, "the two watches did not open");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
+    wait_opened(&runtime, &opened, 2, DEADLINE);
 
     // The burst, from concurrent clients, spread over both accept-svc and the gateway.
-    let next = Arc::new(AtomicUsize::new(0));
-    let burst: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (next, accept, tokens) = (next.clone(), accept.clone(), tokens.clone());
-            let (accepted, watched_ids) = (accepted.clone(), watched_ids.clone());
-            runtime.spawn(async move {
-                loop {
-                    let n = next.fetch_add(1, Ordering::SeqCst);
-                    if n >= ORDERS {
-                        return;
-                    }
-                    let user = USERS[n % USERS.len()];
-                    if let Some(cid) = place(n, &accept, &tokens[user], ATTEMPTS).await {
-                        if user == WATCHED {
-                            watched_ids.lock().expect("ids").push(cid.clone());
-                        }
-                        accepted.lock().expect("accepted").push(Accepted {
-                            correlation_id: cid,
-                            user,
-                        });
-                    }
-                }
-            })
-        })
-        .collect();
+    let burst = Burst::start(
+        &runtime,
+        ORDERS,
+        CLIENTS,
+        &USERS,
+        accept,
+        tokens.clone(),
+        ATTEMPTS,
+        HashMap::from([(WATCHED, watched_ids.clone())]),
+    );
 
     // The faults, mid-burst.
-    runtime.block_on(async {
-        let until = Instant::now() + DEADLINE;
-        while accepted.lock().expect("accepted").len() < BEFORE_FAULTS {
-            assert!(
-                Instant::now() < until,
-                "the burst stalled before the faults"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    });
+    burst.wait_accepted(&runtime, BEFORE_FAULTS, DEADLINE);
     let faults_at = started.elapsed();
     world.nats.stop(1);
     world.process[1].kill();
     world.notify[1].0.kill();
 
-    runtime.block_on(async {
-        for client in burst {
-            client.await.expect("a burst client");
-        }
-    });
-    let accepted = accepted.lock().expect("accepted").clone();
+    let accepted = burst.finish(&runtime);
     let burst_done = started.elapsed();
 
     // Every accepted order recorded once and COMPLETED.
@@ -135,19 +97,12 @@ fn orders_survive_losing_a_broker_node_a_worker_and_a_notifier_mid_burst() {
         accepted.len(),
         "a success answer named an order twice"
     );
-    let until = Instant::now() + DEADLINE;
-    loop {
-        let completed = world.count("SELECT count(*) AS n FROM orders WHERE status = 'COMPLETED'");
-        if completed as usize >= accepted.len() {
-            break;
-        }
-        assert!(
-            Instant::now() < until,
-            "{completed} of {} accepted orders completed",
-            accepted.len()
-        );
-        std::thread::park_timeout(Duration::from_millis(100));
-    }
+    wait_all_completed(
+        |sql| world.count(sql),
+        accepted.len(),
+        DEADLINE,
+        "scale-out",
+    );
     let recovered = started.elapsed();
     let rows = world.count("SELECT count(*) AS n FROM orders");
     let duplicates =

@@ -9,7 +9,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use contoso_proto::{
@@ -144,4 +144,120 @@ pub(crate) fn moved_backwards(seen: &Seen) -> Vec<String> {
         .filter(|(_, statuses)| statuses.windows(2).any(|w| rank(w[1]) < rank(w[0])))
         .map(|(cid, _)| cid.clone())
         .collect()
+}
+
+/// Orders `0..orders` placed by concurrent clients, spread over `users` in turn, each with its
+/// key (`burst-{n}`) and up to `attempts` tries over the endpoints.
+#[derive(Debug)]
+pub(crate) struct Burst {
+    accepted: Arc<Mutex<Vec<Accepted>>>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Burst {
+    /// Starts `clients` clients on `runtime`. Each success is recorded, and its correlation id
+    /// added to its user's list in `ids` when that user has one (what a watch resubscribes with).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start(
+        runtime: &tokio::runtime::Runtime,
+        orders: usize,
+        clients: usize,
+        users: &'static [&'static str],
+        endpoints: Vec<Channel>,
+        tokens: HashMap<&'static str, String>,
+        attempts: usize,
+        ids: HashMap<&'static str, Arc<Mutex<Vec<String>>>>,
+    ) -> Self {
+        let accepted: Arc<Mutex<Vec<Accepted>>> = Arc::default();
+        let next = Arc::new(AtomicUsize::new(0));
+        let clients = (0..clients)
+            .map(|_| {
+                let (next, endpoints, tokens) = (next.clone(), endpoints.clone(), tokens.clone());
+                let (accepted, ids) = (accepted.clone(), ids.clone());
+                runtime.spawn(async move {
+                    loop {
+                        let n = next.fetch_add(1, Ordering::SeqCst);
+                        if n >= orders {
+                            return;
+                        }
+                        let user = users[n % users.len()];
+                        if let Some(cid) = place(n, &endpoints, &tokens[user], attempts).await {
+                            if let Some(ids) = ids.get(user) {
+                                ids.lock().expect("ids").push(cid.clone());
+                            }
+                            accepted.lock().expect("accepted").push(Accepted {
+                                correlation_id: cid,
+                                user,
+                            });
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self { accepted, clients }
+    }
+
+    /// Waits until at least `n` orders are accepted, or panics after `deadline`.
+    pub(crate) fn wait_accepted(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        n: usize,
+        deadline: Duration,
+    ) {
+        runtime.block_on(async {
+            let until = Instant::now() + deadline;
+            while self.accepted.lock().expect("accepted").len() < n {
+                assert!(Instant::now() < until, "the burst stalled at {n} orders");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+    }
+
+    /// Waits for every client to finish; the orders that got a success answer.
+    pub(crate) fn finish(self, runtime: &tokio::runtime::Runtime) -> Vec<Accepted> {
+        runtime.block_on(async {
+            for client in self.clients {
+                client.await.expect("a burst client");
+            }
+        });
+        self.accepted.lock().expect("accepted").clone()
+    }
+}
+
+/// Waits until `opened` has counted `n` streams, or panics after `deadline`.
+pub(crate) fn wait_opened(
+    runtime: &tokio::runtime::Runtime,
+    opened: &AtomicUsize,
+    n: usize,
+    deadline: Duration,
+) {
+    runtime.block_on(async {
+        let until = Instant::now() + deadline;
+        while opened.load(Ordering::SeqCst) < n {
+            assert!(Instant::now() < until, "{n} watches did not open");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+}
+
+/// Polls `count` (a query selecting `n` on the test's database) until `expected` orders are
+/// COMPLETED, or panics naming `what` after `deadline`.
+pub(crate) fn wait_all_completed(
+    count: impl Fn(&str) -> i64,
+    expected: usize,
+    deadline: Duration,
+    what: &str,
+) {
+    let until = Instant::now() + deadline;
+    loop {
+        let done = count("SELECT count(*) AS n FROM orders WHERE status = 'COMPLETED'");
+        if done as usize >= expected {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "{what}: {done} of {expected} accepted orders COMPLETED"
+        );
+        std::thread::park_timeout(Duration::from_millis(100));
+    }
 }
