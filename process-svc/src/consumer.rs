@@ -128,16 +128,12 @@ pub(crate) enum Verdict {
 }
 
 impl Worker {
-    fn spec(&self) -> ConsumerSpec {
-        consumer_spec(&self.settings)
-    }
-
     /// Consumes until `shutdown` fires, then stops pulling and gives in-flight deliveries the
     /// drain deadline to finish.
     pub(crate) async fn run(self, shutdown: CancellationToken) {
         let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
         let mut tasks = JoinSet::new();
-        let spec = self.spec();
+        let spec = consumer_spec(&self.settings);
         let mut failures = 0u32;
         'consumer: while !shutdown.is_cancelled() {
             let opened = tokio::select! {
