@@ -1,11 +1,15 @@
 //! EntitlementService over a real tonic server on port 0, wired to the in-memory store (whose
 //! `record_order` grants the entitlements, as process-svc's recording does) on a manual clock.
 
+mod common;
+
+use common::{as_user, user};
+
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use contoso_bus::MemoryBus;
-use contoso_domain::{CorrelationId, NewOrder, OrderId, OrderLine, Quantity, UserId};
+use contoso_domain::{CorrelationId, NewOrder, OrderId, OrderLine, Quantity};
 use contoso_platform::{
     auth::{AuthArgs, Authenticator},
     seal::{CustomerSealer, DEV_SEAL_KEYS},
@@ -84,21 +88,9 @@ async fn start() -> Harness {
     }
 }
 
-fn user(name: &str) -> UserId {
-    UserId::parse(name).unwrap()
-}
-
 impl Harness {
     fn request<T>(&self, who: &str, message: T) -> Request<T> {
-        let token = self
-            .auth
-            .issue(&user(who), Duration::from_secs(60))
-            .unwrap();
-        let mut request = Request::new(message);
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        request
+        as_user(&self.auth, who, message)
     }
 
     /// Records an order of `lines` for `who`, as process-svc would, granting its entitlements.

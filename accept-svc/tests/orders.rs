@@ -1,6 +1,10 @@
 //! OrderService over a real tonic server on port 0, wired to the in-memory adapters (and to a bus
 //! that refuses to confirm, for the rollback path).
 
+mod common;
+
+use common::{as_user, user};
+
 use std::{
     sync::{
         Arc,
@@ -11,7 +15,7 @@ use std::{
 
 use async_trait::async_trait;
 use contoso_bus::{Bus, BusError, ConsumerSpec, Deliveries, Envelope, MemoryBus, Topic};
-use contoso_domain::{CorrelationId, OrderId, OrderStatus, UserId};
+use contoso_domain::{CorrelationId, OrderId, OrderStatus};
 use contoso_domain::{NewOrder, OrderLine, Quantity};
 use contoso_platform::{
     auth::{AuthArgs, Authenticator},
@@ -110,21 +114,9 @@ async fn start_with(bus: Arc<dyn Bus>, options: Options) -> Harness {
     }
 }
 
-fn user(name: &str) -> UserId {
-    UserId::parse(name).unwrap()
-}
-
 impl Harness {
     fn request<T>(&self, who: &str, message: T) -> Request<T> {
-        let token = self
-            .auth
-            .issue(&user(who), Duration::from_secs(60))
-            .unwrap();
-        let mut request = Request::new(message);
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        request
+        as_user(&self.auth, who, message)
     }
 
     fn place_request(
