@@ -22,15 +22,14 @@ pub(crate) use entitlements::EntitlementForwarder;
 pub(crate) use orders::OrderForwarder;
 pub(crate) use status::StatusForwarder;
 
-/// Request metadata copied upstream. An allow-list, so a client cannot smuggle headers that internal
-/// services might trust. `grpc-timeout` carries the caller's deadline to the upstream.
-const FORWARDED_METADATA: [&str; 5] = [
-    "authorization",
-    "x-request-id",
-    "traceparent",
-    "tracestate",
-    "grpc-timeout",
-];
+/// The request id and the W3C trace context, carried upstream by gRPC forwarding and the REST API
+/// alike so a call can be followed across the hop.
+pub(crate) const TRACING_HEADERS: [&str; 3] = ["x-request-id", "traceparent", "tracestate"];
+
+/// Request metadata copied upstream besides [`TRACING_HEADERS`]. An allow-list, so a client cannot
+/// smuggle headers that internal services might trust. `grpc-timeout` carries the caller's deadline
+/// to the upstream.
+const FORWARDED_METADATA: [&str; 2] = ["authorization", "grpc-timeout"];
 
 const REQUEST_ID: &str = "x-request-id";
 
@@ -41,7 +40,7 @@ pub(crate) fn outgoing<T>(incoming: Request<T>) -> Request<T> {
     let (metadata, _, message) = incoming.into_parts();
     let mut request = Request::new(message);
     let out = request.metadata_mut();
-    for key in FORWARDED_METADATA {
+    for key in FORWARDED_METADATA.into_iter().chain(TRACING_HEADERS) {
         if let Some(value) = metadata.get(key) {
             out.insert(key, value.clone());
         }

@@ -93,9 +93,6 @@ pub(crate) fn router(rest: Rest) -> Router {
         .with_state(rest)
 }
 
-/// Request headers carried to the upstream besides `authorization`.
-const FORWARDED_HEADERS: [&str; 3] = ["x-request-id", "traceparent", "tracestate"];
-
 /// The caller as the request presents it: a verified token (if any) and the headers to carry
 /// upstream. A token that is present but forged, expired or malformed is refused here with 401,
 /// as the gRPC side refuses it; a missing one is refused only by the routes that need a user.
@@ -127,7 +124,7 @@ impl FromRequestParts<Rest> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, rest: &Rest) -> Result<Self, Problem> {
         let mut metadata = MetadataMap::new();
-        for name in FORWARDED_HEADERS {
+        for name in forward::TRACING_HEADERS {
             if let Some(value) = parts.headers.get(name)
                 && let Ok(value) = MetadataValue::try_from(value.as_bytes())
             {
