@@ -51,8 +51,10 @@ const ERROR_PAUSE_MAX: Duration = Duration::from_secs(1);
 pub(crate) struct Shape {
     /// Orders per second (open loop); `None` is closed loop.
     pub(crate) rate: Option<f64>,
-    /// Closed loop: users placing back to back. Open loop: the most placements in flight.
+    /// Closed loop: users placing back to back.
     pub(crate) concurrency: usize,
+    /// Open loop: the most placements in flight.
+    pub(crate) max_in_flight: usize,
     pub(crate) duration: Option<Duration>,
     pub(crate) orders: Option<u64>,
     /// How long to wait, after placing stops, for the last COMPLETED.
@@ -408,7 +410,10 @@ pub(crate) struct PhaseReport {
     pub(crate) api: &'static str,
     pub(crate) mode: &'static str,
     pub(crate) target_rate: Option<f64>,
-    pub(crate) concurrency: usize,
+    /// Closed loop: users placing back to back.
+    pub(crate) concurrency: Option<usize>,
+    /// Open loop: the most placements in flight.
+    pub(crate) max_in_flight: Option<usize>,
     pub(crate) users: usize,
     /// How long orders were placed, in seconds.
     pub(crate) load_secs: f64,
@@ -500,7 +505,8 @@ pub(crate) async fn run_phase(
         api: phase.api,
         mode: shape.mode(),
         target_rate: shape.rate,
-        concurrency: shape.concurrency,
+        concurrency: shape.rate.is_none().then_some(shape.concurrency),
+        max_in_flight: shape.rate.map(|_| shape.max_in_flight),
         users: users.len(),
         load_secs,
         sent: phase.sent.get(),
@@ -599,7 +605,7 @@ async fn closed_loop(
 
 /// Sends order `n` at `started + n / rate` whatever the answers do; latency counts from that
 /// intended time, so a stalled server shows in the percentiles instead of slowing the senders
-/// (no coordinated omission). At most `concurrency` placements are in flight: one more is counted
+/// (no coordinated omission). At most `max_in_flight` placements are in flight: one more is counted
 /// as an error (`client: in-flight limit`) and not sent.
 async fn open_loop(
     placer: Placer,
@@ -622,7 +628,7 @@ async fn open_loop(
         }
         tokio::time::sleep_until(intended.into()).await;
         while in_flight.try_join_next().is_some() {}
-        if in_flight.len() >= shape.concurrency {
+        if in_flight.len() >= shape.max_in_flight {
             phase.sent.add(1);
             phase.errors.add("client: in-flight limit");
         } else {

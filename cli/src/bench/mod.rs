@@ -47,10 +47,14 @@ pub(crate) struct BenchArgs {
     /// each order's intended send time). Without it: closed loop, as fast as answers come.
     #[arg(long)]
     rate: Option<f64>,
-    /// Closed loop: users placing orders back to back. Open loop: the most placements in flight.
-    /// Also the number of workers of each `--raw` loop.
+    /// Closed loop: users placing orders back to back. Also the number of workers of each `--raw`
+    /// loop, and of the placements of `--streams`.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
     concurrency: u64,
+    /// Open loop: the most placements in flight; one more is not sent and counts as an error
+    /// (`client: in-flight limit`).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    max_in_flight: u64,
     /// Simulated users, each holding one status stream; orders go to them in turn.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     users: u64,
@@ -167,6 +171,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let shape = Shape {
             rate: args.rate,
             concurrency,
+            max_in_flight: usize::try_from(args.max_in_flight)?,
             duration: match (args.duration_secs, args.orders) {
                 (None, None) => Some(Duration::from_secs(10)),
                 (secs, _) => secs.map(Duration::from_secs),

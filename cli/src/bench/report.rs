@@ -197,13 +197,15 @@ impl Report {
             }
         }
         for p in &self.phases {
-            let rate = p
-                .target_rate
-                .map_or(String::new(), |r| format!(" at {r:.0}/s"));
+            let shape = match (p.target_rate, p.concurrency, p.max_in_flight) {
+                (Some(rate), _, Some(max)) => format!("at {rate:.0}/s, at most {max} in flight"),
+                (_, Some(c), _) => format!("concurrency {c}"),
+                _ => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "\n{} — {}{rate}, concurrency {}, {} users, {:.1} s",
-                p.api, p.mode, p.concurrency, p.users, p.load_secs
+                "\n{} — {} {shape}, {} users, {:.1} s",
+                p.api, p.mode, p.users, p.load_secs
             );
             let _ = writeln!(
                 out,

@@ -28,7 +28,7 @@ pub(crate) const SEAL_KEYS: &str = "e2e:ZTJlLW9ubHktc2VhbC1rZXktMzItYnl0ZXMtbG9u
 pub(crate) struct System {
     accept: Service,
     _process: Service,
-    _notify: Service,
+    notify: Service,
     _gateway: Service,
     accept_addr: SocketAddr,
     notify_addr: SocketAddr,
@@ -118,7 +118,7 @@ impl System {
         Self {
             accept,
             _process: process,
-            _notify: notify,
+            notify,
             _gateway: gateway,
             accept_addr,
             notify_addr,
@@ -190,6 +190,34 @@ impl System {
         .expect("signing a token")
     }
 
+    /// `contoso bench` pointed at this system: its endpoints, its JWT settings and, for `--raw`,
+    /// its Postgres, Redis (with the key prefix) and NATS.
+    pub(crate) fn bench(&self) -> Command {
+        let mut command = Command::new(binary("contoso"));
+        command
+            .arg("bench")
+            .arg(format!("--accept-url=http://{}", self.accept_addr))
+            .arg(format!("--notify-url=http://{}", self.notify_addr))
+            .arg(format!("--gateway-url=http://{}", self.gateway_addr))
+            .env_clear()
+            .env("RUST_LOG", "warn")
+            .envs(auth_env(&self.jwt_secret))
+            .envs(
+                self.service_env("process-svc")
+                    .iter()
+                    .filter(|(k, _)| {
+                        ["DATABASE_URL", "NATS_URL", "REDIS_URL", "REDIS_KEY_PREFIX"].contains(k)
+                    })
+                    .map(|(k, v)| (*k, v.as_str())),
+            );
+        command
+    }
+
+    /// notify-svc's process id (its memory is read from /proc).
+    pub(crate) fn notify_pid(&self) -> u32 {
+        self.notify.pid()
+    }
+
     /// Kills the nats-server; its store stays for [`Self::restart_broker`].
     pub(crate) fn stop_broker(&mut self) {
         self.nats.stop();
@@ -248,6 +276,7 @@ pub(crate) struct DevSystem {
     service: Service,
     gateway_addr: SocketAddr,
     accept_addr: SocketAddr,
+    notify_addr: SocketAddr,
     _logs: TempDir,
 }
 
@@ -273,6 +302,7 @@ impl DevSystem {
             service,
             gateway_addr,
             accept_addr,
+            notify_addr,
             _logs: logs,
         }
     }
@@ -300,6 +330,19 @@ impl DevSystem {
 
     pub(crate) fn gateway_web(&self) -> Client {
         Client::GrpcWeb(self.gateway_addr)
+    }
+
+    /// `contoso bench` pointed at this `contoso dev` (its development JWT secret included).
+    pub(crate) fn bench(&self) -> Command {
+        let mut command = Command::new(binary("contoso"));
+        command
+            .arg("bench")
+            .arg(format!("--accept-url=http://{}", self.accept_addr))
+            .arg(format!("--notify-url=http://{}", self.notify_addr))
+            .arg(format!("--gateway-url=http://{}", self.gateway_addr))
+            .env_clear()
+            .env("RUST_LOG", "warn");
+        command
     }
 
     /// The gateway's REST API, through curl.
