@@ -2,7 +2,11 @@
 //! checking that the JSON report it writes is complete and consistent. Figures are never asserted:
 //! a slow machine passes as well as a fast one.
 
-use std::{path::Path, process::Command};
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use serde_json::Value;
 
@@ -184,4 +188,46 @@ fn bench_on_the_real_binaries_measures_raw_limits_an_open_loop_and_idle_streams(
         number(&report, &format!("streams/{memory}"));
     }
     assert_latency(&report, "streams/fan_out", 12);
+}
+
+#[test]
+fn bench_streams_reconnect_and_every_order_is_counted_across_a_notify_svc_restart() {
+    let mut system = System::start();
+    let dir = tempfile::tempdir().expect("a temp dir for the report");
+    let json = dir.path().join("bench.json");
+    let mut bench = system.bench();
+    bench
+        .args([
+            "--rate=20",
+            "--duration-secs=8",
+            "--users=3",
+            "--no-progress",
+            "--strict",
+        ])
+        .arg(format!("--json={}", json.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let running = bench.spawn().expect("starting contoso bench");
+
+    // Once the bench's orders are being recorded, notify-svc goes away and comes back.
+    let until = Instant::now() + Duration::from_secs(60);
+    while system.count("SELECT count(*) AS n FROM orders", &[]) == 0 {
+        assert!(Instant::now() < until, "the bench recorded no order");
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+    system.restart_notify();
+
+    let output = running.wait_with_output().expect("waiting for the bench");
+    assert!(
+        output.status.success(),
+        "the bench failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = read_report(&json);
+    assert_phase(&report, 0, "gRPC PlaceOrder");
+    assert!(
+        count(&report, "phases/0/stream_reconnects") >= 3,
+        "every user's stream reopened: {report:#}"
+    );
 }

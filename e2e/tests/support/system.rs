@@ -40,7 +40,7 @@ pub(crate) struct System {
     /// The environment each service was started with, by binary name.
     service_envs: Vec<(&'static str, Vec<(&'static str, String)>)>,
     runtime: tokio::runtime::Runtime,
-    _logs: TempDir,
+    logs: TempDir,
 }
 
 impl System {
@@ -129,7 +129,7 @@ impl System {
             jwt_secret,
             service_envs,
             runtime,
-            _logs: logs,
+            logs,
         }
     }
 
@@ -211,6 +211,21 @@ impl System {
                     .map(|(k, v)| (*k, v.as_str())),
             );
         command
+    }
+
+    /// Kills notify-svc (SIGKILL: its streams end without a goodbye) and starts it again on the
+    /// same address with the same environment; returns once it is ready.
+    pub(crate) fn restart_notify(&mut self) {
+        self.notify.kill();
+        let env = self.service_env("notify-svc").to_vec();
+        self.notify = Service::start(
+            "notify-svc-restarted",
+            &binary("notify-svc"),
+            &[],
+            &env,
+            self.logs.path(),
+        );
+        self.notify.wait_ready(self.notify_addr);
     }
 
     /// notify-svc's process id (its memory is read from /proc).
