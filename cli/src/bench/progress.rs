@@ -27,7 +27,7 @@ impl Progress {
         let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
             bar.set_style(
-                ProgressStyle::with_template("{prefix:>22} [{bar:30}] {pos}/{len} {msg}")
+                ProgressStyle::with_template("{prefix:>22} [{bar:20}] {pos}/{len} {wide_msg}")
                     .expect("a valid progress template")
                     .progress_chars("=> "),
             );
