@@ -83,7 +83,8 @@ pub(crate) struct BenchArgs {
     #[command(flatten)]
     raw_targets: raw::RawArgs,
     /// Instead of the load: open this many idle streams on notify-svc, then have every user place
-    /// one order, and report memory per stream and the fan-out latency.
+    /// one order (at `--rate` if given, else all at once), and report memory per stream and the
+    /// fan-out latency.
     #[arg(long)]
     streams: Option<u64>,
     /// `--streams`: streams per user (notify-svc allows MAX_STREAMS_PER_USER, 16 by default).
@@ -154,6 +155,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             per_user: usize::try_from(per_user)?,
             notify_pid: args.notify_pid,
             concurrency,
+            rate: args.rate,
             open_deadline: Duration::from_secs(300),
             drain,
             request_timeout,

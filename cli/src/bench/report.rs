@@ -267,8 +267,10 @@ impl Report {
             let _ = writeln!(out, "  notify-svc memory per idle stream: {kib}");
             let _ = writeln!(
                 out,
-                "  fan-out: {} orders, {} of {} deliveries in {}",
+                "  fan-out: {} orders ({}), {} of {} deliveries in {}",
                 s.orders_accepted,
+                s.rate
+                    .map_or("all at once".to_owned(), |r| format!("at {r:.0}/s")),
                 s.deliveries_seen,
                 s.deliveries_expected,
                 fmt_ms(s.fan_out_secs * 1000.0)

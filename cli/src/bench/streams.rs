@@ -38,6 +38,8 @@ pub(crate) struct StreamsShape {
     pub(crate) per_user: usize,
     pub(crate) notify_pid: Option<u32>,
     pub(crate) concurrency: usize,
+    /// Orders per second for the fan-out (`None`: all at once, `concurrency` at a time).
+    pub(crate) rate: Option<f64>,
     pub(crate) open_deadline: Duration,
     pub(crate) drain: Duration,
     pub(crate) request_timeout: Duration,
@@ -48,6 +50,8 @@ pub(crate) struct StreamsReport {
     pub(crate) streams: usize,
     pub(crate) users: usize,
     pub(crate) connections: usize,
+    /// Orders per second of the fan-out (`None`: all at once).
+    pub(crate) rate: Option<f64>,
     pub(crate) opened: u64,
     pub(crate) failed_to_open: u64,
     pub(crate) open_secs: f64,
@@ -206,11 +210,15 @@ pub(crate) async fn measure(
         "streams: {opened} open in {open_secs:.1}s; each user places one order"
     ));
 
-    // One order per user, `concurrency` at a time.
+    // One order per user, `concurrency` at a time, at `rate` if given.
     let placing = Arc::new(Semaphore::new(shape.concurrency.max(1)));
     let mut orders = JoinSet::new();
     let fan_out_started = Instant::now();
     for (n, token) in tokens.into_iter().enumerate() {
+        if let Some(rate) = shape.rate {
+            let at = fan_out_started + Duration::from_secs_f64(n as f64 / rate);
+            tokio::time::sleep_until(at.into()).await;
+        }
         let (placer, seen, placing) = (placer.clone(), seen.clone(), placing.clone());
         let timeout = shape.request_timeout;
         orders.spawn(async move {
@@ -259,6 +267,7 @@ pub(crate) async fn measure(
         streams: shape.streams,
         users,
         connections,
+        rate: shape.rate,
         opened,
         failed_to_open: seen.failed.get(),
         open_secs,
