@@ -429,6 +429,9 @@ pub(crate) struct PhaseReport {
     /// From the first placement to the last COMPLETED (or the drain's end), in seconds.
     pub(crate) total_secs: f64,
     pub(crate) completed_per_sec_overall: f64,
+    /// COMPLETED per second after placing stopped, until the last one (or the drain's end): what
+    /// processing sustains with no intake beside it.
+    pub(crate) completed_per_sec_after_placing: f64,
     /// `PlaceOrder` round trips; open loop measures from the intended send time.
     pub(crate) intake: Latency,
     /// From the `PlaceOrder` answer to COMPLETED on the user's stream.
@@ -491,9 +494,15 @@ pub(crate) async fn run_phase(
     let completed_in_load = phase.completed.get();
     progress.draining();
     let drain_until = Instant::now() + shape.drain;
+    let mut last_completion_secs = load_secs;
+    let mut seen = completed_in_load;
     while phase.completed.get() < phase.accepted.get() && Instant::now() < drain_until {
         tick.tick().await;
         sample(&mut timeline);
+        if phase.completed.get() > seen {
+            seen = phase.completed.get();
+            last_completion_secs = started.elapsed().as_secs_f64();
+        }
     }
     sample(&mut timeline);
     let total_secs = started.elapsed().as_secs_f64();
@@ -517,6 +526,10 @@ pub(crate) async fn run_phase(
         incomplete: accepted.saturating_sub(completed),
         total_secs,
         completed_per_sec_overall: per_sec(completed, total_secs),
+        completed_per_sec_after_placing: per_sec(
+            completed.saturating_sub(completed_in_load),
+            last_completion_secs - load_secs,
+        ),
         intake: phase.intake.summary(),
         accept_to_completed: phase.accept_to_completed.summary(),
         processed_to_seen: phase.processed_to_seen.summary(),

@@ -228,6 +228,11 @@ impl Report {
                 p.completed_per_sec_overall,
                 p.processed_to_seen.line()
             );
+            let _ = writeln!(
+                out,
+                "  completed after placing stopped: {:.0}/s",
+                p.completed_per_sec_after_placing
+            );
             let errors = if p.errors.is_empty() {
                 "none".to_owned()
             } else {

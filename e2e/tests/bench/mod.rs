@@ -84,6 +84,7 @@ fn assert_phase(report: &Value, index: usize, api: &str) {
         "accepted_per_sec",
         "completed_per_sec",
         "completed_per_sec_overall",
+        "completed_per_sec_after_placing",
         "load_secs",
         "total_secs",
     ] {
