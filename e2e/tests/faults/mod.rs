@@ -292,6 +292,34 @@ fn postgres_unreachable_for_a_while_mid_burst() {
     });
 }
 
+#[test]
+fn redis_restarted_mid_burst_losing_everything_it_held() {
+    // Owner maps, statuses, in-flight sets and idempotency keys all gone: the services' clients
+    // reconnect, and routing falls back to the customer the events carry, sealed.
+    run("Redis restarted (nothing kept)", 0, |world| {
+        world.redis.stop();
+        world.redis.restart();
+    });
+}
+
+#[test]
+fn redis_flushed_mid_burst() {
+    run("Redis FLUSHALL", 0, |world| {
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+        runtime.block_on(async {
+            let client = redis::Client::open(world.redis.url()).expect("the test's Redis URL");
+            let mut connection = client
+                .get_multiplexed_async_connection()
+                .await
+                .expect("connecting to the test's redis-server");
+            let () = redis::cmd("FLUSHALL")
+                .query_async(&mut connection)
+                .await
+                .expect("FLUSHALL");
+        });
+    });
+}
+
 /// The broker of `world`, as a client of its own.
 async fn broker(world: &FaultWorld) -> NatsBus {
     NatsBus::connect(NatsSettings {

@@ -54,7 +54,7 @@ pub(crate) struct FaultWorld {
     /// Between the services and Postgres.
     pub(crate) postgres: CuttableProxy,
     /// Private, so a Redis fault harms no other test.
-    _redis: RedisServer,
+    pub(crate) redis: RedisServer,
     database: TestDatabase,
     jwt_secret: String,
     runtime: tokio::runtime::Runtime,
@@ -114,7 +114,7 @@ impl FaultWorld {
             notify,
             nats,
             postgres,
-            _redis: redis,
+            redis,
             database,
             jwt_secret,
             runtime,
