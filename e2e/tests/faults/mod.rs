@@ -239,6 +239,68 @@ fn process_svc_killed_twice_mid_burst() {
     );
 }
 
+/// How many times the process-svc replicas have logged `line` since they last started.
+fn logged(world: &FaultWorld, line: &str) -> Vec<usize> {
+    world
+        .process
+        .iter()
+        .map(|p| {
+            p.service
+                .as_ref()
+                .map_or(0, |s| s.log_text().matches(line).count())
+        })
+        .collect()
+}
+
+/// Polls `condition` until it holds; panics naming `what` after `deadline`.
+fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
+    let until = Instant::now() + deadline;
+    while !condition() {
+        assert!(Instant::now() < until, "{what}: not within {deadline:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn process_svc_killed_between_its_postgres_commit_and_its_ack() {
+    const RECORDED: &str = "order recorded";
+    const FOUND_RECORDED: &str = "order already recorded (a redelivery)";
+    run(
+        "process-svc killed between the Postgres commit and the ack",
+        0,
+        |world| {
+            // Cut off the broker, the workers still commit the orders in hand, and their acks
+            // cannot leave; killed then, the broker holds those orders as never acknowledged.
+            let before = logged(world, RECORDED);
+            world.process_nats.cut();
+            wait_until(
+                "a worker commits an order it cannot acknowledge",
+                DEADLINE,
+                || {
+                    logged(world, RECORDED)
+                        .iter()
+                        .zip(&before)
+                        .any(|(now, then)| now > then)
+                },
+            );
+            let logs = world.logs.path().to_owned();
+            for worker in &mut world.process {
+                worker.kill();
+            }
+            world.process_nats.restore();
+            for worker in &mut world.process {
+                worker.restart(&logs);
+            }
+            // Redelivered after the ack wait, and found recorded: not inserted twice.
+            wait_until(
+                "a redelivered order found already recorded",
+                DEADLINE,
+                || logged(world, FOUND_RECORDED).iter().sum::<usize>() > 0,
+            );
+        },
+    );
+}
+
 #[test]
 fn nats_server_restarted_mid_burst() {
     run("nats-server restarted, store kept", 0, |world| {
