@@ -138,12 +138,13 @@ impl Consumer {
     }
 
     pub(crate) async fn process(&self, delivery: &Delivery) -> Outcome {
-        let events::StatusEvent { update, customer } = match events::decode(delivery.topic, &delivery.payload) {
-            Ok(event) => event,
-            Err(error) => {
-                return Outcome::GiveUp(format!("malformed status event: {error}"));
-            }
-        };
+        let events::StatusEvent { update, customer } =
+            match events::decode(delivery.topic, &delivery.payload) {
+                Ok(event) => event,
+                Err(error) => {
+                    return Outcome::GiveUp(format!("malformed status event: {error}"));
+                }
+            };
         let span = tracing::info_span!(
             "status_event",
             correlation_id = %update.correlation_id,

@@ -570,7 +570,10 @@ async fn an_event_whose_owner_map_is_gone_is_routed_by_its_sealed_customer_and_t
     let answered = harness.answer_for(&id).await;
     assert_eq!((answered.attempt, answered.answer), (1, Answer::Ack));
     // Restored, so a snapshot finds the order as the caller's again.
-    assert_eq!(harness.state.owner(cid).await.expect("owner"), Some(alice.clone()));
+    assert_eq!(
+        harness.state.owner(cid).await.expect("owner"),
+        Some(alice.clone())
+    );
     let mut snapshot = harness
         .watch("alice", &[cid])
         .await

@@ -18,10 +18,21 @@ use bytes::Bytes;
 use contoso_bus::{Bus, ConsumerSpec, Envelope, NatsBus, NatsSettings, Topic};
 use futures::StreamExt as _;
 
+use contoso_proto::{
+    notify::v1::{
+        OrderStatusUpdate, WatchOrderStatusRequest,
+        order_status_service_client::OrderStatusServiceClient, watch_order_status_response::Event,
+    },
+    orders::v1::{
+        OrderLineRequest, OrderStatus, PlaceOrderRequest, order_service_client::OrderServiceClient,
+    },
+};
+
 use crate::support::{
     faults::FaultWorld,
     load::{
         Burst, Seen, channel, completed, moved_backwards, wait_all_completed, wait_opened, watch,
+        with_token,
     },
     process::binary,
 };
@@ -447,4 +458,83 @@ fn a_poison_message_mid_burst_is_dead_lettered_and_harms_nothing_else() {
                 .expect("publishing the poison message");
         });
     });
+}
+
+#[test]
+fn an_order_for_a_product_withdrawn_after_acceptance_ends_failed_with_a_reason() {
+    // process-svc dead-letters it, after announcing FAILED.
+    run(
+        "an order for a product withdrawn after acceptance",
+        1,
+        |world| {
+            let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+            let token = world.token("ed");
+            // The workers fall behind (off the broker), so the order is still waiting when its
+            // product is withdrawn. The burst orders AZ-900 only.
+            world.process_nats.cut();
+            let placed = runtime.block_on(async {
+                OrderServiceClient::new(channel(world.accept[0].addr))
+                    .place_order(with_token(
+                        &token,
+                        PlaceOrderRequest {
+                            lines: vec![OrderLineRequest {
+                                product_id: "AZ-104".into(),
+                                quantity: 1,
+                            }],
+                            idempotency_key: String::new(),
+                        },
+                    ))
+                    .await
+                    .expect("AZ-104 is accepted while for sale")
+                    .into_inner()
+                    .order
+                    .expect("the accepted order")
+            });
+            let withdrawn = world.count(
+                "WITH w AS (UPDATE products SET active = false WHERE id = 'AZ-104' RETURNING 1) \
+             SELECT count(*) AS n FROM w",
+            );
+            assert_eq!(withdrawn, 1, "AZ-104 withdrawn from sale");
+            world.process_nats.restore();
+
+            let failed = runtime.block_on(async {
+                let mut stream = OrderStatusServiceClient::new(channel(world.notify.addr))
+                    .watch_order_status(with_token(
+                        &token,
+                        WatchOrderStatusRequest {
+                            correlation_ids: vec![placed.correlation_id.clone()],
+                        },
+                    ))
+                    .await
+                    .expect("watching the order")
+                    .into_inner();
+                tokio::time::timeout(DEADLINE, async {
+                    loop {
+                        match stream.message().await {
+                            Ok(Some(message)) => {
+                                if let Some(Event::Update(update)) = message.event
+                                    && update.status == i32::from(OrderStatus::Failed)
+                                {
+                                    return update;
+                                }
+                            }
+                            other => panic!("the stream ended before FAILED: {other:?}"),
+                        }
+                    }
+                })
+                .await
+                .expect("FAILED on the owner's stream")
+            });
+            let OrderStatusUpdate {
+                correlation_id,
+                reason,
+                ..
+            } = failed;
+            assert_eq!(correlation_id, placed.correlation_id);
+            assert!(
+                reason.contains("AZ-104") && reason.contains("no longer for sale"),
+                "{reason}"
+            );
+        },
+    );
 }
