@@ -7,7 +7,8 @@
 //! - of unknown cause (a statement refused, a panic): nack with backoff, and once a message has
 //!   failed so `max_deliver` times on this replica, give up as for a permanent failure;
 //! - permanent (the event is invalid, its customer reference does not open, its order id is
-//!   taken): announce FAILED with a reason on `orders.failed`, then dead-letter it at once;
+//!   taken, a product was withdrawn from sale since acceptance): announce FAILED with a reason
+//!   on `orders.failed`, then dead-letter it at once;
 //! - poison (not an `OrderAccepted` at all): dead-letter it at once.
 
 use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
@@ -15,20 +16,24 @@ use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 use chrono::Utc;
 use futures::{FutureExt, StreamExt};
 use tokio::{
-    sync::{Notify, Semaphore},
+    sync::{Notify, OwnedSemaphorePermit, Semaphore},
     task::JoinSet,
     time::Instant,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
 
-use contoso_bus::{Bus, BusError, ConsumerSpec, Delivery, Envelope, Strikes, Topic};
-use contoso_domain::{CorrelationId, NewOrder, OrderId, OrderStatus, Report};
+use contoso_bus::{Bus, BusError, ConsumerSpec, Deliveries, Delivery, Envelope, Strikes, Topic};
+use contoso_domain::{NewOrder, OrderId, OrderStatus, Report};
 use contoso_platform::seal::CustomerSealer;
+use contoso_proto::events::v1::SealedCustomer;
 use contoso_state::StatusWriter;
 use contoso_store::{OrderWriter, RecordOutcome, StoreError};
 
-use crate::{CONSUMER_GROUP, Settings, event};
+use crate::{
+    CONSUMER_GROUP, Settings,
+    event::{self, OrderRef},
+};
 
 /// Longest pause between attempts to (re)open the consumer.
 const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(10);
@@ -73,7 +78,10 @@ impl ProcessError {
     fn class(&self) -> Class {
         match self {
             Self::Poison(_) => Class::Poison,
-            Self::Invalid(_) | Self::Store(StoreError::OrderIdTaken(_)) => Class::Permanent,
+            Self::Invalid(_)
+            | Self::Store(StoreError::OrderIdTaken(_) | StoreError::NotForSale(_)) => {
+                Class::Permanent
+            }
             Self::Store(StoreError::Unavailable { .. }) => Class::Transient,
             // A refused statement may be a lock or statement timeout as well as a real defect;
             // malformed stored data may be repaired. Retried, within the budget.
@@ -90,6 +98,9 @@ impl ProcessError {
             Self::Store(StoreError::OrderIdTaken(_)) => {
                 "the order's id is already taken by another order".to_owned()
             }
+            Self::Store(StoreError::NotForSale(product)) => {
+                format!("{product} is no longer for sale")
+            }
             Self::Store(_) | Self::Panicked => "the order could not be recorded".to_owned(),
         }
     }
@@ -99,7 +110,7 @@ impl ProcessError {
 #[derive(Debug)]
 struct Failure {
     /// The order, once the event was decoded far enough to name it.
-    order: Option<(CorrelationId, Option<OrderId>)>,
+    order: Option<Box<OrderRef>>,
     error: ProcessError,
 }
 
@@ -113,7 +124,7 @@ impl Failure {
 }
 
 /// What the broker is told about one delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Verdict {
     Ack,
     /// Not done yet: deliver again after the delay.
@@ -121,7 +132,7 @@ pub(crate) enum Verdict {
     /// Given up on: announce FAILED (when the order is known), then dead-letter it.
     GiveUp {
         /// The order to announce as FAILED, with the reason its owner sees.
-        failed: Option<(CorrelationId, Option<OrderId>, String)>,
+        failed: Option<(OrderRef, String)>,
         /// Why, for the operator reading the dead letters.
         reason: String,
     },
@@ -166,10 +177,17 @@ impl Worker {
                 match next {
                     Some(Ok(delivery)) => {
                         failures = 0;
+                        let batch = gather(
+                            delivery,
+                            permit,
+                            &mut deliveries,
+                            &permits,
+                            self.settings.max_batch,
+                        );
                         let worker = self.clone();
                         tasks.spawn(async move {
-                            worker.handle(delivery).await;
-                            drop(permit);
+                            // The permits go with the batch.
+                            worker.handle_batch(batch).await;
                         });
                     }
                     Some(Err(e)) => {
@@ -214,30 +232,141 @@ impl Worker {
         }
     }
 
-    async fn handle(&self, delivery: Delivery) {
-        let span = tracing::info_span!(
-            "order",
-            correlation_id = field::Empty,
-            order_id = field::Empty,
-            message_id = delivery.message_id.as_deref().unwrap_or(""),
-            attempt = delivery.attempt,
+    /// Works on a batch of deliveries: the orders of those that can be read are recorded in one
+    /// transaction. Whatever goes wrong other than the database being unavailable (an order that
+    /// cannot be recorded, a statement refused, a panic) sends every delivery of the batch down
+    /// the one-at-a-time path, which tells which order it was and classifies each failure.
+    async fn handle_batch(&self, batch: Vec<(Delivery, OwnedSemaphorePermit)>) {
+        if batch.len() == 1 {
+            for (delivery, _permit) in batch {
+                self.handle(delivery).await;
+            }
+            return;
+        }
+        let mut readable = Vec::with_capacity(batch.len());
+        let mut unreadable = Vec::new();
+        for (delivery, permit) in batch {
+            match event::decode(&delivery.payload).and_then(|accepted| {
+                let known = accepted.order_ref();
+                accepted
+                    .into_order(&self.sealer)
+                    .map(|order| (known, order))
+            }) {
+                Ok((known, order)) => readable.push((delivery, permit, known, order)),
+                Err(_) => unreadable.push((delivery, permit)),
+            }
+        }
+        let alone = futures::future::join_all(
+            unreadable
+                .into_iter()
+                .map(|(delivery, _permit)| self.handle(delivery)),
         );
+        let together = self.record_together(readable);
+        tokio::join!(alone, together);
+    }
+
+    /// Records readable orders in one transaction and settles each delivery; see
+    /// [`Worker::handle_batch`].
+    async fn record_together(
+        &self,
+        batch: Vec<(Delivery, OwnedSemaphorePermit, OrderRef, NewOrder)>,
+    ) {
+        if batch.is_empty() {
+            return;
+        }
+        let span = tracing::info_span!("orders", batch = batch.len());
+        let deliveries: Vec<&Delivery> = batch.iter().map(|(d, ..)| d).collect();
+        let work = async {
+            futures::future::join_all(batch.iter().map(|(delivery, _, known, order)| {
+                self.mark_processing(order, known.customer.as_ref())
+                    .instrument(order_span(delivery, Some(order)))
+            }))
+            .await;
+            let events: Vec<Vec<u8>> = batch
+                .iter()
+                .map(|(_, _, known, order)| {
+                    event::processed(order, known.customer.as_ref(), Utc::now())
+                })
+                .collect();
+            let orders: Vec<(&NewOrder, &[u8])> = batch
+                .iter()
+                .zip(&events)
+                .map(|((.., order), event)| (order, event.as_slice()))
+                .collect();
+            self.orders.record_orders(&orders).await
+        };
+        let recorded = AssertUnwindSafe(with_heartbeat(&self.settings, &deliveries, work))
+            .catch_unwind()
+            .instrument(span)
+            .await;
+        match recorded {
+            Ok(Ok(outcomes)) => {
+                self.wake.notify_one();
+                futures::future::join_all(batch.iter().zip(outcomes).map(
+                    |((delivery, _, _, order), outcome)| {
+                        let span = order_span(delivery, Some(order));
+                        async move {
+                            log_outcome(order.order_id, outcome);
+                            self.settle(delivery, Verdict::Ack).await;
+                        }
+                        .instrument(span)
+                    },
+                ))
+                .await;
+            }
+            Ok(Err(e @ StoreError::Unavailable { .. })) => {
+                tracing::warn!(error = %Report(&e), orders = batch.len(), "database unavailable; the batch will be retried");
+                futures::future::join_all(batch.iter().map(|(delivery, ..)| {
+                    let delay = retry_backoff(delivery.attempt, self.settings.max_retry_backoff);
+                    self.settle(delivery, Verdict::Retry(delay))
+                }))
+                .await;
+            }
+            Ok(Err(e)) => {
+                tracing::info!(error = %Report(&e), orders = batch.len(), "the batch could not be recorded together; recording its orders one by one");
+                self.one_by_one(batch).await;
+            }
+            Err(_) => {
+                tracing::error!(
+                    orders = batch.len(),
+                    "recording a batch panicked; recording its orders one by one"
+                );
+                self.one_by_one(batch).await;
+            }
+        }
+    }
+
+    async fn one_by_one(&self, batch: Vec<(Delivery, OwnedSemaphorePermit, OrderRef, NewOrder)>) {
+        futures::future::join_all(
+            batch
+                .into_iter()
+                .map(|(delivery, _permit, ..)| self.handle(delivery)),
+        )
+        .await;
+    }
+
+    async fn handle(&self, delivery: Delivery) {
+        let span = order_span(&delivery, None);
         async {
             // A panic is a failure of unknown cause like any other: retried within the budget,
             // then given up on, instead of coming back after every ack wait for ever.
-            let result = AssertUnwindSafe(self.with_heartbeat(&delivery))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|_| {
-                    // The order, so that its owner hears of the failure if it comes to that.
-                    let order = event::decode(&delivery.payload)
-                        .ok()
-                        .map(|accepted| (accepted.correlation_id, accepted.order_id()));
-                    Err(Failure {
-                        order,
-                        error: ProcessError::Panicked,
-                    })
-                });
+            let result = AssertUnwindSafe(with_heartbeat(
+                &self.settings,
+                &[&delivery],
+                self.process(&delivery),
+            ))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                // The order, so that its owner hears of the failure if it comes to that.
+                let order = event::decode(&delivery.payload)
+                    .ok()
+                    .map(|accepted| Box::new(accepted.order_ref()));
+                Err(Failure {
+                    order,
+                    error: ProcessError::Panicked,
+                })
+            });
             let strikes = match &result {
                 Err(failure) if failure.error.class() == Class::Unknown => {
                     self.strikes.strike(&delivery)
@@ -251,43 +380,13 @@ impl Worker {
         .await;
     }
 
-    /// Works on the delivery, telling the broker now and then that it is still in progress so a
-    /// slow database does not cause a redelivery to a second replica; for at most
-    /// `max_in_progress`, so a delivery stuck on a hung call is redelivered after all.
-    async fn with_heartbeat(&self, delivery: &Delivery) -> Result<RecordOutcome, Failure> {
-        let every = (self.settings.ack_wait / 3).max(Duration::from_millis(100));
-        let started = Instant::now();
-        let mut heartbeat = tokio::time::interval_at(started + every, every);
-        let mut signalling = true;
-        let work = self.process(delivery);
-        tokio::pin!(work);
-        loop {
-            tokio::select! {
-                result = &mut work => return result,
-                _ = heartbeat.tick(), if signalling => {
-                    if started.elapsed() >= self.settings.max_in_progress {
-                        signalling = false;
-                        tracing::warn!(
-                            max_in_progress = ?self.settings.max_in_progress,
-                            "still working on the order; no more in-progress signals, so the broker redelivers it after the ack wait"
-                        );
-                        continue;
-                    }
-                    if let Err(e) = delivery.in_progress().await {
-                        tracing::debug!(error = %Report(&e), "in-progress signal failed");
-                    }
-                }
-            }
-        }
-    }
-
     async fn process(&self, delivery: &Delivery) -> Result<RecordOutcome, Failure> {
         let accepted = event::decode(&delivery.payload).map_err(Failure::poison)?;
         let span = tracing::Span::current();
         span.record("correlation_id", field::display(accepted.correlation_id));
-        let known = (accepted.correlation_id, accepted.order_id());
+        let known = accepted.order_ref();
         let failure = |error| Failure {
-            order: Some(known),
+            order: Some(Box::new(known.clone())),
             error,
         };
         let order = accepted
@@ -295,23 +394,16 @@ impl Worker {
             .map_err(|e| failure(ProcessError::Invalid(e)))?;
         span.record("order_id", field::display(order.order_id));
 
-        self.mark_processing(&order).await;
+        let customer = known.customer.as_ref();
+        self.mark_processing(&order, customer).await;
 
-        let processed = event::processed(&order, Utc::now());
+        let processed = event::processed(&order, customer, Utc::now());
         let outcome = self
             .orders
             .record_order(&order, &processed)
             .await
             .map_err(|e| failure(ProcessError::Store(e)))?;
-        match outcome {
-            RecordOutcome::Inserted => tracing::info!("order recorded"),
-            RecordOutcome::AlreadyRecorded(existing) if existing == order.order_id => {
-                tracing::info!("order already recorded (a redelivery); nothing inserted");
-            }
-            RecordOutcome::AlreadyRecorded(existing) => {
-                tracing::warn!(%existing, "correlation id already recorded under another order id");
-            }
-        }
+        log_outcome(order.order_id, outcome);
         // Also on a redelivery: its outbox entry may still be waiting.
         self.wake.notify_one();
         Ok(outcome)
@@ -319,7 +411,7 @@ impl Worker {
 
     /// PROCESSING is a courtesy to watchers; Postgres, not Redis or the bus, is the system of
     /// record, so a failure here is logged and the order is recorded anyway.
-    async fn mark_processing(&self, order: &NewOrder) {
+    async fn mark_processing(&self, order: &NewOrder, customer: Option<&SealedCustomer>) {
         let announce = match self
             .state
             .advance(
@@ -344,7 +436,7 @@ impl Worker {
         let envelope = Envelope {
             topic: Topic::OrderProcessing,
             message_id: event::processing_message_id(order.correlation_id),
-            payload: event::processing(order, Utc::now()).into(),
+            payload: event::processing(order, customer, Utc::now()).into(),
         };
         if let Err(e) = self.bus.publish(envelope).await {
             tracing::warn!(error = %Report(&e), "could not publish the PROCESSING event");
@@ -372,12 +464,12 @@ impl Worker {
     async fn give_up(
         &self,
         delivery: &Delivery,
-        failed: &Option<(CorrelationId, Option<OrderId>, String)>,
+        failed: &Option<(OrderRef, String)>,
         reason: &str,
     ) -> Result<(), BusError> {
         let done = async {
-            if let Some((cid, order_id, user_reason)) = failed {
-                self.announce_failed(*cid, *order_id, user_reason).await?;
+            if let Some((order, user_reason)) = failed {
+                self.announce_failed(order, user_reason).await?;
             }
             delivery.dead_letter(reason).await
         }
@@ -397,13 +489,13 @@ impl Worker {
 
     /// Records FAILED in the workflow state (best effort, as PROCESSING is: notify-svc records it
     /// too when the event reaches it) and announces it on `orders.failed` with the reason.
-    async fn announce_failed(
-        &self,
-        cid: CorrelationId,
-        order_id: Option<OrderId>,
-        reason: &str,
-    ) -> Result<(), BusError> {
-        if let Err(e) = self.state.advance(cid, OrderStatus::Failed, order_id).await {
+    async fn announce_failed(&self, order: &OrderRef, reason: &str) -> Result<(), BusError> {
+        let cid = order.correlation_id;
+        if let Err(e) = self
+            .state
+            .advance(cid, OrderStatus::Failed, order.order_id)
+            .await
+        {
             tracing::warn!(error = %Report(&e), "could not record FAILED in workflow state");
         }
         // Announced even when the state already said FAILED: the first announcement may have
@@ -412,7 +504,7 @@ impl Worker {
         let envelope = Envelope {
             topic: Topic::OrderFailed,
             message_id: event::failed_message_id(cid),
-            payload: event::failed(cid, order_id, reason, Utc::now()).into(),
+            payload: event::failed(order, reason, Utc::now()).into(),
         };
         self.bus.publish(envelope).await
     }
@@ -434,7 +526,8 @@ fn verdict(
     let give_up = |reason: String| Verdict::GiveUp {
         failed: failure
             .order
-            .map(|(cid, order_id)| (cid, order_id, error.user_reason())),
+            .as_deref()
+            .map(|order| (order.clone(), error.user_reason())),
         reason,
     };
     match error.class() {
@@ -459,6 +552,93 @@ fn verdict(
         Class::Poison => {
             tracing::error!(error = %Report(error), "not an OrderAccepted; dead-lettering it");
             give_up(Report(error).to_string())
+        }
+    }
+}
+
+/// Runs `work` on `deliveries`, telling the broker now and then that they are still in progress
+/// so a slow database does not cause a redelivery to a second replica; for at most
+/// `max_in_progress`, so a delivery stuck on a hung call is redelivered after all.
+async fn with_heartbeat<T>(
+    settings: &Settings,
+    deliveries: &[&Delivery],
+    work: impl Future<Output = T>,
+) -> T {
+    let every = (settings.ack_wait / 3).max(Duration::from_millis(100));
+    let started = Instant::now();
+    let mut heartbeat = tokio::time::interval_at(started + every, every);
+    let mut signalling = true;
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            result = &mut work => return result,
+            _ = heartbeat.tick(), if signalling => {
+                if started.elapsed() >= settings.max_in_progress {
+                    signalling = false;
+                    tracing::warn!(
+                        max_in_progress = ?settings.max_in_progress,
+                        "still working on the order; no more in-progress signals, so the broker redelivers it after the ack wait"
+                    );
+                    continue;
+                }
+                let signals = deliveries.iter().map(|delivery| delivery.in_progress());
+                for signalled in futures::future::join_all(signals).await {
+                    if let Err(e) = signalled {
+                        tracing::debug!(error = %Report(&e), "in-progress signal failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The first delivery and whatever more is ready at once, up to `max_batch` and as far as
+/// permits are free: a batch never waits for messages that have not arrived.
+fn gather(
+    first: Delivery,
+    permit: OwnedSemaphorePermit,
+    deliveries: &mut Deliveries,
+    permits: &Arc<Semaphore>,
+    max_batch: usize,
+) -> Vec<(Delivery, OwnedSemaphorePermit)> {
+    let mut batch = vec![(first, permit)];
+    while batch.len() < max_batch {
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            break;
+        };
+        // An error or the end of the stream is left for the consume loop to see next time.
+        match deliveries.next().now_or_never() {
+            Some(Some(Ok(delivery))) => batch.push((delivery, permit)),
+            _ => break,
+        }
+    }
+    batch
+}
+
+/// The span of one delivery's work; the order's ids are filled in once the event is read.
+fn order_span(delivery: &Delivery, order: Option<&NewOrder>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "order",
+        correlation_id = field::Empty,
+        order_id = field::Empty,
+        message_id = delivery.message_id.as_deref().unwrap_or(""),
+        attempt = delivery.attempt,
+    );
+    if let Some(order) = order {
+        span.record("correlation_id", field::display(order.correlation_id));
+        span.record("order_id", field::display(order.order_id));
+    }
+    span
+}
+
+fn log_outcome(order_id: OrderId, outcome: RecordOutcome) {
+    match outcome {
+        RecordOutcome::Inserted => tracing::info!("order recorded"),
+        RecordOutcome::AlreadyRecorded(existing) if existing == order_id => {
+            tracing::info!("order already recorded (a redelivery); nothing inserted");
+        }
+        RecordOutcome::AlreadyRecorded(existing) => {
+            tracing::warn!(%existing, "correlation id already recorded under another order id");
         }
     }
 }
@@ -504,7 +684,7 @@ fn consumer_spec(settings: &Settings) -> ConsumerSpec {
 
 #[cfg(test)]
 mod tests {
-    use contoso_domain::OrderId;
+    use contoso_domain::{CorrelationId, OrderId};
 
     use super::*;
 
@@ -535,7 +715,11 @@ mod tests {
 
     fn failed(error: ProcessError) -> Result<RecordOutcome, Failure> {
         Err(Failure {
-            order: Some((CorrelationId::new(), OrderId::new(7))),
+            order: Some(Box::new(OrderRef {
+                correlation_id: CorrelationId::new(),
+                order_id: OrderId::new(7),
+                customer: None,
+            })),
             error,
         })
     }
@@ -548,10 +732,10 @@ mod tests {
         )));
         match verdict(&taken, 1, 0, &settings) {
             Verdict::GiveUp {
-                failed: Some((_, order_id, user_reason)),
+                failed: Some((order, user_reason)),
                 reason,
             } => {
-                assert_eq!(order_id, OrderId::new(7));
+                assert_eq!(order.order_id, OrderId::new(7));
                 assert_eq!(
                     user_reason,
                     "the order's id is already taken by another order"

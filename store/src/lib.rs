@@ -3,7 +3,10 @@
 //! ([`MemoryStore`]) for the embedded dev mode and fast tests. The catalog comes from one data
 //! file ([`catalog::PRODUCTS_JSON`]) that both seed.
 
-use std::{collections::HashSet, fmt};
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -106,6 +109,9 @@ pub enum StoreError {
     /// The reserved order id is already recorded under a different correlation id.
     #[error("order {0} is recorded with another correlation id")]
     OrderIdTaken(OrderId),
+    /// A line names a product withdrawn from sale (inactive) since the order was accepted.
+    #[error("product {0} is no longer for sale")]
+    NotForSale(String),
     /// Stored data (or the catalog file) does not form valid domain values.
     #[error("stored data is malformed: {what}")]
     Corrupt {
@@ -159,19 +165,39 @@ pub trait OrderIdSource: Send + Sync + fmt::Debug {
 /// Records accepted orders (process-svc).
 #[async_trait]
 pub trait OrderWriter: Send + Sync + fmt::Debug {
-    /// In one transaction: upserts the customer, inserts the order under its reserved id with
-    /// status PROCESSING, its items, one entitlement per line (the buyer, the product, as many
-    /// seats as the quantity, valid from now as [`contoso_domain::grant`] rules, a renewal taking
-    /// over the seat assignments of the entitlement it renews), and an outbox row of kind
-    /// [`PROCESSED_EVENT_KIND`] carrying `processed_event`. Idempotent on the correlation id: a
-    /// second call returns [`RecordOutcome::AlreadyRecorded`] and writes (and grants) nothing. Fails with
-    /// [`StoreError::OrderIdTaken`] when the order id belongs to another correlation id, and with
-    /// [`StoreError::Query`] naming the constraint when a line is invalid (nothing is written).
+    /// Records a batch of orders in one transaction, each with the `OrderProcessed` event its
+    /// outbox row carries, and returns each one's outcome in the same order. For each order: upserts
+    /// the customer, inserts the order under its reserved id with status PROCESSING, its items, one
+    /// entitlement per line (the buyer, the product, as many seats as the quantity, valid from now
+    /// as [`contoso_domain::grant`] rules, a renewal taking over the seat assignments of the
+    /// entitlement it renews), and an outbox row of kind [`PROCESSED_EVENT_KIND`]. Idempotent on
+    /// the correlation id: an order already recorded is [`RecordOutcome::AlreadyRecorded`] and
+    /// writes (and grants) nothing.
+    ///
+    /// All or nothing: when one order cannot be recorded the whole batch is rolled back and its
+    /// error returned, so a caller that needs to know which order it was records them one by one:
+    /// [`StoreError::OrderIdTaken`] when an order id belongs to another correlation id,
+    /// [`StoreError::NotForSale`] when a line's product has been withdrawn from sale, and
+    /// [`StoreError::Query`] naming the constraint when a line is invalid.
+    async fn record_orders(
+        &self,
+        batch: &[(&NewOrder, &[u8])],
+    ) -> Result<Vec<RecordOutcome>, StoreError>;
+
+    /// Records one order: [`OrderWriter::record_orders`] with a batch of one.
     async fn record_order(
         &self,
         order: &NewOrder,
         processed_event: &[u8],
-    ) -> Result<RecordOutcome, StoreError>;
+    ) -> Result<RecordOutcome, StoreError> {
+        let mut outcomes = self.record_orders(&[(order, processed_event)]).await?;
+        outcomes.pop().ok_or_else(|| {
+            StoreError::corrupt(
+                format!("recording order {}", order.order_id),
+                "the store returned no outcome",
+            )
+        })
+    }
 }
 
 /// Reads and soft-deletes a customer's orders (accept-svc).
@@ -215,14 +241,16 @@ pub trait Outbox: Send + Sync + fmt::Debug {
         lease: std::time::Duration,
     ) -> Result<Vec<OutboxEntry>, StoreError>;
 
-    /// Marks the entry published and its order COMPLETED (unless its status is already final), in
-    /// one transaction. Completing an entry twice is harmless.
-    async fn complete(&self, entry: &OutboxEntry) -> Result<(), StoreError>;
+    /// Marks the entries published and their orders COMPLETED (unless an order's status is already
+    /// final), in one transaction. Completing an entry twice is harmless.
+    async fn complete(&self, entries: &[OutboxEntry]) -> Result<(), StoreError>;
 
-    /// The entitlements order `order_id`'s lines granted when it was recorded, by line: what the
-    /// relay announces with the order.
-    async fn entitlements_granted(&self, order_id: OrderId)
-    -> Result<Vec<Entitlement>, StoreError>;
+    /// The entitlements each of `order_ids` granted when it was recorded, by line: what the relay
+    /// announces with the order. An order that granted nothing (or is unknown) maps to nothing.
+    async fn entitlements_granted(
+        &self,
+        order_ids: &[OrderId],
+    ) -> Result<HashMap<OrderId, Vec<Entitlement>>, StoreError>;
 
     /// Deletes up to `limit` entries published more than `older_than` ago, oldest first, and
     /// returns how many went. Unpublished entries are never touched. (The memory store keeps no
