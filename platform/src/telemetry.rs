@@ -367,6 +367,18 @@ pub fn inject_metadata(metadata: &mut tonic::metadata::MetadataMap) {
     }
 }
 
+/// The server span of the call being handled, in the request's extensions: a handler that learns
+/// the order's correlation id records it there (`request.extensions().get::<ServerSpan>()`).
+#[derive(Debug, Clone)]
+pub struct ServerSpan(tracing::Span);
+
+impl ServerSpan {
+    /// Records the order's correlation id on the call's server span.
+    pub fn record_correlation_id(&self, correlation_id: &str) {
+        self.0.record(CORRELATION_ID, correlation_id);
+    }
+}
+
 /// RED metrics of every gRPC method and HTTP route a [`crate::server::GrpcHost`] serves.
 struct ServerMetrics {
     rpc_requests: Counters,
@@ -404,7 +416,7 @@ pub fn register_server_metrics() {
 /// The server span of every call (semantic conventions for RPC and HTTP servers), a child of the
 /// caller's trace context, and the RED metrics of its method or route. Probes and `/metrics`
 /// are neither traced nor counted.
-pub async fn server_layer(request: Request, next: Next) -> Response {
+pub async fn server_layer(mut request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
     if matches!(path.as_str(), "/metrics" | "/healthz" | "/readyz") {
         return next.run(request).await;
@@ -436,6 +448,7 @@ pub async fn server_layer(request: Request, next: Next) -> Response {
         );
         parent.adopt(&span);
         record_trace_id(&span);
+        request.extensions_mut().insert(ServerSpan(span.clone()));
         let response = next.run(request).instrument(span.clone()).await;
         // An error is a trailers-only answer, its status in the headers; a success sends its
         // status in the trailers, after this point.
@@ -482,6 +495,7 @@ pub async fn server_layer(request: Request, next: Next) -> Response {
         );
         parent.adopt(&span);
         record_trace_id(&span);
+        request.extensions_mut().insert(ServerSpan(span.clone()));
         let response = next.run(request).instrument(span.clone()).await;
         let status = response.status().as_u16();
         span.record("http.response.status_code", status);

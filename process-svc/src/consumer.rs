@@ -28,7 +28,7 @@ use contoso_platform::seal::CustomerSealer;
 use contoso_state::StatusWriter;
 use contoso_store::{OrderWriter, RecordOutcome, StoreError};
 
-use crate::{CONSUMER_GROUP, Settings, event};
+use crate::{CONSUMER_GROUP, Settings, event, metrics};
 
 /// Longest pause between attempts to (re)open the consumer.
 const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(10);
@@ -215,7 +215,10 @@ impl Worker {
     }
 
     async fn handle(&self, delivery: Delivery) {
+        // A child of the span that published the event: the order's trace goes on here.
+        let consumer = delivery.span();
         let span = tracing::info_span!(
+            parent: &consumer,
             "order",
             correlation_id = field::Empty,
             order_id = field::Empty,
@@ -298,13 +301,20 @@ impl Worker {
         self.mark_processing(&order).await;
 
         let processed = event::processed(&order, Utc::now());
+        // The relay's publish of orders.processed continues this span's trace.
+        let traceparent = contoso_telemetry::headers_of(&span)
+            .into_iter()
+            .find_map(|(name, value)| (name == "traceparent").then_some(value));
         let outcome = self
             .orders
-            .record_order(&order, &processed)
+            .record_order_traced(&order, &processed, traceparent.as_deref())
             .await
             .map_err(|e| failure(ProcessError::Store(e)))?;
         match outcome {
-            RecordOutcome::Inserted => tracing::info!("order recorded"),
+            RecordOutcome::Inserted => {
+                metrics::ORDERS_PROCESSED.get_or_create(&Vec::new()).inc();
+                tracing::info!("order recorded");
+            }
             RecordOutcome::AlreadyRecorded(existing) if existing == order.order_id => {
                 tracing::info!("order already recorded (a redelivery); nothing inserted");
             }
@@ -414,7 +424,9 @@ impl Worker {
             message_id: event::failed_message_id(cid),
             payload: event::failed(cid, order_id, reason, Utc::now()).into(),
         };
-        self.bus.publish(envelope).await
+        self.bus.publish(envelope).await?;
+        metrics::ORDERS_FAILED.get_or_create(&Vec::new()).inc();
+        Ok(())
     }
 }
 

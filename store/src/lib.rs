@@ -69,6 +69,20 @@ pub struct OutboxEntry {
     pub payload: Vec<u8>,
     /// When the entry was written.
     pub created_at: DateTime<Utc>,
+    /// The W3C `traceparent` of the span that recorded the order, when it was traced: the
+    /// relay's publish continues that trace.
+    pub traceparent: Option<String>,
+    /// When the order was accepted (for the accept-to-completed latency), if it is still there.
+    pub accepted_at: Option<DateTime<Utc>>,
+}
+
+/// The outbox entries not yet published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Backlog {
+    /// How many there are.
+    pub pending: u64,
+    /// When the oldest of them was written.
+    pub oldest: Option<DateTime<Utc>>,
 }
 
 /// A page of results and the number of matches over all pages.
@@ -172,6 +186,19 @@ pub trait OrderWriter: Send + Sync + fmt::Debug {
         order: &NewOrder,
         processed_event: &[u8],
     ) -> Result<RecordOutcome, StoreError>;
+
+    /// [`OrderWriter::record_order`], keeping `traceparent` (the recording span's W3C trace
+    /// context) with the outbox row so the relay's publish joins the order's trace. The stores
+    /// keep it; the default, for test doubles, records without it.
+    async fn record_order_traced(
+        &self,
+        order: &NewOrder,
+        processed_event: &[u8],
+        traceparent: Option<&str>,
+    ) -> Result<RecordOutcome, StoreError> {
+        let _ = traceparent;
+        self.record_order(order, processed_event).await
+    }
 }
 
 /// Reads and soft-deletes a customer's orders (accept-svc).
@@ -232,6 +259,9 @@ pub trait Outbox: Send + Sync + fmt::Debug {
         older_than: std::time::Duration,
         limit: i64,
     ) -> Result<u64, StoreError>;
+
+    /// How many entries wait to be published, and since when (`/metrics`).
+    async fn backlog(&self) -> Result<Backlog, StoreError>;
 }
 
 /// A value read from the store and the store's time it was read at, by which validities (active,

@@ -21,7 +21,7 @@ use contoso_domain::{
 
 use crate::{
     CatalogSource, Clock, Entitlements, IdBlock, MAX_BATCH, ORDER_ID_BLOCK_SIZE, OrderIdSource,
-    OrderReader, OrderWriter, Outbox, OutboxEntry, PROCESSED_EVENT_KIND, Page, RecordOutcome,
+    Backlog, OrderReader, OrderWriter, Outbox, OutboxEntry, PROCESSED_EVENT_KIND, Page, RecordOutcome,
     SeatError, Snapshot, StoreError, SystemClock, catalog, clock,
 };
 
@@ -279,6 +279,15 @@ impl OrderWriter for MemoryStore {
         order: &NewOrder,
         processed_event: &[u8],
     ) -> Result<RecordOutcome, StoreError> {
+        self.record_order_traced(order, processed_event, None).await
+    }
+
+    async fn record_order_traced(
+        &self,
+        order: &NewOrder,
+        processed_event: &[u8],
+        traceparent: Option<&str>,
+    ) -> Result<RecordOutcome, StoreError> {
         let granted_at = clock::now(&*self.clock);
         let mut state = self.lock();
         if let Some(existing) = state.check_new_order(order)? {
@@ -313,6 +322,8 @@ impl OrderWriter for MemoryStore {
             kind: PROCESSED_EVENT_KIND.to_owned(),
             payload: processed_event.to_vec(),
             created_at: now,
+            traceparent: traceparent.map(str::to_owned),
+            accepted_at: Some(order.accepted_at),
         };
         state.outbox.insert(
             id,
@@ -426,6 +437,14 @@ impl Outbox for MemoryStore {
     async fn prune_published(&self, _older_than: Duration, _limit: i64) -> Result<u64, StoreError> {
         // `complete` already removed every published entry.
         Ok(0)
+    }
+
+    async fn backlog(&self) -> Result<Backlog, StoreError> {
+        let state = self.lock();
+        Ok(Backlog {
+            pending: state.outbox.len() as u64,
+            oldest: state.outbox.values().map(|p| p.entry.created_at).min(),
+        })
     }
 
     async fn complete(&self, entry: &OutboxEntry) -> Result<(), StoreError> {

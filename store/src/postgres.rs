@@ -37,7 +37,7 @@ use contoso_domain::{
 };
 
 use crate::{
-    CatalogSource, Clock, IdBlock, MAX_BATCH, ORDER_ID_BLOCK_SIZE, OrderIdSource, OrderReader,
+    Backlog, CatalogSource, Clock, IdBlock, MAX_BATCH, ORDER_ID_BLOCK_SIZE, OrderIdSource, OrderReader,
     OrderWriter, Outbox, OutboxEntry, PROCESSED_EVENT_KIND, Page, RecordOutcome, SeatError,
     StoreError, SystemClock, clock,
     schema::{customers, order_items, orders, outbox, products},
@@ -45,6 +45,7 @@ use crate::{
 
 mod entitlements;
 mod migrate;
+mod pool_metrics;
 
 pub use migrate::{MigrationReport, migrate};
 
@@ -146,10 +147,14 @@ impl PgStore {
     }
 
     async fn conn(&self) -> Result<Object<AsyncPgConnection>, StoreError> {
-        self.pool
+        let started = std::time::Instant::now();
+        let conn = self
+            .pool
             .get()
             .await
-            .map_err(|e| StoreError::unavailable("getting a Postgres connection", e))
+            .map_err(|e| StoreError::unavailable("getting a Postgres connection", e));
+        pool_metrics::observe(&self.pool, started.elapsed());
+        conn
     }
 }
 
@@ -347,6 +352,7 @@ struct NewOutboxRow<'a> {
     order_id: i64,
     kind: &'a str,
     payload: &'a [u8],
+    traceparent: Option<&'a str>,
 }
 
 #[derive(Debug, QueryableByName)]
@@ -358,6 +364,9 @@ struct OutboxRow {
     kind: String,
     payload: Vec<u8>,
     created_at: DateTime<Utc>,
+    traceparent: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
+    accepted_at: Option<DateTime<Utc>>,
 }
 
 fn order_id(raw: i64) -> Result<OrderId, StoreError> {
@@ -375,6 +384,8 @@ impl TryFrom<OutboxRow> for OutboxEntry {
             kind: row.kind,
             payload: row.payload,
             created_at: row.created_at,
+            traceparent: row.traceparent,
+            accepted_at: row.accepted_at,
         })
     }
 }
@@ -463,7 +474,7 @@ impl CatalogSource for PgStore {
 
 #[async_trait]
 impl OrderIdSource for PgStore {
-    #[tracing::instrument(skip(self))]
+    #[tracing::instrument(skip(self), fields(otel.kind = "client", db.system.name = "postgresql"))]
     async fn reserve_block(&self) -> Result<IdBlock, StoreError> {
         let mut conn = self.conn().await?;
         let start: i64 = diesel::select(nextval("order_id_blocks"))
@@ -485,14 +496,24 @@ impl OrderIdSource for PgStore {
 
 #[async_trait]
 impl OrderWriter for PgStore {
-    #[tracing::instrument(
-        skip(self, order, processed_event),
-        fields(correlation_id = %order.correlation_id, order_id = %order.order_id)
-    )]
     async fn record_order(
         &self,
         order: &NewOrder,
         processed_event: &[u8],
+    ) -> Result<RecordOutcome, StoreError> {
+        self.record_order_traced(order, processed_event, None).await
+    }
+
+    #[tracing::instrument(
+        name = "record_order",
+        skip(self, order, processed_event, traceparent),
+        fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "record_order", correlation_id = %order.correlation_id, order_id = %order.order_id)
+    )]
+    async fn record_order_traced(
+        &self,
+        order: &NewOrder,
+        processed_event: &[u8],
+        traceparent: Option<&str>,
     ) -> Result<RecordOutcome, StoreError> {
         let now = clock::now(&*self.clock);
         let mut conn = self.conn().await?;
@@ -569,6 +590,7 @@ impl OrderWriter for PgStore {
                         order_id: order.order_id.get(),
                         kind: PROCESSED_EVENT_KIND,
                         payload: processed_event,
+                        traceparent,
                     })
                     .execute(conn)
                     .await
@@ -586,7 +608,7 @@ impl OrderWriter for PgStore {
 
 #[async_trait]
 impl OrderReader for PgStore {
-    #[tracing::instrument(skip(self, customer))]
+    #[tracing::instrument(skip(self, customer), fields(otel.kind = "client", db.system.name = "postgresql"))]
     async fn list_orders(
         &self,
         customer: &UserId,
@@ -615,7 +637,7 @@ impl OrderReader for PgStore {
         Ok(Page { items, total })
     }
 
-    #[tracing::instrument(skip(self), fields(order_id = %order_id))]
+    #[tracing::instrument(skip(self), fields(otel.kind = "client", db.system.name = "postgresql", order_id = %order_id))]
     async fn get_order(&self, order_id: OrderId) -> Result<Option<OrderRecord>, StoreError> {
         let mut conn = self.conn().await?;
         let rows: Vec<(OrderRow, String)> = orders::table
@@ -628,7 +650,7 @@ impl OrderReader for PgStore {
         Ok(with_lines(&mut conn, rows).await?.pop())
     }
 
-    #[tracing::instrument(skip(self), fields(correlation_id = %cid))]
+    #[tracing::instrument(skip(self), fields(otel.kind = "client", db.system.name = "postgresql", correlation_id = %cid))]
     async fn get_order_by_correlation(
         &self,
         cid: CorrelationId,
@@ -644,7 +666,7 @@ impl OrderReader for PgStore {
         Ok(with_lines(&mut conn, rows).await?.pop())
     }
 
-    #[tracing::instrument(skip(self, order_ids), fields(count = order_ids.len()))]
+    #[tracing::instrument(skip(self, order_ids), fields(otel.kind = "client", db.system.name = "postgresql", count = order_ids.len()))]
     async fn recorded_among(&self, order_ids: &[OrderId]) -> Result<HashSet<OrderId>, StoreError> {
         if order_ids.is_empty() {
             return Ok(HashSet::new());
@@ -661,7 +683,7 @@ impl OrderReader for PgStore {
         found.into_iter().map(order_id).collect()
     }
 
-    #[tracing::instrument(skip(self, customer), fields(order_id = %order_id))]
+    #[tracing::instrument(skip(self, customer), fields(otel.kind = "client", db.system.name = "postgresql", order_id = %order_id))]
     async fn soft_delete(&self, customer: &UserId, order_id: OrderId) -> Result<bool, StoreError> {
         let mut conn = self.conn().await?;
         let owner = customers::table
@@ -686,7 +708,7 @@ impl OrderReader for PgStore {
 
 #[async_trait]
 impl Outbox for PgStore {
-    #[tracing::instrument(skip(self))]
+    #[tracing::instrument(level = "debug", skip(self), fields(otel.kind = "client", db.system.name = "postgresql"))]
     async fn lease_pending(
         &self,
         limit: i64,
@@ -705,7 +727,8 @@ impl Outbox for PgStore {
                  SELECT id FROM outbox \
                  WHERE published_at IS NULL AND (leased_until IS NULL OR leased_until < now()) \
                  ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, correlation_id, order_id, kind, payload, created_at",
+             RETURNING id, correlation_id, order_id, kind, payload, created_at, traceparent, \
+                 (SELECT accepted_at FROM orders WHERE orders.id = outbox.order_id) AS accepted_at",
         )
         .bind::<BigInt, _>(limit)
         .bind::<Double, _>(lease.as_secs_f64())
@@ -716,7 +739,7 @@ impl Outbox for PgStore {
         rows.into_iter().map(OutboxEntry::try_from).collect()
     }
 
-    #[tracing::instrument(skip(self), fields(order_id = %order_id))]
+    #[tracing::instrument(skip(self), fields(otel.kind = "client", db.system.name = "postgresql", order_id = %order_id))]
     async fn entitlements_granted(
         &self,
         order_id: OrderId,
@@ -725,7 +748,30 @@ impl Outbox for PgStore {
         entitlements::granted_by(&mut conn, order_id.get()).await
     }
 
-    #[tracing::instrument(skip(self))]
+    #[tracing::instrument(level = "debug", skip(self), fields(otel.kind = "client", db.system.name = "postgresql"))]
+    async fn backlog(&self) -> Result<Backlog, StoreError> {
+        #[derive(QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = BigInt)]
+            pending: i64,
+            #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
+            oldest: Option<DateTime<Utc>>,
+        }
+        let mut conn = self.conn().await?;
+        let row: Row = diesel::sql_query(
+            "SELECT count(*) AS pending, min(created_at) AS oldest FROM outbox \
+             WHERE published_at IS NULL",
+        )
+        .get_result(&mut conn)
+        .await
+        .map_err(on_query("measuring the outbox backlog"))?;
+        Ok(Backlog {
+            pending: u64::try_from(row.pending).unwrap_or(0),
+            oldest: row.oldest,
+        })
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(otel.kind = "client", db.system.name = "postgresql"))]
     async fn prune_published(&self, older_than: Duration, limit: i64) -> Result<u64, StoreError> {
         let limit = limit.clamp(0, MAX_BATCH);
         if limit == 0 {
@@ -749,7 +795,7 @@ impl Outbox for PgStore {
 
     #[tracing::instrument(
         skip(self, entry),
-        fields(correlation_id = %entry.correlation_id, order_id = %entry.order_id)
+        fields(otel.kind = "client", db.system.name = "postgresql", correlation_id = %entry.correlation_id, order_id = %entry.order_id)
     )]
     async fn complete(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
