@@ -84,7 +84,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     // A scrape shows the counter at zero before the first order.
-    std::sync::LazyLock::force(&orders::ORDERS_ACCEPTED);
+    let _ = orders::ORDERS_ACCEPTED.get_or_create(&Vec::new());
     contoso_bus::telemetry::register_metrics();
     let catalog = CatalogCache::load(deps.catalog).await?;
     let refresher = catalog

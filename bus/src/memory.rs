@@ -26,6 +26,12 @@ use crate::{
 /// `messaging.system` of this adapter.
 const SYSTEM: &str = "memory";
 
+/// The destination a topic is named by in spans: its subject under the default prefix, as on
+/// NATS.
+fn destination(topic: Topic) -> String {
+    format!("orders.{topic}")
+}
+
 /// Messages retained before the oldest is dropped.
 pub const DEFAULT_MAX_MESSAGES: usize = 100_000;
 /// How long a message id is remembered to drop a second publish of it (JetStream's default).
@@ -431,7 +437,7 @@ impl Subscriber {
         .traced(DeliveryTrace {
             system: SYSTEM,
             group: self.group.clone(),
-            destination: taken.topic.to_string(),
+            destination: destination(taken.topic),
             headers: taken.headers,
         })
     }
@@ -543,7 +549,7 @@ impl Acknowledge for MemoryAck {
 impl Bus for MemoryBus {
     async fn publish(&self, envelope: Envelope) -> Result<(), BusError> {
         let topic = envelope.topic;
-        let span = telemetry::publish_span(SYSTEM, &topic.to_string(), &envelope);
+        let span = telemetry::publish_span(SYSTEM, &destination(topic), &envelope);
         let _entered = span.enter();
         let headers = contoso_telemetry::headers_of(&span);
         let message_id = envelope.message_id.clone();

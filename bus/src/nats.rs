@@ -402,7 +402,9 @@ impl NatsBus {
     async fn publish_in_span(&self, subject: String, envelope: Envelope) -> Result<(), BusError> {
         let mut message = PublishMessage::build().payload(envelope.payload);
         for (name, value) in contoso_telemetry::headers_of(&tracing::Span::current()) {
-            if let (Ok(name), Ok(value)) = (name.parse::<HeaderName>(), value.parse::<HeaderValue>()) {
+            if let (Ok(name), Ok(value)) =
+                (name.parse::<HeaderName>(), value.parse::<HeaderValue>())
+            {
                 message = message.header(name, value);
             }
         }
@@ -426,7 +428,6 @@ impl NatsBus {
         }
         Ok(())
     }
-
 
     /// Publishes and waits for the stream's confirmation, within the publish timeout.
     async fn publish_confirmed(
@@ -771,7 +772,10 @@ impl Bus for NatsBus {
         let subject = self.subject(envelope.topic);
         let span = telemetry::publish_span(SYSTEM, &subject, &envelope);
         let topic = envelope.topic;
-        let published = self.publish_in_span(subject, envelope).instrument(span.clone()).await;
+        let published = self
+            .publish_in_span(subject, envelope)
+            .instrument(span.clone())
+            .await;
         let outcome = if published.is_ok() {
             &telemetry::METRICS.published
         } else {

@@ -41,7 +41,12 @@ pub(crate) fn publish_span(system: &'static str, destination: &str, envelope: &E
 }
 
 /// The consumer span of handling one delivery: a child of the span that published it.
-pub(crate) fn process_span(trace: &DeliveryTrace, topic: Topic, message_id: Option<&str>, attempt: u64) -> Span {
+pub(crate) fn process_span(
+    trace: &DeliveryTrace,
+    topic: Topic,
+    message_id: Option<&str>,
+    attempt: u64,
+) -> Span {
     let parent = Parent::from_headers(&trace.headers);
     let span = tracing::info_span!(
         "process",

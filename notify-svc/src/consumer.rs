@@ -187,7 +187,12 @@ impl Consumer {
             messaging.destination.name = "notify:user",
             status = %update.status,
         );
-        match self.backplane.publish(&owner, &update).instrument(publish).await {
+        match self
+            .backplane
+            .publish(&owner, &update)
+            .instrument(publish)
+            .await
+        {
             Ok(()) => {
                 metrics::backplane("out");
                 tracing::debug!(status = %update.status, "status update published to the backplane");

@@ -53,7 +53,6 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
-
     // The secret first: a deployment that forgot it stops here, before touching anything.
     let authenticator = Authenticator::new(&args.auth)?;
     let bus = args.nats.connect().await?;

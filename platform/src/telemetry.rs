@@ -157,7 +157,10 @@ where
             .with_filter(filter)
             .boxed()
     } else {
-        logfmt::layer().with_target(false).with_filter(filter).boxed()
+        logfmt::layer()
+            .with_target(false)
+            .with_filter(filter)
+            .boxed()
     }
 }
 
@@ -188,8 +191,14 @@ fn traced_targets() -> Targets {
 /// endpoint is configured, or export is switched off (`OTEL_SDK_DISABLED=true`,
 /// `OTEL_TRACES_EXPORTER=none`). Also checks the variables the SDK reads by itself, since it
 /// would silently fall back on a value it does not understand.
-pub fn export_protocol(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Option<Protocol>> {
-    let var = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+pub fn export_protocol(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Option<Protocol>> {
+    let var = |name: &str| {
+        lookup(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
     if var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
         return Ok(None);
     }
@@ -205,8 +214,8 @@ pub fn export_protocol(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Resul
     {
         return Ok(None);
     }
-    let protocol = var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-        .or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"));
+    let protocol =
+        var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"));
     let protocol = match protocol.as_deref() {
         None | Some("grpc") => Protocol::Grpc,
         Some("http/protobuf") => Protocol::HttpProtobuf,
@@ -408,7 +417,7 @@ static SERVER_METRICS: LazyLock<ServerMetrics> = LazyLock::new(|| ServerMetrics 
     ),
 });
 
-/// Registers the server metrics, so a scrape shows them before the first call.
+/// Registers the server metrics (their series appear with the first call of each method).
 pub fn register_server_metrics() {
     LazyLock::force(&SERVER_METRICS);
 }
@@ -463,7 +472,11 @@ pub async fn server_layer(mut request: Request, next: Next) -> Response {
             span.record("otel.status_code", "ERROR");
         }
         // A method the service does not have would otherwise add a series per name tried.
-        let method = if code == 12 { "unknown".to_owned() } else { method };
+        let method = if code == 12 {
+            "unknown".to_owned()
+        } else {
+            method
+        };
         let m = &*SERVER_METRICS;
         m.rpc_requests
             .get_or_create(&vec![
@@ -569,7 +582,10 @@ mod tests {
         );
         assert_eq!(
             export_protocol(vars(&[
-                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://collector:4318/v1/traces"),
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "http://collector:4318/v1/traces"
+                ),
                 ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
             ]))
             .unwrap(),

@@ -77,7 +77,6 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
-
     // Secrets first: a deployment that forgot one stops here, before touching anything.
     let sealer = args.seal.sealer()?;
     if args.migrate {

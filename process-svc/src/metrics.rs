@@ -56,10 +56,11 @@ pub(crate) static OUTBOX_OLDEST_AGE: LazyLock<FloatGauge> = LazyLock::new(|| {
 
 /// Registers every metric here, so a scrape shows them before the first order.
 pub(crate) fn register() {
-    LazyLock::force(&ORDERS_PROCESSED);
-    LazyLock::force(&ORDERS_FAILED);
-    LazyLock::force(&ORDERS_COMPLETED);
-    LazyLock::force(&ORDER_COMPLETION);
-    LazyLock::force(&OUTBOX_BACKLOG);
+    // A series exists once it has a label set: these have none, so they start at zero.
+    for counter in [&ORDERS_PROCESSED, &ORDERS_FAILED, &ORDERS_COMPLETED] {
+        let _ = counter.get_or_create(&Vec::new());
+    }
+    let _ = ORDER_COMPLETION.get_or_create(&Vec::new());
+    let _ = OUTBOX_BACKLOG.get_or_create(&Vec::new());
     LazyLock::force(&OUTBOX_OLDEST_AGE);
 }

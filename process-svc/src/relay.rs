@@ -10,12 +10,12 @@ use tokio::{sync::Notify, time::MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use contoso_bus::{Bus, Envelope, Topic};
 use chrono::Utc;
+use contoso_bus::{Bus, Envelope, Topic};
 use contoso_domain::{OrderStatus, Report};
-use contoso_telemetry::Parent;
 use contoso_state::StatusWriter;
 use contoso_store::{Outbox, OutboxEntry};
+use contoso_telemetry::Parent;
 
 use crate::{Settings, event, metrics};
 
@@ -236,7 +236,10 @@ impl Relay {
                     .get_or_create(&Vec::new())
                     .set(i64::try_from(backlog.pending).unwrap_or(i64::MAX));
                 let age = backlog.oldest.map_or(0.0, |oldest| {
-                    (Utc::now() - oldest).to_std().unwrap_or_default().as_secs_f64()
+                    (Utc::now() - oldest)
+                        .to_std()
+                        .unwrap_or_default()
+                        .as_secs_f64()
                 });
                 metrics::OUTBOX_OLDEST_AGE.set(age);
             }

@@ -53,10 +53,9 @@ pub fn trace_id(span: &Span) -> Option<String> {
         .then(|| span_context.trace_id().to_string())
 }
 
-/// Records the order's correlation id on `span` (a field it declares, possibly `Empty`) and hands
-/// it down to every span started under `span`. Call before `span` is first entered.
+/// Hands the order's correlation id down to every span started under `span` (which records it
+/// as a field of its own, for the logs). Call before `span` is first entered.
 pub fn correlate(span: &Span, correlation_id: &str) {
-    span.record(CORRELATION_ID, correlation_id);
     Parent::current()
         .with_correlation_id(correlation_id)
         .adopt(span);
@@ -172,8 +171,9 @@ mod tests {
 
     #[test]
     fn a_correlation_id_replaces_an_earlier_one() {
-        let parent = Parent::from_headers(&[("baggage".to_owned(), "correlation_id=old".to_owned())])
-            .with_correlation_id("new");
+        let parent =
+            Parent::from_headers(&[("baggage".to_owned(), "correlation_id=old".to_owned())])
+                .with_correlation_id("new");
         assert_eq!(parent.correlation_id().as_deref(), Some("new"));
     }
 

@@ -109,7 +109,11 @@ mod tests {
     fn counters_and_histograms_are_exposed_with_their_conventional_suffixes() {
         let orders = counters("test_registry_orders", "Orders seen by the test.");
         orders.get_or_create(&vec![label("kind", "a")]).inc();
-        let latency = seconds("test_registry_latency", "Latency seen by the test.", CALL_BUCKETS);
+        let latency = seconds(
+            "test_registry_latency",
+            "Latency seen by the test.",
+            CALL_BUCKETS,
+        );
         latency.get_or_create(&vec![]).observe(0.003);
 
         let text = encode();
@@ -121,6 +125,9 @@ mod tests {
             text.contains("test_registry_latency_seconds_bucket{le=\"0.005\"} 1"),
             "{text}"
         );
-        assert!(text.contains("test_registry_latency_seconds_count 1"), "{text}");
+        assert!(
+            text.contains("test_registry_latency_seconds_count 1"),
+            "{text}"
+        );
     }
 }
