@@ -80,7 +80,6 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
-
     // The keys first: a deployment that forgot them stops here.
     let auth = Authenticator::new(&args.auth)?;
     let oidc = args.oidc.settings()?;

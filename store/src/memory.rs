@@ -20,9 +20,9 @@ use contoso_domain::{
 };
 
 use crate::{
-    CatalogSource, Clock, Entitlements, IdBlock, MAX_BATCH, ORDER_ID_BLOCK_SIZE, OrderIdSource,
-    Backlog, OrderReader, OrderWriter, Outbox, OutboxEntry, PROCESSED_EVENT_KIND, Page, RecordOutcome,
-    SeatError, Snapshot, StoreError, SystemClock, catalog, clock,
+    Backlog, CatalogSource, Clock, Entitlements, IdBlock, MAX_BATCH, ORDER_ID_BLOCK_SIZE,
+    OrderIdSource, OrderReader, OrderWriter, Outbox, OutboxEntry, PROCESSED_EVENT_KIND, Page,
+    RecordOutcome, SeatError, Snapshot, StoreError, SystemClock, catalog, clock,
 };
 
 /// How many orders a [`MemoryStore`] holds before it refuses new ones, so a long `contoso dev`

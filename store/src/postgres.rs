@@ -37,9 +37,9 @@ use contoso_domain::{
 };
 
 use crate::{
-    Backlog, CatalogSource, Clock, IdBlock, MAX_BATCH, ORDER_ID_BLOCK_SIZE, OrderIdSource, OrderReader,
-    OrderWriter, Outbox, OutboxEntry, PROCESSED_EVENT_KIND, Page, RecordOutcome, SeatError,
-    StoreError, SystemClock, clock,
+    Backlog, CatalogSource, Clock, IdBlock, MAX_BATCH, ORDER_ID_BLOCK_SIZE, OrderIdSource,
+    OrderReader, OrderWriter, Outbox, OutboxEntry, PROCESSED_EVENT_KIND, Page, RecordOutcome,
+    SeatError, StoreError, SystemClock, clock,
     schema::{customers, order_items, orders, outbox, products},
 };
 

@@ -1,12 +1,12 @@
 //! `contoso.orders.v1.OrderService`, forwarded to accept-svc with the caller's token.
 
+use contoso_platform::telemetry::ServerSpan;
 use contoso_proto::orders::v1::{
     DeleteOrderRequest, DeleteOrderResponse, GetOrderRequest, GetOrderResponse,
     GetOrderStatusRequest, GetOrderStatusResponse, ListOrdersRequest, ListOrdersResponse,
     PlaceOrderRequest, PlaceOrderResponse, order_service_client::OrderServiceClient,
     order_service_server::OrderService,
 };
-use contoso_platform::telemetry::ServerSpan;
 use tonic::{Request, Response, Status, transport::Channel};
 
 use super::unary;
