@@ -546,7 +546,7 @@ pub async fn metrics_handler() -> Response {
 mod tests {
     use super::*;
 
-    fn vars(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+    fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |name| {
             pairs
                 .iter()
@@ -596,7 +596,7 @@ mod tests {
     #[test]
     fn a_value_that_cannot_be_honoured_is_an_error_naming_the_variable() {
         let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317");
-        let cases: [&'static [(&'static str, &'static str)]; 5] = [
+        let cases: [&[(&str, &str)]; 5] = [
             &[endpoint, ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")],
             &[endpoint, ("OTEL_TRACES_EXPORTER", "zipkin")],
             &[endpoint, ("OTEL_TRACES_SAMPLER", "sometimes")],
