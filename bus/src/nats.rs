@@ -344,6 +344,53 @@ impl NatsBus {
                 e,
             )
         })?;
+        self.pull(&consumer, config).await
+    }
+
+    /// Re-opens a pull stream that failed (the broker restarted, the connection dropped): binds to
+    /// the durable as it is, creating it only if it is gone. Its settings belong to the replica
+    /// that last opened it on purpose (on start, usually the newest release): a replica re-opening
+    /// after an outage must not bring its own, perhaps older, settings back.
+    async fn reopen(&self, config: &pull::Config) -> Result<pull::Stream, BusError> {
+        let group = config.durable_name.as_deref().unwrap_or_default();
+        let existing: Result<PullConsumer, _> = self
+            .jetstream
+            .get_consumer_from_stream(group, self.stream.as_str())
+            .await;
+        let Ok(consumer) = existing else {
+            // Gone (or unreadable): created (or updated) as on start.
+            return self.open(config).await;
+        };
+        let current = &consumer.cached_info().config;
+        if (
+            current.max_ack_pending,
+            current.ack_wait,
+            current.max_deliver,
+            &current.filter_subjects,
+        ) != (
+            config.max_ack_pending,
+            config.ack_wait,
+            config.max_deliver,
+            &config.filter_subjects,
+        ) {
+            tracing::info!(
+                group,
+                max_ack_pending = current.max_ack_pending,
+                ack_wait = ?current.ack_wait,
+                max_deliver = current.max_deliver,
+                "re-opening the durable consumer on the settings another replica gave it"
+            );
+        }
+        self.pull(&consumer, config).await
+    }
+
+    /// A pull stream on `consumer`, fetching no more at once than this replica may hold.
+    async fn pull(
+        &self,
+        consumer: &PullConsumer,
+        config: &pull::Config,
+    ) -> Result<pull::Stream, BusError> {
+        let group = config.durable_name.as_deref().unwrap_or_default();
         let batch = usize::try_from(config.max_ack_pending)
             .ok()
             .filter(|limit| *limit > 0)
@@ -841,7 +888,7 @@ impl Subscription {
     async fn next(&mut self) -> Delivery {
         loop {
             let Some(messages) = self.messages.as_mut() else {
-                match self.bus.open(&self.config).await {
+                match self.bus.reopen(&self.config).await {
                     Ok(messages) => {
                         tracing::info!(group = self.group(), "pull consumer re-opened");
                         self.messages = Some(messages);

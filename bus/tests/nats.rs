@@ -577,6 +577,54 @@ async fn the_consume_stream_survives_an_outage_longer_than_its_heartbeat() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_after_an_outage_keeps_the_config_of_the_replica_that_started_last() {
+    let mut server = NatsServer::start();
+    let (older, newer) = (nats_bus(&server).await, nats_bus(&server).await);
+    let mut spec = ConsumerSpec::new("intake", [Topic::OrderAccepted]);
+    spec.max_ack_pending = 4;
+    let mut from_older = older.consume(&spec).await.unwrap();
+    // A replica of the next release starts with another setting: it is what the group runs on.
+    spec.max_ack_pending = 8;
+    let _from_newer = newer.consume(&spec).await.unwrap();
+
+    // The older replica is reading through the outage, so its pull stream fails (two missed
+    // heartbeats) and it re-opens the consumer after the restart.
+    let reader = tokio::spawn(async move {
+        let delivery = next(&mut from_older).await;
+        delivery.ack().await.unwrap();
+        id(&delivery).to_owned()
+    });
+    // The outage itself, not a synchronisation.
+    tokio::task::block_in_place(|| {
+        server.stop();
+        std::thread::sleep(Duration::from_secs(12));
+        server.restart();
+    });
+    eventually("a confirmed publish after the restart", WAIT, || async {
+        newer
+            .publish(envelope(Topic::OrderAccepted, "after"))
+            .await
+            .is_ok()
+    })
+    .await;
+    let received = timeout(WAIT, reader)
+        .await
+        .expect("the older replica reads again after the outage")
+        .unwrap();
+    assert_eq!(received, "after");
+
+    // Re-opening did not bring the older replica's setting back.
+    let info = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap())
+        .get_stream("ORDERS")
+        .await
+        .unwrap()
+        .consumer_info("intake")
+        .await
+        .unwrap();
+    assert_eq!(info.config.max_ack_pending, 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_existing_group_that_starts_at_the_oldest_message_is_recreated_to_start_at_new_ones() {
     let server = NatsServer::start();
     let bus = nats_bus(&server).await;

@@ -13,6 +13,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use contoso_domain::{
     CorrelationId, EntitlementId, LineRequest, NewOrder, OrderId, UserId, price_lines,
 };
+use contoso_platform::seal::{CustomerSealer, DEV_SEAL_KEYS};
 use contoso_proto::{convert::to_timestamp, events::v1::OrderProcessed};
 use contoso_store::{RecordOutcome, Store};
 use prost::Message as _;
@@ -61,6 +62,7 @@ pub(crate) async fn seed(store: &dyn Store, past: &dyn Store) -> anyhow::Result<
         return Ok(false);
     }
     let catalog = store.all_products().await?;
+    let sealer = CustomerSealer::from_spec(DEV_SEAL_KEYS)?;
     let block = store.reserve_block().await?;
     let now = Utc::now();
     let mut recorded = HashSet::new();
@@ -76,10 +78,14 @@ pub(crate) async fn seed(store: &dyn Store, past: &dyn Store) -> anyhow::Result<
         let priced = price_lines(&requests, |id| catalog.iter().find(|p| p.id == id))
             .with_context(|| format!("pricing the demo order of {}", demo.customer))?;
         let accepted_at: DateTime<Utc> = if demo.in_the_past { now - PAST } else { now };
+        let correlation_id = CorrelationId::new();
+        let customer = UserId::parse(demo.customer)?;
+        // Sealed as accept-svc would, so notify-svc can route the order's COMPLETED.
+        let sealed = sealer.seal(correlation_id, &customer)?;
         let order = NewOrder {
             order_id: OrderId::new(id).context("a reserved order id")?,
-            correlation_id: CorrelationId::new(),
-            customer: UserId::parse(demo.customer)?,
+            correlation_id,
+            customer,
             lines: priced.lines,
             total_cents: priced.total_cents,
             currency: priced.currency,
@@ -89,6 +95,7 @@ pub(crate) async fn seed(store: &dyn Store, past: &dyn Store) -> anyhow::Result<
             correlation_id: order.correlation_id.to_string(),
             order_id: order.order_id.get(),
             processed_at: Some(to_timestamp(accepted_at)),
+            customer: Some(sealed),
         }
         .encode_to_vec();
         let writer = if demo.in_the_past { past } else { store };

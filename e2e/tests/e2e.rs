@@ -475,6 +475,7 @@ fn each_service_starts_with_its_secrets_and_refuses_to_start_without_one_naming_
         ("accept-svc", "SEAL_KEYS"),
         ("process-svc", "SEAL_KEYS"),
         ("notify-svc", "JWT_SECRET"),
+        ("notify-svc", "SEAL_KEYS"),
         ("gateway", "JWT_SECRET"),
     ] {
         // The same environment less one secret, on a port of its own.

@@ -1,6 +1,11 @@
 //! The status event consumer. Every notify-svc replica joins one durable consumer group, so each
-//! event is handled by exactly one replica, which looks up the order's owner and publishes the
+//! event is handled by exactly one replica, which finds the order's owner and publishes the
 //! update on the backplane; the backplane carries it to every replica with a stream of that user.
+//!
+//! The owner is the customer the event carries, sealed (opened with the key ring accept-svc and
+//! process-svc share), and the owner map in Redis is written from it when missing (`SET NX`), so
+//! routing and snapshots survive Redis losing its data. An event without a customer that opens
+//! (an older producer, a key this replica lacks) is routed by the owner map alone.
 //!
 //! An event is acknowledged only once it is on the backplane. Nothing is dropped silently:
 //!
@@ -19,6 +24,8 @@ use contoso_backplane::Backplane;
 use contoso_bus::{Bus, ConsumerSpec, Deliveries, Delivery, StartPolicy, Strikes, Topic};
 use contoso_domain::Report;
 use contoso_domain::{CorrelationId, StatusUpdate, UserId};
+use contoso_platform::seal::CustomerSealer;
+use contoso_proto::events::v1::SealedCustomer;
 use contoso_state::{StateError, StatusReader, StatusWriter};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -51,6 +58,7 @@ pub(crate) struct Consumer {
     state: Arc<dyn StatusReader>,
     status_writer: Arc<dyn StatusWriter>,
     backplane: Arc<dyn Backplane>,
+    sealer: Arc<CustomerSealer>,
     settings: Arc<Settings>,
     strikes: Strikes,
 }
@@ -60,12 +68,14 @@ impl Consumer {
         state: Arc<dyn StatusReader>,
         status_writer: Arc<dyn StatusWriter>,
         backplane: Arc<dyn Backplane>,
+        sealer: Arc<CustomerSealer>,
         settings: Arc<Settings>,
     ) -> Self {
         Self {
             state,
             status_writer,
             backplane,
+            sealer,
             settings,
             strikes: Strikes::new(),
         }
@@ -134,23 +144,31 @@ impl Consumer {
     }
 
     pub(crate) async fn process(&self, delivery: &Delivery) -> Outcome {
-        let update = match events::decode(delivery.topic, &delivery.payload) {
-            Ok(update) => update,
-            Err(error) => {
-                return Outcome::GiveUp(format!("malformed status event: {error}"));
-            }
-        };
+        let events::StatusEvent { update, customer } =
+            match events::decode(delivery.topic, &delivery.payload) {
+                Ok(event) => event,
+                Err(error) => {
+                    return Outcome::GiveUp(format!("malformed status event: {error}"));
+                }
+            };
         let span = tracing::info_span!(
             "status_event",
             correlation_id = %update.correlation_id,
             topic = %delivery.topic,
             attempt = delivery.attempt,
         );
-        self.route(update, delivery.attempt).instrument(span).await
+        self.route(update, customer.as_ref(), delivery.attempt)
+            .instrument(span)
+            .await
     }
 
-    async fn route(&self, update: StatusUpdate, attempt: u64) -> Outcome {
-        let owner = match self.resolve_owner(update.correlation_id).await {
+    async fn route(
+        &self,
+        update: StatusUpdate,
+        customer: Option<&SealedCustomer>,
+        attempt: u64,
+    ) -> Outcome {
+        let owner = match self.resolve_owner(update.correlation_id, customer).await {
             Ok(Some(owner)) => owner,
             Ok(None) => {
                 tracing::warn!(
@@ -223,9 +241,27 @@ impl Consumer {
         }
     }
 
-    /// The owner map is written at intake just before the event is published, and a replica of
-    /// Redis may lag a little: a few short retries save a full redelivery round.
-    async fn resolve_owner(&self, cid: CorrelationId) -> Result<Option<UserId>, StateError> {
+    /// The customer the event carries, with the owner map restored from it if it is gone; or,
+    /// when the event carries none that opens, the owner map. That map is written at intake just
+    /// before the event is published, and a replica of Redis may lag a little: a few short
+    /// retries save a full redelivery round.
+    async fn resolve_owner(
+        &self,
+        cid: CorrelationId,
+        customer: Option<&SealedCustomer>,
+    ) -> Result<Option<UserId>, StateError> {
+        let sealed_owner = customer.and_then(|sealed| {
+            self.sealer
+                .open(cid, sealed)
+                .inspect_err(|error| {
+                    tracing::warn!(error = %Report(error), "the event's customer reference does not open; routing by the owner map");
+                })
+                .ok()
+        });
+        if let Some(owner) = sealed_owner {
+            self.status_writer.restore_owner(cid, &owner).await?;
+            return Ok(Some(owner));
+        }
         let mut delays = self.settings.owner_retry_delays.iter();
         loop {
             let found = self.state.owner(cid).await;

@@ -6,7 +6,7 @@ use contoso_bus::Topic;
 use contoso_domain::{CorrelationId, OrderId, OrderStatus, StatusUpdate};
 use contoso_proto::convert::from_timestamp;
 use contoso_proto::{
-    events::v1::{OrderAccepted, OrderProcessed, OrderStatusChanged},
+    events::v1::{OrderAccepted, OrderProcessed, OrderStatusChanged, SealedCustomer},
     orders::v1 as orders_pb,
 };
 use prost::Message;
@@ -28,17 +28,29 @@ pub(crate) enum DecodeError {
     NotAStatus(Topic),
 }
 
+/// A status event: the update for the owner's streams, and the owner as the event carries it,
+/// sealed (to route by when the owner map in Redis is gone).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StatusEvent {
+    pub(crate) update: StatusUpdate,
+    pub(crate) customer: Option<SealedCustomer>,
+}
+
 /// Decodes the payload of a delivery on `topic`.
-pub(crate) fn decode(topic: Topic, payload: &[u8]) -> Result<StatusUpdate, DecodeError> {
+pub(crate) fn decode(topic: Topic, payload: &[u8]) -> Result<StatusEvent, DecodeError> {
     match topic {
         Topic::OrderAccepted => {
             let event = OrderAccepted::decode(payload).map_err(protobuf("OrderAccepted"))?;
-            Ok(StatusUpdate {
+            let update = StatusUpdate {
                 correlation_id: parse_cid(&event.correlation_id)?,
                 status: OrderStatus::Accepted,
                 order_id: OrderId::new(event.order_id),
                 occurred_at: occurred_at(event.accepted_at.as_ref()),
                 reason: String::new(),
+            };
+            Ok(StatusEvent {
+                update,
+                customer: event.customer,
             })
         }
         Topic::OrderProcessing | Topic::OrderFailed => {
@@ -50,22 +62,30 @@ pub(crate) fn decode(topic: Topic, payload: &[u8]) -> Result<StatusUpdate, Decod
                 OrderStatus::Processing
             };
             check_status(topic, status, event.status)?;
-            Ok(StatusUpdate {
+            let update = StatusUpdate {
                 correlation_id: parse_cid(&event.correlation_id)?,
                 status,
                 order_id: OrderId::new(event.order_id),
                 occurred_at: occurred_at(event.occurred_at.as_ref()),
                 reason: event.reason,
+            };
+            Ok(StatusEvent {
+                update,
+                customer: event.customer,
             })
         }
         Topic::OrderProcessed => {
             let event = OrderProcessed::decode(payload).map_err(protobuf("OrderProcessed"))?;
-            Ok(StatusUpdate {
+            let update = StatusUpdate {
                 correlation_id: parse_cid(&event.correlation_id)?,
                 status: OrderStatus::Completed,
                 order_id: OrderId::new(event.order_id),
                 occurred_at: occurred_at(event.processed_at.as_ref()),
                 reason: String::new(),
+            };
+            Ok(StatusEvent {
+                update,
+                customer: event.customer,
             })
         }
         // Not among the topics notify-svc consumes (`Topic::STATUS`).
@@ -112,7 +132,9 @@ mod tests {
             accepted_at: Some(to_timestamp(at)),
             ..OrderAccepted::default()
         };
-        let update = decode(Topic::OrderAccepted, &accepted.encode_to_vec()).unwrap();
+        let update = decode(Topic::OrderAccepted, &accepted.encode_to_vec())
+            .unwrap()
+            .update;
         assert_eq!(
             (
                 update.correlation_id,
@@ -126,9 +148,11 @@ mod tests {
         let processed = OrderProcessed {
             correlation_id: cid.to_string(),
             order_id: 9,
-            processed_at: None,
+            ..OrderProcessed::default()
         };
-        let update = decode(Topic::OrderProcessed, &processed.encode_to_vec()).unwrap();
+        let update = decode(Topic::OrderProcessed, &processed.encode_to_vec())
+            .unwrap()
+            .update;
         assert_eq!(
             (update.status, update.order_id),
             (OrderStatus::Completed, OrderId::new(9))
@@ -140,7 +164,9 @@ mod tests {
             reason: "card declined".into(),
             ..OrderStatusChanged::default()
         };
-        let update = decode(Topic::OrderFailed, &failed.encode_to_vec()).unwrap();
+        let update = decode(Topic::OrderFailed, &failed.encode_to_vec())
+            .unwrap()
+            .update;
         assert_eq!(
             (update.status, update.order_id),
             (OrderStatus::Failed, None)
@@ -154,8 +180,63 @@ mod tests {
             correlation_id: CorrelationId::new().to_string(),
             ..Default::default()
         };
-        let update = decode(Topic::OrderProcessing, &event.encode_to_vec()).unwrap();
+        let update = decode(Topic::OrderProcessing, &event.encode_to_vec())
+            .unwrap()
+            .update;
         assert_eq!(update.status, OrderStatus::Processing);
+    }
+
+    #[test]
+    fn every_status_event_passes_on_the_sealed_customer_it_carries() {
+        let cid = CorrelationId::new();
+        let sealed = SealedCustomer {
+            key_id: "k1".into(),
+            nonce: vec![1; 12],
+            ciphertext: vec![2; 20],
+        };
+        let payloads = [
+            (
+                Topic::OrderAccepted,
+                OrderAccepted {
+                    correlation_id: cid.to_string(),
+                    customer: Some(sealed.clone()),
+                    ..OrderAccepted::default()
+                }
+                .encode_to_vec(),
+            ),
+            (
+                Topic::OrderProcessing,
+                OrderStatusChanged {
+                    correlation_id: cid.to_string(),
+                    customer: Some(sealed.clone()),
+                    ..OrderStatusChanged::default()
+                }
+                .encode_to_vec(),
+            ),
+            (
+                Topic::OrderProcessed,
+                OrderProcessed {
+                    correlation_id: cid.to_string(),
+                    customer: Some(sealed.clone()),
+                    ..OrderProcessed::default()
+                }
+                .encode_to_vec(),
+            ),
+        ];
+        for (topic, payload) in payloads {
+            let event = decode(topic, &payload).unwrap();
+            assert_eq!(event.customer.as_ref(), Some(&sealed), "{topic}");
+        }
+        let without = OrderProcessed {
+            correlation_id: cid.to_string(),
+            ..OrderProcessed::default()
+        };
+        assert_eq!(
+            decode(Topic::OrderProcessed, &without.encode_to_vec())
+                .unwrap()
+                .customer,
+            None
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! notify-svc: live order status for the browser.
 //!
 //! Two halves share nothing but the backplane. The consumer ([`consumer`]) takes status events
-//! from the broker's `notify-svc` group (one replica per event), finds the order's owner, and
+//! from the broker's `notify-svc` group (one replica per event), finds the order's owner (the
+//! customer the event carries sealed, or the Redis owner map), and
 //! publishes the update on the owner's backplane channel. The gRPC service ([`service`]) serves
 //! `WatchOrderStatus`: each stream subscribes to its caller's channel on this replica, sends a
 //! snapshot of the named orders, then live updates and heartbeats.
@@ -13,6 +14,7 @@ use contoso_backplane::Backplane;
 use contoso_bus::Bus;
 use contoso_platform::{
     auth::{AuthInterceptor, Authenticator},
+    seal::CustomerSealer,
     server::{GrpcHost, Readiness, ServerLimits},
 };
 use contoso_proto::notify::v1::order_status_service_server::OrderStatusServiceServer;
@@ -44,6 +46,8 @@ pub struct Deps {
     /// update never shows an older status (the same store as `state`).
     pub status_writer: Arc<dyn StatusWriter>,
     pub backplane: Arc<dyn Backplane>,
+    /// Opens the customer that status events carry sealed: the owner to route to.
+    pub sealer: CustomerSealer,
     pub authenticator: Arc<Authenticator>,
     pub readiness: Readiness,
 }
@@ -127,6 +131,7 @@ pub async fn run(
             deps.state.clone(),
             deps.status_writer.clone(),
             deps.backplane.clone(),
+            Arc::new(deps.sealer),
             settings.clone(),
         )),
         deps.bus.clone(),

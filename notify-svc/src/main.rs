@@ -9,6 +9,7 @@ use contoso_backplane::{Backplane, RedisBackplane};
 use contoso_bus::NatsArgs;
 use contoso_platform::{
     auth::{AuthArgs, Authenticator},
+    seal::SealArgs,
     server::{Readiness, ServerArgs, bind},
 };
 use contoso_state::RedisArgs;
@@ -37,6 +38,9 @@ struct Args {
     nats: NatsArgs,
     #[command(flatten)]
     redis: RedisArgs,
+    /// The key ring accept-svc seals customers with: status events carry their owner sealed.
+    #[command(flatten)]
+    seal: SealArgs,
 }
 
 #[tokio::main]
@@ -53,8 +57,9 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
-    // The secret first: a deployment that forgot it stops here, before touching anything.
+    // Secrets first: a deployment that forgot one stops here, before touching anything.
     let authenticator = Authenticator::new(&args.auth)?;
+    let sealer = args.seal.sealer()?;
     let bus = args.nats.connect().await?;
     let state = args.redis.connect_state().await?;
     let backplane: Arc<dyn Backplane> = Arc::new(
@@ -91,6 +96,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         state: state.clone(),
         status_writer: state,
         backplane,
+        sealer,
         authenticator: Arc::new(authenticator),
         readiness,
     };

@@ -17,6 +17,7 @@ use contoso_bus::{
 use contoso_domain::{CorrelationId, OrderId, OrderStatus, StatusUpdate, UserId};
 use contoso_platform::{
     auth::{AuthArgs, Authenticator},
+    seal::{CustomerSealer, DEV_SEAL_KEYS},
     server::Readiness,
 };
 use contoso_proto::{
@@ -28,7 +29,7 @@ use contoso_proto::{
     },
     orders::v1 as orders_pb,
 };
-use contoso_state::{IntakeState, MemoryState, StatusWriter};
+use contoso_state::{IntakeState, MemoryState, StatusReader, StatusWriter};
 use futures::StreamExt;
 use prost::Message;
 use tokio::task::JoinHandle;
@@ -40,6 +41,10 @@ use crate::{Deps, Settings, run};
 
 /// Generous: only a failing test waits this long.
 const DEADLINE: Duration = Duration::from_secs(10);
+
+fn sealer() -> CustomerSealer {
+    CustomerSealer::from_spec(DEV_SEAL_KEYS).expect("the dev seal key")
+}
 
 /// Settings that make redeliveries and heartbeats quick enough for a test.
 fn fast_settings() -> Settings {
@@ -77,6 +82,7 @@ impl Harness {
             state: state.clone(),
             status_writer: state.clone(),
             backplane,
+            sealer: sealer(),
             authenticator: Arc::new(auth.clone()),
             readiness: Readiness::new(),
         };
@@ -186,7 +192,7 @@ impl Harness {
             order_id,
             status: orders_pb::OrderStatus::Processing.into(),
             occurred_at: Some(to_timestamp(chrono::Utc::now())),
-            reason: String::new(),
+            ..OrderStatusChanged::default()
         };
         self.publish(Topic::OrderProcessing, id.clone(), event.encode_to_vec())
             .await;
@@ -199,6 +205,7 @@ impl Harness {
             correlation_id: cid.to_string(),
             order_id,
             processed_at: Some(to_timestamp(chrono::Utc::now())),
+            ..OrderProcessed::default()
         };
         self.publish(Topic::OrderProcessed, id.clone(), event.encode_to_vec())
             .await;
@@ -538,6 +545,60 @@ async fn an_event_whose_owner_is_unknown_is_nacked_and_delivered_again() {
         })
         .await;
     assert!(last.attempt >= 2, "{last:?}");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn an_event_whose_owner_map_is_gone_is_routed_by_its_sealed_customer_and_the_map_restored() {
+    let harness = Harness::start(fast_settings()).await;
+    let mut stream = harness.watch("alice", &[]).await.expect("the stream opens");
+    // Redis lost the owner map (flushed, restarted); the event still carries its owner, sealed.
+    let cid = CorrelationId::new();
+    let alice = UserId::parse("alice").expect("user id");
+    let event = OrderProcessed {
+        correlation_id: cid.to_string(),
+        order_id: 6,
+        processed_at: Some(to_timestamp(chrono::Utc::now())),
+        customer: Some(sealer().seal(cid, &alice).expect("sealing")),
+    };
+    let id = format!("{cid}:processed");
+    harness
+        .publish(Topic::OrderProcessed, id.clone(), event.encode_to_vec())
+        .await;
+
+    expect_update(&mut stream, cid, OrderStatus::Completed, 6).await;
+    let answered = harness.answer_for(&id).await;
+    assert_eq!((answered.attempt, answered.answer), (1, Answer::Ack));
+    // Restored, so a snapshot finds the order as the caller's again.
+    assert_eq!(
+        harness.state.owner(cid).await.expect("owner"),
+        Some(alice.clone())
+    );
+    let mut snapshot = harness
+        .watch("alice", &[cid])
+        .await
+        .expect("a second stream opens");
+    expect_update(&mut snapshot, cid, OrderStatus::Completed, 6).await;
+
+    // Sealed for someone else's order, it does not open: the map decides, and it has no owner.
+    let other = CorrelationId::new();
+    let forged = OrderProcessed {
+        correlation_id: other.to_string(),
+        order_id: 7,
+        customer: Some(sealer().seal(cid, &alice).expect("sealing")),
+        ..OrderProcessed::default()
+    };
+    let forged_id = format!("{other}:processed");
+    harness
+        .publish(
+            Topic::OrderProcessed,
+            forged_id.clone(),
+            forged.encode_to_vec(),
+        )
+        .await;
+    let answered = harness.answer_for(&forged_id).await;
+    assert!(matches!(answered.answer, Answer::Nack(_)), "{answered:?}");
+    assert_eq!(harness.state.owner(other).await.expect("owner"), None);
     harness.stop().await;
 }
 

@@ -13,6 +13,7 @@ use contoso_bus::{
 use contoso_domain::{CorrelationId, OrderId, UserId};
 use contoso_platform::{
     auth::{AuthArgs, Authenticator},
+    seal::{CustomerSealer, DEV_SEAL_KEYS},
     server::Readiness,
 };
 use contoso_proto::convert::to_timestamp;
@@ -69,6 +70,7 @@ impl Replica {
             state: state.clone(),
             status_writer: state,
             backplane: Arc::new(backplane),
+            sealer: CustomerSealer::from_spec(DEV_SEAL_KEYS).expect("the dev seal key"),
             authenticator: Arc::new(auth.clone()),
             readiness: Readiness::new(),
         };

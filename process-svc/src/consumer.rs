@@ -7,8 +7,13 @@
 //! - of unknown cause (a statement refused, a panic): nack with backoff, and once a message has
 //!   failed so `max_deliver` times on this replica, give up as for a permanent failure;
 //! - permanent (the event is invalid, its customer reference does not open, its order id is
-//!   taken): announce FAILED with a reason on `orders.failed`, then dead-letter it at once;
+//!   taken, a product was withdrawn from sale since acceptance): announce FAILED with a reason
+//!   on `orders.failed`, then dead-letter it at once;
 //! - poison (not an `OrderAccepted` at all): dead-letter it at once.
+
+// `Failure` carries what is known of the order (its sealed customer too) on the rare error path;
+// boxing it would only add an allocation there.
+#![allow(clippy::result_large_err)]
 
 use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
@@ -23,12 +28,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
 
 use contoso_bus::{Bus, BusError, ConsumerSpec, Delivery, Envelope, Strikes, Topic};
-use contoso_domain::{CorrelationId, NewOrder, OrderId, OrderStatus, Report};
+use contoso_domain::{NewOrder, OrderStatus, Report};
 use contoso_platform::seal::CustomerSealer;
+use contoso_proto::events::v1::SealedCustomer;
 use contoso_state::StatusWriter;
 use contoso_store::{OrderWriter, RecordOutcome, StoreError};
 
-use crate::{CONSUMER_GROUP, Settings, event, metrics};
+use crate::{
+    CONSUMER_GROUP, Settings,
+    event::{self, OrderRef},
+    metrics,
+};
 
 /// Longest pause between attempts to (re)open the consumer.
 const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(10);
@@ -73,7 +83,10 @@ impl ProcessError {
     fn class(&self) -> Class {
         match self {
             Self::Poison(_) => Class::Poison,
-            Self::Invalid(_) | Self::Store(StoreError::OrderIdTaken(_)) => Class::Permanent,
+            Self::Invalid(_)
+            | Self::Store(StoreError::OrderIdTaken(_) | StoreError::NotForSale(_)) => {
+                Class::Permanent
+            }
             Self::Store(StoreError::Unavailable { .. }) => Class::Transient,
             // A refused statement may be a lock or statement timeout as well as a real defect;
             // malformed stored data may be repaired. Retried, within the budget.
@@ -90,6 +103,9 @@ impl ProcessError {
             Self::Store(StoreError::OrderIdTaken(_)) => {
                 "the order's id is already taken by another order".to_owned()
             }
+            Self::Store(StoreError::NotForSale(product)) => {
+                format!("{product} is no longer for sale")
+            }
             Self::Store(_) | Self::Panicked => "the order could not be recorded".to_owned(),
         }
     }
@@ -99,7 +115,7 @@ impl ProcessError {
 #[derive(Debug)]
 struct Failure {
     /// The order, once the event was decoded far enough to name it.
-    order: Option<(CorrelationId, Option<OrderId>)>,
+    order: Option<OrderRef>,
     error: ProcessError,
 }
 
@@ -113,7 +129,7 @@ impl Failure {
 }
 
 /// What the broker is told about one delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Verdict {
     Ack,
     /// Not done yet: deliver again after the delay.
@@ -121,7 +137,7 @@ pub(crate) enum Verdict {
     /// Given up on: announce FAILED (when the order is known), then dead-letter it.
     GiveUp {
         /// The order to announce as FAILED, with the reason its owner sees.
-        failed: Option<(CorrelationId, Option<OrderId>, String)>,
+        failed: Option<(OrderRef, String)>,
         /// Why, for the operator reading the dead letters.
         reason: String,
     },
@@ -235,7 +251,7 @@ impl Worker {
                     // The order, so that its owner hears of the failure if it comes to that.
                     let order = event::decode(&delivery.payload)
                         .ok()
-                        .map(|accepted| (accepted.correlation_id, accepted.order_id()));
+                        .map(|accepted| accepted.order_ref());
                     Err(Failure {
                         order,
                         error: ProcessError::Panicked,
@@ -288,9 +304,9 @@ impl Worker {
         let accepted = event::decode(&delivery.payload).map_err(Failure::poison)?;
         let span = tracing::Span::current();
         span.record("correlation_id", field::display(accepted.correlation_id));
-        let known = (accepted.correlation_id, accepted.order_id());
+        let known = accepted.order_ref();
         let failure = |error| Failure {
-            order: Some(known),
+            order: Some(known.clone()),
             error,
         };
         let order = accepted
@@ -298,9 +314,10 @@ impl Worker {
             .map_err(|e| failure(ProcessError::Invalid(e)))?;
         span.record("order_id", field::display(order.order_id));
 
-        self.mark_processing(&order).await;
+        let customer = known.customer.as_ref();
+        self.mark_processing(&order, customer).await;
 
-        let processed = event::processed(&order, Utc::now());
+        let processed = event::processed(&order, customer, Utc::now());
         // The relay's publish of orders.processed continues this span's trace.
         let traceparent = contoso_telemetry::headers_of(&span)
             .into_iter()
@@ -329,7 +346,7 @@ impl Worker {
 
     /// PROCESSING is a courtesy to watchers; Postgres, not Redis or the bus, is the system of
     /// record, so a failure here is logged and the order is recorded anyway.
-    async fn mark_processing(&self, order: &NewOrder) {
+    async fn mark_processing(&self, order: &NewOrder, customer: Option<&SealedCustomer>) {
         let announce = match self
             .state
             .advance(
@@ -354,7 +371,7 @@ impl Worker {
         let envelope = Envelope {
             topic: Topic::OrderProcessing,
             message_id: event::processing_message_id(order.correlation_id),
-            payload: event::processing(order, Utc::now()).into(),
+            payload: event::processing(order, customer, Utc::now()).into(),
         };
         if let Err(e) = self.bus.publish(envelope).await {
             tracing::warn!(error = %Report(&e), "could not publish the PROCESSING event");
@@ -382,12 +399,12 @@ impl Worker {
     async fn give_up(
         &self,
         delivery: &Delivery,
-        failed: &Option<(CorrelationId, Option<OrderId>, String)>,
+        failed: &Option<(OrderRef, String)>,
         reason: &str,
     ) -> Result<(), BusError> {
         let done = async {
-            if let Some((cid, order_id, user_reason)) = failed {
-                self.announce_failed(*cid, *order_id, user_reason).await?;
+            if let Some((order, user_reason)) = failed {
+                self.announce_failed(order, user_reason).await?;
             }
             delivery.dead_letter(reason).await
         }
@@ -407,13 +424,13 @@ impl Worker {
 
     /// Records FAILED in the workflow state (best effort, as PROCESSING is: notify-svc records it
     /// too when the event reaches it) and announces it on `orders.failed` with the reason.
-    async fn announce_failed(
-        &self,
-        cid: CorrelationId,
-        order_id: Option<OrderId>,
-        reason: &str,
-    ) -> Result<(), BusError> {
-        if let Err(e) = self.state.advance(cid, OrderStatus::Failed, order_id).await {
+    async fn announce_failed(&self, order: &OrderRef, reason: &str) -> Result<(), BusError> {
+        let cid = order.correlation_id;
+        if let Err(e) = self
+            .state
+            .advance(cid, OrderStatus::Failed, order.order_id)
+            .await
+        {
             tracing::warn!(error = %Report(&e), "could not record FAILED in workflow state");
         }
         // Announced even when the state already said FAILED: the first announcement may have
@@ -422,7 +439,7 @@ impl Worker {
         let envelope = Envelope {
             topic: Topic::OrderFailed,
             message_id: event::failed_message_id(cid),
-            payload: event::failed(cid, order_id, reason, Utc::now()).into(),
+            payload: event::failed(order, reason, Utc::now()).into(),
         };
         self.bus.publish(envelope).await?;
         metrics::ORDERS_FAILED.get_or_create(&Vec::new()).inc();
@@ -446,7 +463,8 @@ fn verdict(
     let give_up = |reason: String| Verdict::GiveUp {
         failed: failure
             .order
-            .map(|(cid, order_id)| (cid, order_id, error.user_reason())),
+            .clone()
+            .map(|order| (order, error.user_reason())),
         reason,
     };
     match error.class() {
@@ -516,7 +534,7 @@ fn consumer_spec(settings: &Settings) -> ConsumerSpec {
 
 #[cfg(test)]
 mod tests {
-    use contoso_domain::OrderId;
+    use contoso_domain::{CorrelationId, OrderId};
 
     use super::*;
 
@@ -547,7 +565,11 @@ mod tests {
 
     fn failed(error: ProcessError) -> Result<RecordOutcome, Failure> {
         Err(Failure {
-            order: Some((CorrelationId::new(), OrderId::new(7))),
+            order: Some(OrderRef {
+                correlation_id: CorrelationId::new(),
+                order_id: OrderId::new(7),
+                customer: None,
+            }),
             error,
         })
     }
@@ -560,10 +582,10 @@ mod tests {
         )));
         match verdict(&taken, 1, 0, &settings) {
             Verdict::GiveUp {
-                failed: Some((_, order_id, user_reason)),
+                failed: Some((order, user_reason)),
                 reason,
             } => {
-                assert_eq!(order_id, OrderId::new(7));
+                assert_eq!(order.order_id, OrderId::new(7));
                 assert_eq!(
                     user_reason,
                     "the order's id is already taken by another order"

@@ -68,10 +68,30 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Accepted, InvalidEvent> {
     })
 }
 
+/// The order an event names, as far as it could be read: enough to announce it FAILED to its
+/// owner.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct OrderRef {
+    pub(crate) correlation_id: CorrelationId,
+    pub(crate) order_id: Option<OrderId>,
+    /// The customer as the event carried it, sealed: passed on in the status events so that
+    /// notify-svc can route them when the owner map in Redis is gone.
+    pub(crate) customer: Option<ev::SealedCustomer>,
+}
+
 impl Accepted {
     /// The order id the event names, if it is a valid one.
     pub(crate) fn order_id(&self) -> Option<OrderId> {
         OrderId::new(self.event.order_id)
+    }
+
+    /// What the event names of its order.
+    pub(crate) fn order_ref(&self) -> OrderRef {
+        OrderRef {
+            correlation_id: self.correlation_id,
+            order_id: self.order_id(),
+            customer: self.event.customer.clone(),
+        }
     }
 
     /// Opens the sealed customer and checks the content, in the order the fields appear.
@@ -150,40 +170,46 @@ fn parse_lines(lines: Vec<ev::OrderAcceptedLine>) -> Result<Vec<OrderLine>, Inva
 }
 
 /// `OrderStatusChanged{PROCESSING}` for `orders.processing`.
-pub(crate) fn processing(order: &NewOrder, at: DateTime<Utc>) -> Vec<u8> {
+pub(crate) fn processing(
+    order: &NewOrder,
+    customer: Option<&ev::SealedCustomer>,
+    at: DateTime<Utc>,
+) -> Vec<u8> {
     ev::OrderStatusChanged {
         correlation_id: order.correlation_id.to_string(),
         order_id: order.order_id.get(),
         status: pb::OrderStatus::from(OrderStatus::Processing).into(),
         occurred_at: Some(to_timestamp(at)),
         reason: String::new(),
+        customer: customer.cloned(),
     }
     .encode_to_vec()
 }
 
 /// `OrderStatusChanged{FAILED}` for `orders.failed`, with the reason its owner sees.
-pub(crate) fn failed(
-    cid: CorrelationId,
-    order_id: Option<OrderId>,
-    reason: &str,
-    at: DateTime<Utc>,
-) -> Vec<u8> {
+pub(crate) fn failed(order: &OrderRef, reason: &str, at: DateTime<Utc>) -> Vec<u8> {
     ev::OrderStatusChanged {
-        correlation_id: cid.to_string(),
-        order_id: order_id.map_or(0, OrderId::get),
+        correlation_id: order.correlation_id.to_string(),
+        order_id: order.order_id.map_or(0, OrderId::get),
         status: pb::OrderStatus::from(OrderStatus::Failed).into(),
         occurred_at: Some(to_timestamp(at)),
         reason: reason.to_owned(),
+        customer: order.customer.clone(),
     }
     .encode_to_vec()
 }
 
 /// `OrderProcessed`, stored in the outbox with the order and published by the relay.
-pub(crate) fn processed(order: &NewOrder, at: DateTime<Utc>) -> Vec<u8> {
+pub(crate) fn processed(
+    order: &NewOrder,
+    customer: Option<&ev::SealedCustomer>,
+    at: DateTime<Utc>,
+) -> Vec<u8> {
     ev::OrderProcessed {
         correlation_id: order.correlation_id.to_string(),
         order_id: order.order_id.get(),
         processed_at: Some(to_timestamp(at)),
+        customer: customer.cloned(),
     }
     .encode_to_vec()
 }
@@ -369,25 +395,34 @@ mod tests {
     }
 
     #[test]
-    fn emitted_events_carry_the_order_and_the_processing_status() {
-        let order = parse(&valid_event(CorrelationId::new())).unwrap();
+    fn emitted_events_carry_the_order_its_status_and_the_sealed_customer() {
+        let event = valid_event(CorrelationId::new());
+        let accepted = decode(&event.encode_to_vec()).unwrap();
+        let named = accepted.order_ref();
+        let order = accepted.into_order(&sealer()).unwrap();
+        let customer = named.customer.as_ref();
+        assert_eq!(customer, event.customer.as_ref());
         let changed =
-            ev::OrderStatusChanged::decode(processing(&order, Utc::now()).as_slice()).unwrap();
+            ev::OrderStatusChanged::decode(processing(&order, customer, Utc::now()).as_slice())
+                .unwrap();
         assert_eq!(changed.status(), pb::OrderStatus::Processing);
         assert_eq!(changed.order_id, 42);
-        let done = ev::OrderProcessed::decode(processed(&order, Utc::now()).as_slice()).unwrap();
+        assert_eq!(changed.customer.as_ref(), customer);
+        let done =
+            ev::OrderProcessed::decode(processed(&order, customer, Utc::now()).as_slice()).unwrap();
         assert_eq!(done.correlation_id, order.correlation_id.to_string());
+        assert_eq!(done.customer.as_ref(), customer);
         assert_eq!(
             processed_message_id(order.correlation_id),
             format!("{}:processed", order.correlation_id)
         );
         let cid = order.correlation_id;
-        let failed = ev::OrderStatusChanged::decode(
-            failed(cid, Some(order.order_id), "no stock", Utc::now()).as_slice(),
-        )
-        .unwrap();
+        let failed =
+            ev::OrderStatusChanged::decode(failed(&named, "no stock", Utc::now()).as_slice())
+                .unwrap();
         assert_eq!(failed.status(), pb::OrderStatus::Failed);
         assert_eq!((failed.order_id, failed.reason.as_str()), (42, "no stock"));
+        assert_eq!(failed.customer.as_ref(), customer);
         assert_eq!(failed_message_id(cid), format!("{cid}:failed"));
     }
 

@@ -85,6 +85,10 @@ impl StatusWriter for RecordingState {
         lock(&self.advances).push((status, advanced));
         Ok(advanced)
     }
+
+    async fn restore_owner(&self, cid: CorrelationId, owner: &UserId) -> Result<(), StateError> {
+        self.inner.restore_owner(cid, owner).await
+    }
 }
 
 /// A memory store whose `record_order` can fail a number of times (the database down, or a
@@ -784,6 +788,40 @@ async fn an_order_id_clash_fails_the_order_and_dead_letters_it() {
         .expect("get")
         .expect("the first order stays");
     assert_eq!(recorded.correlation_id, first.correlation_id);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn an_order_for_a_product_withdrawn_after_acceptance_fails_at_once_with_a_reason_naming_it() {
+    let harness = Harness::start().await;
+    let (order, mut event) = harness.accepted_order("fay").await;
+    let cid = order.correlation_id;
+    // Accepted while AZ-220 was for sale; it is not any more (inactive in the catalog).
+    let withdrawn = &mut event.lines[0];
+    event.total_cents -= withdrawn.unit_price_cents * i64::from(withdrawn.quantity);
+    withdrawn.product_id = "AZ-220".into();
+    event.total_cents += withdrawn.unit_price_cents * i64::from(withdrawn.quantity);
+    let mut failures = harness.failures().await;
+    harness
+        .publish(&cid.to_string(), event.encode_to_vec())
+        .await;
+
+    let (_, failed) = next_failed(&mut failures).await;
+    assert_eq!(failed.correlation_id, cid.to_string());
+    assert_eq!(failed.order_id, order.order_id.get());
+    assert!(
+        failed.reason.contains("AZ-220") && failed.reason.contains("no longer for sale"),
+        "{}",
+        failed.reason
+    );
+    let letter = harness.dead_letter().await;
+    assert_eq!(letter.deliveries, 1);
+    assert!(letter.reason.contains("AZ-220"), "{}", letter.reason);
+    assert_eq!(harness.settled(&cid.to_string()), [(1, Answer::DeadLetter)]);
+    assert_eq!(
+        harness.store.get_order(order.order_id).await.expect("get"),
+        None
+    );
     harness.stop().await;
 }
 

@@ -73,7 +73,7 @@ pub trait StatusReader: Send + Sync + fmt::Debug {
     async fn status(&self, cid: CorrelationId) -> Result<Option<StatusRecord>, StateError>;
 }
 
-/// Moves statuses forward (process-svc).
+/// Moves statuses forward (process-svc, notify-svc).
 #[async_trait]
 pub trait StatusWriter: Send + Sync + fmt::Debug {
     /// Moves the status of `cid` forward to `status` and refreshes the TTL of its map and status.
@@ -86,6 +86,11 @@ pub trait StatusWriter: Send + Sync + fmt::Debug {
         status: OrderStatus,
         order_id: Option<OrderId>,
     ) -> Result<bool, StateError>;
+
+    /// Writes the owner map of `cid` with the workflow TTL unless one is there (`SET NX`): for a
+    /// map lost with Redis's data, from the owner an event carries sealed. An existing map keeps
+    /// its owner and its TTL.
+    async fn restore_owner(&self, cid: CorrelationId, owner: &UserId) -> Result<(), StateError>;
 }
 
 /// An accepted order held in its owner's in-flight set until accept-svc sees it recorded.

@@ -222,6 +222,21 @@ impl StatusWriter for MemoryState {
         }
         Ok(true)
     }
+
+    async fn restore_owner(&self, cid: CorrelationId, owner: &UserId) -> Result<(), StateError> {
+        let now = Instant::now();
+        let mut tables = self.tables_for_write(now);
+        if !tables.owners.get(&cid).is_some_and(|e| e.live(now)) {
+            tables.owners.insert(
+                cid,
+                Expiring {
+                    value: owner.clone(),
+                    expires_at: now + self.ttl,
+                },
+            );
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]

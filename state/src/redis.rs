@@ -428,6 +428,20 @@ impl StatusWriter for RedisState {
             )),
         }
     }
+
+    async fn restore_owner(&self, cid: CorrelationId, owner: &UserId) -> Result<(), StateError> {
+        let map_key = self.map_key(cid);
+        let _: Option<String> = redis::cmd("SET")
+            .arg(&map_key)
+            .arg(owner.as_str())
+            .arg("NX")
+            .arg("PX")
+            .arg(self.ttl_ms())
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| redis_error("restoring an order's owner", &map_key, e))?;
+        Ok(())
+    }
 }
 
 #[async_trait]

@@ -524,6 +524,36 @@ async fn advance_recreates_a_missing_status_but_not_the_map(subject: &dyn Subjec
     assert_ttls(subject, cid, false).await;
 }
 
+async fn restore_owner_writes_a_lost_map_with_the_ttl_and_never_replaces_one(
+    subject: &dyn Subject,
+) {
+    let state = subject.state();
+    // Lost (Redis flushed or restarted): written again, for the workflow TTL.
+    let lost = CorrelationId::new();
+    state.restore_owner(lost, &user("alice")).await.unwrap();
+    assert_eq!(state.owner(lost).await.unwrap(), Some(user("alice")));
+    if let Some([map, _]) = subject.ttls(lost).await {
+        let map = map.expect("the restored map has a TTL");
+        assert!(map > TTL - Duration::from_secs(5) && map <= TTL, "{map:?}");
+    }
+    subject.age(lost, TTL + Duration::from_secs(1)).await;
+    assert_eq!(state.owner(lost).await.unwrap(), None);
+
+    // There: kept as it is, owner and TTL.
+    let kept = CorrelationId::new();
+    state
+        .record_accepted(kept, &user("alice"), order(3), b"")
+        .await
+        .unwrap();
+    subject.age(kept, Duration::from_secs(20)).await;
+    state.restore_owner(kept, &user("mallory")).await.unwrap();
+    assert_eq!(state.owner(kept).await.unwrap(), Some(user("alice")));
+    if let Some([map, _]) = subject.ttls(kept).await {
+        let map = map.expect("the map has a TTL");
+        assert!(map <= TTL - Duration::from_secs(20), "{map:?}");
+    }
+}
+
 async fn advance_refreshes_the_ttl_of_map_and_status_and_a_refused_one_does_not(
     subject: &dyn Subject,
 ) {
@@ -776,6 +806,7 @@ contract!(
     advance_only_moves_forward,
     advance_keeps_the_known_order_id_when_given_none,
     advance_recreates_a_missing_status_but_not_the_map,
+    restore_owner_writes_a_lost_map_with_the_ttl_and_never_replaces_one,
     advance_refreshes_the_ttl_of_map_and_status_and_a_refused_one_does_not,
     concurrent_advances_end_at_the_highest_status,
     idempotency_keys_are_claimed_once_completed_for_good_or_released,

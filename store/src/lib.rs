@@ -120,6 +120,9 @@ pub enum StoreError {
     /// The reserved order id is already recorded under a different correlation id.
     #[error("order {0} is recorded with another correlation id")]
     OrderIdTaken(OrderId),
+    /// A line names a product withdrawn from sale (inactive) since the order was accepted.
+    #[error("product {0} is no longer for sale")]
+    NotForSale(String),
     /// Stored data (or the catalog file) does not form valid domain values.
     #[error("stored data is malformed: {what}")]
     Corrupt {
@@ -179,7 +182,8 @@ pub trait OrderWriter: Send + Sync + fmt::Debug {
     /// over the seat assignments of the entitlement it renews), and an outbox row of kind
     /// [`PROCESSED_EVENT_KIND`] carrying `processed_event`. Idempotent on the correlation id: a
     /// second call returns [`RecordOutcome::AlreadyRecorded`] and writes (and grants) nothing. Fails with
-    /// [`StoreError::OrderIdTaken`] when the order id belongs to another correlation id, and with
+    /// [`StoreError::OrderIdTaken`] when the order id belongs to another correlation id, with
+    /// [`StoreError::NotForSale`] when a line's product has been withdrawn from sale, and with
     /// [`StoreError::Query`] naming the constraint when a line is invalid (nothing is written).
     async fn record_order(
         &self,

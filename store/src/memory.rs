@@ -167,6 +167,13 @@ impl State {
                 "order_items_product_id_fkey",
             ));
         }
+        if let Some(line) = order
+            .lines
+            .iter()
+            .find(|l| self.products.get(&l.product_id).is_some_and(|p| !p.active))
+        {
+            return Err(StoreError::NotForSale(line.product_id.clone()));
+        }
         if self.orders.len() >= self.max_orders {
             return Err(StoreError::unavailable(
                 "recording an order",

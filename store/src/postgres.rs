@@ -562,6 +562,20 @@ impl OrderWriter for PgStore {
                     return Err(TxError::AlreadyRecorded(existing));
                 }
 
+                // Accepted while for sale, withdrawn since: refused (the transaction rolls back).
+                let withdrawn: Option<String> = products::table
+                    .filter(products::id.eq_any(order.lines.iter().map(|l| &l.product_id)))
+                    .filter(products::active.eq(false))
+                    .select(products::id)
+                    .order(products::id)
+                    .first(conn)
+                    .await
+                    .optional()
+                    .map_err(in_tx("checking the products are for sale"))?;
+                if let Some(product) = withdrawn {
+                    return Err(TxError::Store(StoreError::NotForSale(product)));
+                }
+
                 let items = order
                     .lines
                     .iter()

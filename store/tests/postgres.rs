@@ -417,6 +417,39 @@ async fn an_unknown_product_rolls_back_the_whole_order(w: World) {
     assert_eq!(record(&*w.b, &fixed).await, RecordOutcome::Inserted);
 }
 
+/// A product withdrawn from sale after the order was accepted (`AZ-220` is inactive in the data
+/// file): the order is refused naming it, and nothing of it is left; once recorded, though, a
+/// redelivery of the same order is still "already recorded".
+async fn an_order_for_a_product_no_longer_for_sale_is_refused_naming_it(w: World) {
+    let start = w.a.reserve_block().await.expect("block").start;
+    let order = new_order(start, "erin", vec![line("AZ-104", 1), line("AZ-220", 2)]);
+    let err =
+        w.a.record_order(&order, &event(&order))
+            .await
+            .expect_err("AZ-220 is not for sale");
+    assert!(
+        matches!(&err, StoreError::NotForSale(product) if product == "AZ-220"),
+        "{err:?}"
+    );
+    assert_eq!(w.b.get_order(order.order_id).await.expect("get"), None);
+    w.assert_rows("SELECT count(*) AS n FROM orders", 0).await;
+    w.assert_rows("SELECT count(*) AS n FROM outbox", 0).await;
+    w.assert_rows("SELECT count(*) AS n FROM entitlements", 0)
+        .await;
+
+    let recorded = new_order(start + 1, "erin", vec![line("AZ-104", 1)]);
+    assert_eq!(record(&*w.a, &recorded).await, RecordOutcome::Inserted);
+    // Withdrawing a product takes SQL (the memory store's catalog is the data file's).
+    let Some(sql) = &w.sql else { return };
+    sql.run("UPDATE products SET active = false WHERE id = 'AZ-104'")
+        .await
+        .expect("withdrawing AZ-104");
+    assert_eq!(
+        record(&*w.b, &recorded).await,
+        RecordOutcome::AlreadyRecorded(recorded.order_id)
+    );
+}
+
 /// Quantities outside 1..=100 cannot be built (`Quantity`), and Postgres refuses them too
 /// (`check_constraints_reject_quantity_0_and_101_and_discount_101`); the largest one is recorded.
 async fn record_order_records_the_largest_quantity(w: World) {
@@ -1224,6 +1257,7 @@ contract_tests!(
     recording_the_same_correlation_id_twice_returns_already_recorded_and_leaves_one_row,
     recording_a_different_correlation_id_under_a_taken_order_id_is_order_id_taken,
     an_unknown_product_rolls_back_the_whole_order,
+    an_order_for_a_product_no_longer_for_sale_is_refused_naming_it,
     record_order_records_the_largest_quantity,
     list_orders_pages_newest_first_with_total_and_excludes_deleted,
     list_orders_orders_by_acceptance_time_then_id,

@@ -18,10 +18,21 @@ use bytes::Bytes;
 use contoso_bus::{Bus, ConsumerSpec, Envelope, NatsBus, NatsSettings, Topic};
 use futures::StreamExt as _;
 
+use contoso_proto::{
+    notify::v1::{
+        OrderStatusUpdate, WatchOrderStatusRequest,
+        order_status_service_client::OrderStatusServiceClient, watch_order_status_response::Event,
+    },
+    orders::v1::{
+        OrderLineRequest, OrderStatus, PlaceOrderRequest, order_service_client::OrderServiceClient,
+    },
+};
+
 use crate::support::{
     faults::FaultWorld,
     load::{
         Burst, Seen, channel, completed, moved_backwards, wait_all_completed, wait_opened, watch,
+        with_token,
     },
     process::binary,
 };
@@ -239,6 +250,68 @@ fn process_svc_killed_twice_mid_burst() {
     );
 }
 
+/// How many times the process-svc replicas have logged `line` since they last started.
+fn logged(world: &FaultWorld, line: &str) -> Vec<usize> {
+    world
+        .process
+        .iter()
+        .map(|p| {
+            p.service
+                .as_ref()
+                .map_or(0, |s| s.log_text().matches(line).count())
+        })
+        .collect()
+}
+
+/// Polls `condition` until it holds; panics naming `what` after `deadline`.
+fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
+    let until = Instant::now() + deadline;
+    while !condition() {
+        assert!(Instant::now() < until, "{what}: not within {deadline:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn process_svc_killed_between_its_postgres_commit_and_its_ack() {
+    const RECORDED: &str = "order recorded";
+    const FOUND_RECORDED: &str = "order already recorded (a redelivery)";
+    run(
+        "process-svc killed between the Postgres commit and the ack",
+        0,
+        |world| {
+            // Cut off the broker, the workers still commit the orders in hand, and their acks
+            // cannot leave; killed then, the broker holds those orders as never acknowledged.
+            let before = logged(world, RECORDED);
+            world.process_nats.cut();
+            wait_until(
+                "a worker commits an order it cannot acknowledge",
+                DEADLINE,
+                || {
+                    logged(world, RECORDED)
+                        .iter()
+                        .zip(&before)
+                        .any(|(now, then)| now > then)
+                },
+            );
+            let logs = world.logs.path().to_owned();
+            for worker in &mut world.process {
+                worker.kill();
+            }
+            world.process_nats.restore();
+            for worker in &mut world.process {
+                worker.restart(&logs);
+            }
+            // Redelivered after the ack wait, and found recorded: not inserted twice.
+            wait_until(
+                "a redelivered order found already recorded",
+                DEADLINE,
+                || logged(world, FOUND_RECORDED).iter().sum::<usize>() > 0,
+            );
+        },
+    );
+}
+
 #[test]
 fn nats_server_restarted_mid_burst() {
     run("nats-server restarted, store kept", 0, |world| {
@@ -289,6 +362,34 @@ fn postgres_unreachable_for_a_while_mid_burst() {
         // The fault's length, not a wait for anything.
         std::thread::sleep(outage);
         world.postgres.restore();
+    });
+}
+
+#[test]
+fn redis_restarted_mid_burst_losing_everything_it_held() {
+    // Owner maps, statuses, in-flight sets and idempotency keys all gone: the services' clients
+    // reconnect, and routing falls back to the customer the events carry, sealed.
+    run("Redis restarted (nothing kept)", 0, |world| {
+        world.redis.stop();
+        world.redis.restart();
+    });
+}
+
+#[test]
+fn redis_flushed_mid_burst() {
+    run("Redis FLUSHALL", 0, |world| {
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+        runtime.block_on(async {
+            let client = redis::Client::open(world.redis.url()).expect("the test's Redis URL");
+            let mut connection = client
+                .get_multiplexed_async_connection()
+                .await
+                .expect("connecting to the test's redis-server");
+            let () = redis::cmd("FLUSHALL")
+                .query_async(&mut connection)
+                .await
+                .expect("FLUSHALL");
+        });
     });
 }
 
@@ -357,4 +458,83 @@ fn a_poison_message_mid_burst_is_dead_lettered_and_harms_nothing_else() {
                 .expect("publishing the poison message");
         });
     });
+}
+
+#[test]
+fn an_order_for_a_product_withdrawn_after_acceptance_ends_failed_with_a_reason() {
+    // process-svc dead-letters it, after announcing FAILED.
+    run(
+        "an order for a product withdrawn after acceptance",
+        1,
+        |world| {
+            let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+            let token = world.token("ed");
+            // The workers fall behind (off the broker), so the order is still waiting when its
+            // product is withdrawn. The burst orders AZ-900 only.
+            world.process_nats.cut();
+            let placed = runtime.block_on(async {
+                OrderServiceClient::new(channel(world.accept[0].addr))
+                    .place_order(with_token(
+                        &token,
+                        PlaceOrderRequest {
+                            lines: vec![OrderLineRequest {
+                                product_id: "AZ-104".into(),
+                                quantity: 1,
+                            }],
+                            idempotency_key: String::new(),
+                        },
+                    ))
+                    .await
+                    .expect("AZ-104 is accepted while for sale")
+                    .into_inner()
+                    .order
+                    .expect("the accepted order")
+            });
+            let withdrawn = world.count(
+                "WITH w AS (UPDATE products SET active = false WHERE id = 'AZ-104' RETURNING 1) \
+             SELECT count(*) AS n FROM w",
+            );
+            assert_eq!(withdrawn, 1, "AZ-104 withdrawn from sale");
+            world.process_nats.restore();
+
+            let failed = runtime.block_on(async {
+                let mut stream = OrderStatusServiceClient::new(channel(world.notify.addr))
+                    .watch_order_status(with_token(
+                        &token,
+                        WatchOrderStatusRequest {
+                            correlation_ids: vec![placed.correlation_id.clone()],
+                        },
+                    ))
+                    .await
+                    .expect("watching the order")
+                    .into_inner();
+                tokio::time::timeout(DEADLINE, async {
+                    loop {
+                        match stream.message().await {
+                            Ok(Some(message)) => {
+                                if let Some(Event::Update(update)) = message.event
+                                    && update.status == i32::from(OrderStatus::Failed)
+                                {
+                                    return update;
+                                }
+                            }
+                            other => panic!("the stream ended before FAILED: {other:?}"),
+                        }
+                    }
+                })
+                .await
+                .expect("FAILED on the owner's stream")
+            });
+            let OrderStatusUpdate {
+                correlation_id,
+                reason,
+                ..
+            } = failed;
+            assert_eq!(correlation_id, placed.correlation_id);
+            assert!(
+                reason.contains("AZ-104") && reason.contains("no longer for sale"),
+                "{reason}"
+            );
+        },
+    );
 }

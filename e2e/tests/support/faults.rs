@@ -51,10 +51,13 @@ pub(crate) struct FaultWorld {
     pub(crate) process: Vec<Restartable>,
     pub(crate) notify: Restartable,
     pub(crate) nats: NatsServer,
+    /// Between the process-svc replicas and nats-server, so a test can cut a worker off the
+    /// broker between its Postgres commit and its ack.
+    pub(crate) process_nats: CuttableProxy,
     /// Between the services and Postgres.
     pub(crate) postgres: CuttableProxy,
     /// Private, so a Redis fault harms no other test.
-    _redis: RedisServer,
+    pub(crate) redis: RedisServer,
     database: TestDatabase,
     jwt_secret: String,
     runtime: tokio::runtime::Runtime,
@@ -79,6 +82,7 @@ impl FaultWorld {
                 .env("RUST_LOG", "warn"),
         );
         let (postgres, services_url) = through_proxy(database.url());
+        let (process_nats, process_nats_url) = through_proxy(&nats.url());
         let mut env: Vec<(&'static str, String)> = vec![
             ("SEAL_KEYS", SEAL_KEYS.to_owned()),
             ("DATABASE_URL", services_url),
@@ -93,6 +97,10 @@ impl FaultWorld {
             let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
             let mut all = env.clone();
             all.push(("LISTEN_ADDR", addr.to_string()));
+            if name == "process-svc" {
+                all.retain(|(key, _)| *key != "NATS_URL");
+                all.push(("NATS_URL", process_nats_url.clone()));
+            }
             let mut r = Restartable {
                 name: format!("{name}-{n}"),
                 program: binary(name),
@@ -113,8 +121,9 @@ impl FaultWorld {
             process,
             notify,
             nats,
+            process_nats,
             postgres,
-            _redis: redis,
+            redis,
             database,
             jwt_secret,
             runtime,
@@ -132,10 +141,13 @@ impl FaultWorld {
     }
 }
 
-/// A proxy in front of the server of `url` (`postgres://user@host:port/db`), and the same URL
-/// pointing at the proxy.
+/// A proxy in front of the server of `url` (`postgres://user@host:port/db`,
+/// `nats://host:port`), and the same URL pointing at the proxy.
 fn through_proxy(url: &str) -> (CuttableProxy, String) {
-    let after_at = url.find('@').map_or(0, |at| at + 1);
+    let authority = url.find("://").map_or(0, |scheme| scheme + 3);
+    let after_at = url[authority..]
+        .find('@')
+        .map_or(authority, |at| authority + at + 1);
     let end = url[after_at..]
         .find('/')
         .map_or(url.len(), |slash| after_at + slash);
