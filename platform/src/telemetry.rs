@@ -16,7 +16,12 @@
 //!
 //! [`Telemetry::shutdown`] flushes the spans still buffered; every binary calls it on its way out.
 
-use std::{fmt, future::Future, sync::Arc, sync::LazyLock, time::Duration};
+use std::{
+    fmt::{self, Write as _},
+    future::Future,
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use axum::{
@@ -159,8 +164,71 @@ where
     } else {
         logfmt::layer()
             .with_target(false)
+            .fmt_fields(PlainFields)
             .with_filter(filter)
             .boxed()
+    }
+}
+
+/// Plain log fields without the spans' dotted semantic-convention attributes (`otel.kind`,
+/// `rpc.method`, `messaging.system`, ...): those are for the trace, and would bury the ids a
+/// reader of the log looks for (`trace_id`, `correlation_id`, ...).
+#[derive(Debug, Clone, Copy)]
+struct PlainFields;
+
+impl<'writer> logfmt::FormatFields<'writer> for PlainFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: logfmt::format::Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
+        let mut visitor = PlainVisitor {
+            writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+
+    fn add_fields(
+        &self,
+        current: &'writer mut logfmt::FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> fmt::Result {
+        let mut added = String::new();
+        self.format_fields(logfmt::format::Writer::new(&mut added), fields)?;
+        if !added.is_empty() {
+            if !current.fields.is_empty() {
+                current.fields.push(' ');
+            }
+            current.fields.push_str(&added);
+        }
+        Ok(())
+    }
+}
+
+struct PlainVisitor<'writer> {
+    writer: logfmt::format::Writer<'writer>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl tracing::field::Visit for PlainVisitor<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+        if self.result.is_err() || field.name().contains('.') {
+            return;
+        }
+        let separator = if std::mem::take(&mut self.first) {
+            ""
+        } else {
+            " "
+        };
+        self.result = if field.name() == "message" {
+            write!(self.writer, "{separator}{value:?}")
+        } else {
+            write!(self.writer, "{separator}{}={value:?}", field.name())
+        };
     }
 }
 
@@ -544,7 +612,58 @@ pub async fn metrics_handler() -> Response {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_plain_log_line_keeps_the_ids_and_leaves_the_span_attributes_to_the_trace() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            logfmt::layer()
+                .with_target(false)
+                .with_ansi(false)
+                .fmt_fields(PlainFields)
+                .with_writer(move || writer.clone()),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "rpc",
+                otel.kind = "server",
+                rpc.method = "PlaceOrder",
+                trace_id = "4bf92f3577b34da6a3ce929d0e0e4736",
+                correlation_id = field::Empty,
+            );
+            span.record("rpc.grpc.status_code", 0);
+            span.record("correlation_id", "c-1");
+            span.in_scope(|| tracing::info!(lines = 2, "order accepted"));
+        });
+        let line = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            line.contains(
+                "rpc{trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\" correlation_id=\"c-1\"}: order accepted lines=2"
+            ),
+            "{line}"
+        );
+        assert!(
+            !line.contains("otel.kind") && !line.contains("rpc.method"),
+            "{line}"
+        );
+    }
 
     fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |name| {
