@@ -17,7 +17,7 @@
 //! [`Telemetry::shutdown`] flushes the spans still buffered; every binary calls it on its way out.
 
 use std::{
-    fmt::{self, Write as _},
+    fmt,
     future::Future,
     sync::{Arc, LazyLock},
     time::Duration,
