@@ -1154,7 +1154,7 @@ async fn the_status_comes_from_the_order_history_when_the_workflow_state_lags_or
         .lease_pending(10, Duration::from_secs(60))
         .await
         .unwrap();
-    h.store.complete(&leased[0]).await.unwrap();
+    h.store.complete(&leased[..1]).await.unwrap();
     let answer = status_of(&h, "alice", &cid).await.unwrap();
     assert_eq!(answer.status, pb::OrderStatus::Completed as i32);
     assert_eq!(answer.order_id, order.order_id);

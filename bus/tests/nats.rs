@@ -539,6 +539,23 @@ async fn the_consume_stream_recreates_its_consumer_when_an_operator_deletes_it()
     assert_eq!(seen, ["first", "second"]);
 }
 
+/// Stops the server for longer than two missed pull heartbeats (2 × 5 s), so pull streams being
+/// read fail and the adapter has to re-open them (the outage itself, not a synchronisation), then
+/// publishes `id` once the restarted server confirms it.
+async fn outage_then_publish(server: &mut NatsServer, bus: &dyn Bus, id: &str) {
+    tokio::task::block_in_place(|| {
+        server.stop();
+        std::thread::sleep(Duration::from_secs(12));
+        server.restart();
+    });
+    eventually("a confirmed publish after the restart", WAIT, || async {
+        bus.publish(envelope(Topic::OrderAccepted, id))
+            .await
+            .is_ok()
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_consume_stream_survives_an_outage_longer_than_its_heartbeat() {
     // On failure, the adapter's warnings show what the stream went through.
@@ -555,19 +572,7 @@ async fn the_consume_stream_survives_an_outage_longer_than_its_heartbeat() {
         id(&delivery).to_owned()
     });
 
-    // Not a synchronisation: the outage itself, held past two missed pull heartbeats (2 × 5 s)
-    // so the pull stream fails and the adapter has to re-open it.
-    tokio::task::block_in_place(|| {
-        server.stop();
-        std::thread::sleep(Duration::from_secs(12));
-        server.restart();
-    });
-    eventually("a confirmed publish after the restart", WAIT, || async {
-        bus.publish(envelope(Topic::OrderAccepted, "after"))
-            .await
-            .is_ok()
-    })
-    .await;
+    outage_then_publish(&mut server, &*bus, "after").await;
 
     let received = timeout(WAIT, reader)
         .await
@@ -587,26 +592,13 @@ async fn reopening_after_an_outage_keeps_the_config_of_the_replica_that_started_
     spec.max_ack_pending = 8;
     let _from_newer = newer.consume(&spec).await.unwrap();
 
-    // The older replica is reading through the outage, so its pull stream fails (two missed
-    // heartbeats) and it re-opens the consumer after the restart.
+    // The older replica is reading through the outage, so it re-opens the consumer after it.
     let reader = tokio::spawn(async move {
         let delivery = next(&mut from_older).await;
         delivery.ack().await.unwrap();
         id(&delivery).to_owned()
     });
-    // The outage itself, not a synchronisation.
-    tokio::task::block_in_place(|| {
-        server.stop();
-        std::thread::sleep(Duration::from_secs(12));
-        server.restart();
-    });
-    eventually("a confirmed publish after the restart", WAIT, || async {
-        newer
-            .publish(envelope(Topic::OrderAccepted, "after"))
-            .await
-            .is_ok()
-    })
-    .await;
+    outage_then_publish(&mut server, &*newer, "after").await;
     let received = timeout(WAIT, reader)
         .await
         .expect("the older replica reads again after the outage")

@@ -137,17 +137,15 @@ async fn complete(store: &dyn Store, orders: &HashSet<OrderId>) -> anyhow::Resul
             .lease_pending(contoso_store::MAX_BATCH, Duration::from_millis(1))
             .await?;
         let mine: Vec<_> = leased
-            .iter()
+            .into_iter()
             .filter(|e| orders.contains(&e.order_id))
             .collect();
         anyhow::ensure!(
             !mine.is_empty(),
             "the demo orders' outbox entries are not pending"
         );
-        for entry in mine {
-            store.complete(entry).await?;
-            left -= 1;
-        }
+        store.complete(&mine).await?;
+        left -= mine.len();
     }
     Ok(())
 }

@@ -11,24 +11,20 @@
 //!   on `orders.failed`, then dead-letter it at once;
 //! - poison (not an `OrderAccepted` at all): dead-letter it at once.
 
-// `Failure` carries what is known of the order (its sealed customer too) on the rare error path;
-// boxing it would only add an allocation there.
-#![allow(clippy::result_large_err)]
-
 use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
 use chrono::Utc;
 use futures::{FutureExt, StreamExt};
 use tokio::{
-    sync::{Notify, Semaphore},
+    sync::{Notify, OwnedSemaphorePermit, Semaphore},
     task::JoinSet,
     time::Instant,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
 
-use contoso_bus::{Bus, BusError, ConsumerSpec, Delivery, Envelope, Strikes, Topic};
-use contoso_domain::{NewOrder, OrderStatus, Report};
+use contoso_bus::{Bus, BusError, ConsumerSpec, Deliveries, Delivery, Envelope, Strikes, Topic};
+use contoso_domain::{NewOrder, OrderId, OrderStatus, Report};
 use contoso_platform::seal::CustomerSealer;
 use contoso_proto::events::v1::SealedCustomer;
 use contoso_state::StatusWriter;
@@ -115,7 +111,7 @@ impl ProcessError {
 #[derive(Debug)]
 struct Failure {
     /// The order, once the event was decoded far enough to name it.
-    order: Option<OrderRef>,
+    order: Option<Box<OrderRef>>,
     error: ProcessError,
 }
 
@@ -182,10 +178,17 @@ impl Worker {
                 match next {
                     Some(Ok(delivery)) => {
                         failures = 0;
+                        let batch = gather(
+                            delivery,
+                            permit,
+                            &mut deliveries,
+                            &permits,
+                            self.settings.max_batch,
+                        );
                         let worker = self.clone();
                         tasks.spawn(async move {
-                            worker.handle(delivery).await;
-                            drop(permit);
+                            // The permits go with the batch.
+                            worker.handle_batch(batch).await;
                         });
                     }
                     Some(Err(e)) => {
@@ -230,33 +233,155 @@ impl Worker {
         }
     }
 
-    async fn handle(&self, delivery: Delivery) {
-        // A child of the span that published the event: the order's trace goes on here.
-        let consumer = delivery.span();
-        let span = tracing::info_span!(
-            parent: &consumer,
-            "order",
-            correlation_id = field::Empty,
-            order_id = field::Empty,
-            message_id = delivery.message_id.as_deref().unwrap_or(""),
-            attempt = delivery.attempt,
+    /// Works on a batch of deliveries: the orders of those that can be read are recorded in one
+    /// transaction. Whatever goes wrong other than the database being unavailable (an order that
+    /// cannot be recorded, a statement refused, a panic) sends every delivery of the batch down
+    /// the one-at-a-time path, which tells which order it was and classifies each failure.
+    async fn handle_batch(&self, batch: Vec<(Delivery, OwnedSemaphorePermit)>) {
+        if batch.len() == 1 {
+            for (delivery, _permit) in batch {
+                self.handle(delivery).await;
+            }
+            return;
+        }
+        let mut readable = Vec::with_capacity(batch.len());
+        let mut unreadable = Vec::new();
+        for (delivery, permit) in batch {
+            match event::decode(&delivery.payload).and_then(|accepted| {
+                let known = accepted.order_ref();
+                accepted
+                    .into_order(&self.sealer)
+                    .map(|order| (known, order))
+            }) {
+                Ok((known, order)) => readable.push((delivery, permit, known, order)),
+                Err(_) => unreadable.push((delivery, permit)),
+            }
+        }
+        let alone = futures::future::join_all(
+            unreadable
+                .into_iter()
+                .map(|(delivery, _permit)| self.handle(delivery)),
         );
+        let together = self.record_together(readable);
+        tokio::join!(alone, together);
+    }
+
+    /// Records readable orders in one transaction and settles each delivery; see
+    /// [`Worker::handle_batch`].
+    async fn record_together(
+        &self,
+        batch: Vec<(Delivery, OwnedSemaphorePermit, OrderRef, NewOrder)>,
+    ) {
+        if batch.is_empty() {
+            return;
+        }
+        let span = tracing::info_span!("orders", batch = batch.len());
+        // One span per order, each continuing its own trace; the batch's span links to them all.
+        let spans: Vec<tracing::Span> = batch
+            .iter()
+            .map(|(delivery, .., order)| order_span(delivery, Some(order)))
+            .collect();
+        for order in &spans {
+            contoso_telemetry::link(&span, order);
+        }
+        let deliveries: Vec<&Delivery> = batch.iter().map(|(d, ..)| d).collect();
+        let work = async {
+            futures::future::join_all(batch.iter().zip(&spans).map(
+                |((_, _, known, order), span)| {
+                    self.mark_processing(order, known.customer.as_ref())
+                        .instrument(span.clone())
+                },
+            ))
+            .await;
+            let events: Vec<Vec<u8>> = batch
+                .iter()
+                .map(|(_, _, known, order)| {
+                    event::processed(order, known.customer.as_ref(), Utc::now())
+                })
+                .collect();
+            let traceparents: Vec<Option<String>> = spans.iter().map(traceparent_of).collect();
+            let orders: Vec<(&NewOrder, &[u8], Option<&str>)> = batch
+                .iter()
+                .zip(&events)
+                .zip(&traceparents)
+                .map(|(((.., order), event), traceparent)| {
+                    (order, event.as_slice(), traceparent.as_deref())
+                })
+                .collect();
+            self.orders.record_orders_traced(&orders).await
+        };
+        let recorded = AssertUnwindSafe(with_heartbeat(&self.settings, &deliveries, work))
+            .catch_unwind()
+            .instrument(span)
+            .await;
+        match recorded {
+            Ok(Ok(outcomes)) => {
+                self.wake.notify_one();
+                futures::future::join_all(batch.iter().zip(outcomes).zip(&spans).map(
+                    |(((delivery, _, _, order), outcome), span)| {
+                        let span = span.clone();
+                        async move {
+                            log_outcome(order.order_id, outcome);
+                            self.settle(delivery, Verdict::Ack).await;
+                        }
+                        .instrument(span)
+                    },
+                ))
+                .await;
+            }
+            Ok(Err(e @ StoreError::Unavailable { .. })) => {
+                tracing::warn!(error = %Report(&e), orders = batch.len(), "database unavailable; the batch will be retried");
+                futures::future::join_all(batch.iter().map(|(delivery, ..)| {
+                    let delay = retry_backoff(delivery.attempt, self.settings.max_retry_backoff);
+                    self.settle(delivery, Verdict::Retry(delay))
+                }))
+                .await;
+            }
+            Ok(Err(e)) => {
+                tracing::info!(error = %Report(&e), orders = batch.len(), "the batch could not be recorded together; recording its orders one by one");
+                self.one_by_one(batch).await;
+            }
+            Err(_) => {
+                tracing::error!(
+                    orders = batch.len(),
+                    "recording a batch panicked; recording its orders one by one"
+                );
+                self.one_by_one(batch).await;
+            }
+        }
+    }
+
+    async fn one_by_one(&self, batch: Vec<(Delivery, OwnedSemaphorePermit, OrderRef, NewOrder)>) {
+        futures::future::join_all(
+            batch
+                .into_iter()
+                .map(|(delivery, _permit, ..)| self.handle(delivery)),
+        )
+        .await;
+    }
+
+    async fn handle(&self, delivery: Delivery) {
+        let span = order_span(&delivery, None);
         async {
             // A panic is a failure of unknown cause like any other: retried within the budget,
             // then given up on, instead of coming back after every ack wait for ever.
-            let result = AssertUnwindSafe(self.with_heartbeat(&delivery))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|_| {
-                    // The order, so that its owner hears of the failure if it comes to that.
-                    let order = event::decode(&delivery.payload)
-                        .ok()
-                        .map(|accepted| accepted.order_ref());
-                    Err(Failure {
-                        order,
-                        error: ProcessError::Panicked,
-                    })
-                });
+            let result = AssertUnwindSafe(with_heartbeat(
+                &self.settings,
+                &[&delivery],
+                self.process(&delivery),
+            ))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                // The order, so that its owner hears of the failure if it comes to that.
+                let order = event::decode(&delivery.payload)
+                    .ok()
+                    .map(|accepted| Box::new(accepted.order_ref()));
+                Err(Failure {
+                    order,
+                    error: ProcessError::Panicked,
+                })
+            });
             let strikes = match &result {
                 Err(failure) if failure.error.class() == Class::Unknown => {
                     self.strikes.strike(&delivery)
@@ -270,43 +395,13 @@ impl Worker {
         .await;
     }
 
-    /// Works on the delivery, telling the broker now and then that it is still in progress so a
-    /// slow database does not cause a redelivery to a second replica; for at most
-    /// `max_in_progress`, so a delivery stuck on a hung call is redelivered after all.
-    async fn with_heartbeat(&self, delivery: &Delivery) -> Result<RecordOutcome, Failure> {
-        let every = (self.settings.ack_wait / 3).max(Duration::from_millis(100));
-        let started = Instant::now();
-        let mut heartbeat = tokio::time::interval_at(started + every, every);
-        let mut signalling = true;
-        let work = self.process(delivery);
-        tokio::pin!(work);
-        loop {
-            tokio::select! {
-                result = &mut work => return result,
-                _ = heartbeat.tick(), if signalling => {
-                    if started.elapsed() >= self.settings.max_in_progress {
-                        signalling = false;
-                        tracing::warn!(
-                            max_in_progress = ?self.settings.max_in_progress,
-                            "still working on the order; no more in-progress signals, so the broker redelivers it after the ack wait"
-                        );
-                        continue;
-                    }
-                    if let Err(e) = delivery.in_progress().await {
-                        tracing::debug!(error = %Report(&e), "in-progress signal failed");
-                    }
-                }
-            }
-        }
-    }
-
     async fn process(&self, delivery: &Delivery) -> Result<RecordOutcome, Failure> {
         let accepted = event::decode(&delivery.payload).map_err(Failure::poison)?;
         let span = tracing::Span::current();
         span.record("correlation_id", field::display(accepted.correlation_id));
         let known = accepted.order_ref();
         let failure = |error| Failure {
-            order: Some(known.clone()),
+            order: Some(Box::new(known.clone())),
             error,
         };
         let order = accepted
@@ -319,26 +414,13 @@ impl Worker {
 
         let processed = event::processed(&order, customer, Utc::now());
         // The relay's publish of orders.processed continues this span's trace.
-        let traceparent = contoso_telemetry::headers_of(&span)
-            .into_iter()
-            .find_map(|(name, value)| (name == "traceparent").then_some(value));
+        let traceparent = traceparent_of(&span);
         let outcome = self
             .orders
             .record_order_traced(&order, &processed, traceparent.as_deref())
             .await
             .map_err(|e| failure(ProcessError::Store(e)))?;
-        match outcome {
-            RecordOutcome::Inserted => {
-                metrics::ORDERS_PROCESSED.get_or_create(&Vec::new()).inc();
-                tracing::info!("order recorded");
-            }
-            RecordOutcome::AlreadyRecorded(existing) if existing == order.order_id => {
-                tracing::info!("order already recorded (a redelivery); nothing inserted");
-            }
-            RecordOutcome::AlreadyRecorded(existing) => {
-                tracing::warn!(%existing, "correlation id already recorded under another order id");
-            }
-        }
+        log_outcome(order.order_id, outcome);
         // Also on a redelivery: its outbox entry may still be waiting.
         self.wake.notify_one();
         Ok(outcome)
@@ -463,8 +545,8 @@ fn verdict(
     let give_up = |reason: String| Verdict::GiveUp {
         failed: failure
             .order
-            .clone()
-            .map(|order| (order, error.user_reason())),
+            .as_deref()
+            .map(|order| (order.clone(), error.user_reason())),
         reason,
     };
     match error.class() {
@@ -489,6 +571,107 @@ fn verdict(
         Class::Poison => {
             tracing::error!(error = %Report(error), "not an OrderAccepted; dead-lettering it");
             give_up(Report(error).to_string())
+        }
+    }
+}
+
+/// Runs `work` on `deliveries`, telling the broker now and then that they are still in progress
+/// so a slow database does not cause a redelivery to a second replica; for at most
+/// `max_in_progress`, so a delivery stuck on a hung call is redelivered after all.
+async fn with_heartbeat<T>(
+    settings: &Settings,
+    deliveries: &[&Delivery],
+    work: impl Future<Output = T>,
+) -> T {
+    let every = (settings.ack_wait / 3).max(Duration::from_millis(100));
+    let started = Instant::now();
+    let mut heartbeat = tokio::time::interval_at(started + every, every);
+    let mut signalling = true;
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            result = &mut work => return result,
+            _ = heartbeat.tick(), if signalling => {
+                if started.elapsed() >= settings.max_in_progress {
+                    signalling = false;
+                    tracing::warn!(
+                        max_in_progress = ?settings.max_in_progress,
+                        "still working on the order; no more in-progress signals, so the broker redelivers it after the ack wait"
+                    );
+                    continue;
+                }
+                let signals = deliveries.iter().map(|delivery| delivery.in_progress());
+                for signalled in futures::future::join_all(signals).await {
+                    if let Err(e) = signalled {
+                        tracing::debug!(error = %Report(&e), "in-progress signal failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The first delivery and whatever more is ready at once, up to `max_batch` and as far as
+/// permits are free: a batch never waits for messages that have not arrived.
+fn gather(
+    first: Delivery,
+    permit: OwnedSemaphorePermit,
+    deliveries: &mut Deliveries,
+    permits: &Arc<Semaphore>,
+    max_batch: usize,
+) -> Vec<(Delivery, OwnedSemaphorePermit)> {
+    let mut batch = vec![(first, permit)];
+    while batch.len() < max_batch {
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            break;
+        };
+        // An error or the end of the stream is left for the consume loop to see next time.
+        match deliveries.next().now_or_never() {
+            Some(Some(Ok(delivery))) => batch.push((delivery, permit)),
+            _ => break,
+        }
+    }
+    batch
+}
+
+/// The span of one delivery's work, in the consumer span that continues the publisher's trace;
+/// the order's ids are filled in once the event is read.
+fn order_span(delivery: &Delivery, order: Option<&NewOrder>) -> tracing::Span {
+    let consumer = delivery.span();
+    let span = tracing::info_span!(
+        parent: &consumer,
+        "order",
+        correlation_id = field::Empty,
+        order_id = field::Empty,
+        message_id = delivery.message_id.as_deref().unwrap_or(""),
+        attempt = delivery.attempt,
+    );
+    if let Some(order) = order {
+        span.record("correlation_id", field::display(order.correlation_id));
+        span.record("order_id", field::display(order.order_id));
+    }
+    span
+}
+
+/// The W3C `traceparent` of `span`, stored with the order's outbox row so the relay's publish
+/// continues its trace.
+fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    contoso_telemetry::headers_of(span)
+        .into_iter()
+        .find_map(|(name, value)| (name == "traceparent").then_some(value))
+}
+
+fn log_outcome(order_id: OrderId, outcome: RecordOutcome) {
+    match outcome {
+        RecordOutcome::Inserted => {
+            metrics::ORDERS_PROCESSED.get_or_create(&Vec::new()).inc();
+            tracing::info!("order recorded");
+        }
+        RecordOutcome::AlreadyRecorded(existing) if existing == order_id => {
+            tracing::info!("order already recorded (a redelivery); nothing inserted");
+        }
+        RecordOutcome::AlreadyRecorded(existing) => {
+            tracing::warn!(%existing, "correlation id already recorded under another order id");
         }
     }
 }
@@ -565,11 +748,11 @@ mod tests {
 
     fn failed(error: ProcessError) -> Result<RecordOutcome, Failure> {
         Err(Failure {
-            order: Some(OrderRef {
+            order: Some(Box::new(OrderRef {
                 correlation_id: CorrelationId::new(),
                 order_id: OrderId::new(7),
                 customer: None,
-            }),
+            })),
             error,
         })
     }

@@ -49,6 +49,9 @@ pub struct Deps {
 pub struct Settings {
     /// Deliveries worked on at once by this replica.
     pub concurrency: usize,
+    /// Most orders recorded in one transaction. A batch takes what has arrived, never waits for
+    /// more; 1 records every order on its own.
+    pub max_batch: usize,
     /// Failures of unknown cause (a refused statement, a panic) a message may have on this replica
     /// before it is given up on: announced FAILED and dead-lettered. Transient failures (the
     /// database unavailable) never count; the broker itself never gives up on a message.
@@ -81,6 +84,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             concurrency: 16,
+            max_batch: 16,
             max_deliver: 10,
             ack_wait: Duration::from_secs(30),
             max_in_progress: Duration::from_secs(300),

@@ -33,6 +33,10 @@ struct Args {
     #[arg(long, env = "PROCESS_CONCURRENCY", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     process_concurrency: u32,
+    /// Most orders recorded in one transaction (what has arrived, never waiting for more).
+    #[arg(long, env = "PROCESS_BATCH_SIZE", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    process_batch_size: u32,
     /// Failures of unknown cause a message may have before it is announced FAILED and
     /// dead-lettered (the database being unavailable never counts).
     #[arg(long, env = "MAX_DELIVER", default_value_t = 10,
@@ -101,6 +105,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
 
     let settings = Settings {
         concurrency: args.process_concurrency as usize,
+        max_batch: args.process_batch_size as usize,
         max_deliver: args.max_deliver,
         max_in_progress: Duration::from_secs(args.max_in_progress_secs),
         ack_wait: Duration::from_secs(args.ack_wait_secs),

@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use chrono::Utc;
 use contoso_bus::{Bus, Envelope, Topic};
-use contoso_domain::{OrderStatus, Report};
+use contoso_domain::{Entitlement, OrderId, OrderStatus, Report};
 use contoso_state::StatusWriter;
 use contoso_store::{Outbox, OutboxEntry};
 use contoso_telemetry::Parent;
@@ -116,6 +116,11 @@ impl Relay {
         }
     }
 
+    /// Relays one leased batch: COMPLETED recorded in the workflow state for each entry, what the
+    /// batch's orders granted read in one query, each entry's events published, and every
+    /// published entry completed in one transaction. Entries are independent orders, so their
+    /// Redis writes and publishes run concurrently: one at a time, each waiting on a round trip,
+    /// would cap the relay at a few hundred a second.
     async fn relay_batch(&self) -> BatchEnd {
         let limit = self.settings.outbox_batch_size;
         let entries = match self
@@ -129,50 +134,72 @@ impl Relay {
                 return BatchEnd::Stalled;
             }
         };
-        let full = i64::try_from(entries.len()).is_ok_and(|n| n >= limit);
-        // Entries are independent orders, so a batch is relayed concurrently: each one waits on a
-        // broker ack and a commit, and one at a time would cap the relay at a few hundred a second.
-        let relayed: Vec<bool> = futures::stream::iter(entries)
+        let leased = entries.len();
+        let full = i64::try_from(leased).is_ok_and(|n| n >= limit);
+        if leased == 0 {
+            return BatchEnd::Relayed { full };
+        }
+
+        let advanced: Vec<OutboxEntry> = futures::stream::iter(entries)
             .map(|entry| async move {
-                let span = tracing::info_span!(
-                    "outbox",
-                    correlation_id = %entry.correlation_id,
-                    order_id = %entry.order_id,
-                    outbox_id = entry.id,
-                    trace_id = tracing::field::Empty,
-                );
-                // The order's trace goes on from the span that recorded it.
-                let parent = match &entry.traceparent {
-                    Some(traceparent) => Parent::remote(|name| {
-                        (name == "traceparent").then_some(traceparent.as_str())
-                    }),
-                    None => Parent::current(),
-                };
-                parent
-                    .with_correlation_id(&entry.correlation_id.to_string())
-                    .adopt(&span);
-                contoso_platform::telemetry::record_trace_id(&span);
-                self.relay(&entry).instrument(span).await
+                let advanced = self.advance(&entry).instrument(span(&entry)).await;
+                advanced.then_some(entry)
             })
             .buffer_unordered(RELAY_CONCURRENCY)
+            .filter_map(std::future::ready)
             .collect()
             .await;
-        if relayed.contains(&false) {
+        // What the orders granted goes out with them, from the same outbox rows: a row is
+        // completed only once both its events are published, so neither is lost.
+        let order_ids: Vec<OrderId> = advanced.iter().map(|e| e.order_id).collect();
+        let mut granted = match self.outbox.entitlements_granted(&order_ids).await {
+            Ok(granted) => granted,
+            Err(e) => {
+                tracing::warn!(error = %Report(&e), "reading what the orders granted failed; will retry");
+                return BatchEnd::Stalled;
+            }
+        };
+        let published: Vec<OutboxEntry> = futures::stream::iter(advanced)
+            .map(|entry| {
+                let grants = granted.remove(&entry.order_id).unwrap_or_default();
+                async move {
+                    let published = self.publish(&entry, &grants).instrument(span(&entry)).await;
+                    published.then_some(entry)
+                }
+            })
+            .buffer_unordered(RELAY_CONCURRENCY)
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
+        if let Err(e) = self.outbox.complete(&published).await {
+            // Published but not marked: republished after the lease, and the broker drops the
+            // copies.
+            tracing::warn!(error = %Report(&e), entries = published.len(), "completing outbox entries failed; will retry");
+            return BatchEnd::Stalled;
+        }
+        for entry in &published {
+            span(entry).in_scope(|| tracing::info!("order completed"));
+            metrics::ORDERS_COMPLETED.get_or_create(&Vec::new()).inc();
+            if let Some(accepted_at) = entry.accepted_at {
+                let took = (Utc::now() - accepted_at).to_std().unwrap_or_default();
+                metrics::ORDER_COMPLETION
+                    .get_or_create(&Vec::new())
+                    .observe(took.as_secs_f64());
+            }
+        }
+        if published.len() < leased {
             // Entries that failed keep their lease until it expires; then any relay retries.
             return BatchEnd::Stalled;
         }
         BatchEnd::Relayed { full }
     }
 
-    /// Moves the status to COMPLETED, then publishes the entry and completes it. False when the
-    /// workflow state, the bus or the store failed, so the entry is retried after its lease.
-    ///
-    /// The status comes first: once `orders.processed` is out, a watch opened at any moment must
-    /// find COMPLETED either in its snapshot or on its live stream, never PROCESSING and then
-    /// silence. A replay of these steps is harmless: the status only moves forward, the broker
-    /// drops a second copy within its window, and completing twice changes nothing.
-    async fn relay(&self, entry: &OutboxEntry) -> bool {
-        if let Err(e) = self
+    /// Moves the status to COMPLETED before anything announces it: once `orders.processed` is
+    /// out, a watch opened at any moment must find COMPLETED either in its snapshot or on its live
+    /// stream, never PROCESSING and then silence. False when the workflow state failed, so the
+    /// entry is retried after its lease. A replay is harmless: the status only moves forward.
+    async fn advance(&self, entry: &OutboxEntry) -> bool {
+        match self
             .state
             .advance(
                 entry.correlation_id,
@@ -181,49 +208,36 @@ impl Relay {
             )
             .await
         {
-            tracing::warn!(error = %Report(&e), "recording COMPLETED in workflow state failed; will retry");
-            return false;
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %Report(&e), "recording COMPLETED in workflow state failed; will retry");
+                false
+            }
         }
-        let envelope = Envelope {
+    }
+
+    /// Publishes the entry's `orders.processed` and what its order granted on
+    /// `orders.entitlements`. False when the bus failed, so the entry is retried after its lease;
+    /// the broker drops a second copy within its window.
+    async fn publish(&self, entry: &OutboxEntry, granted: &[Entitlement]) -> bool {
+        let processed = Envelope {
             topic: Topic::OrderProcessed,
             message_id: event::processed_message_id(entry.correlation_id),
             payload: entry.payload.clone().into(),
         };
-        if let Err(e) = self.bus.publish(envelope).await {
+        if let Err(e) = self.bus.publish(processed).await {
             tracing::warn!(error = %Report(&e), "publishing orders.processed failed; will retry");
             return false;
         }
-        // What the order granted goes out with it, through the same outbox row: the row is
-        // completed only once both are published, so neither is lost.
-        let granted = match self.outbox.entitlements_granted(entry.order_id).await {
-            Ok(granted) => granted,
-            Err(e) => {
-                tracing::warn!(error = %Report(&e), "reading what the order granted failed; will retry");
-                return false;
-            }
-        };
-        let envelope = Envelope {
+        let entitlements = Envelope {
             topic: Topic::EntitlementsGranted,
             message_id: event::entitlements_message_id(entry.correlation_id),
-            payload: event::entitlements_granted(entry.correlation_id, entry.order_id, &granted)
+            payload: event::entitlements_granted(entry.correlation_id, entry.order_id, granted)
                 .into(),
         };
-        if let Err(e) = self.bus.publish(envelope).await {
+        if let Err(e) = self.bus.publish(entitlements).await {
             tracing::warn!(error = %Report(&e), "publishing orders.entitlements failed; will retry");
             return false;
-        }
-        if let Err(e) = self.outbox.complete(entry).await {
-            // Published but not marked: republished after the lease, and the broker drops the copy.
-            tracing::warn!(error = %Report(&e), "completing the outbox entry failed; will retry");
-            return false;
-        }
-        tracing::info!("order completed");
-        metrics::ORDERS_COMPLETED.get_or_create(&Vec::new()).inc();
-        if let Some(accepted_at) = entry.accepted_at {
-            let took = (Utc::now() - accepted_at).to_std().unwrap_or_default();
-            metrics::ORDER_COMPLETION
-                .get_or_create(&Vec::new())
-                .observe(took.as_secs_f64());
         }
         true
     }
@@ -246,4 +260,27 @@ impl Relay {
             Err(e) => tracing::debug!(error = %Report(&e), "measuring the outbox backlog failed"),
         }
     }
+}
+
+/// The span of one entry's work, so its log lines carry the order: it continues the order's
+/// trace from the span that recorded it.
+fn span(entry: &OutboxEntry) -> tracing::Span {
+    let span = tracing::info_span!(
+        "outbox",
+        correlation_id = %entry.correlation_id,
+        order_id = %entry.order_id,
+        outbox_id = entry.id,
+        trace_id = tracing::field::Empty,
+    );
+    let parent = match &entry.traceparent {
+        Some(traceparent) => {
+            Parent::remote(|name| (name == "traceparent").then_some(traceparent.as_str()))
+        }
+        None => Parent::current(),
+    };
+    parent
+        .with_correlation_id(&entry.correlation_id.to_string())
+        .adopt(&span);
+    contoso_platform::telemetry::record_trace_id(&span);
+    span
 }

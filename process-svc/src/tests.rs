@@ -102,6 +102,8 @@ struct ScriptedStore {
     entered: Notify,
     gate: Option<Semaphore>,
     prunes: Mutex<Vec<Duration>>,
+    /// The size of every batch `record_orders` was asked to record.
+    batches: Mutex<Vec<usize>>,
 }
 
 impl Default for ScriptedStore {
@@ -113,6 +115,7 @@ impl Default for ScriptedStore {
             entered: Notify::new(),
             gate: None,
             prunes: Mutex::new(Vec::new()),
+            batches: Mutex::new(Vec::new()),
         }
     }
 }
@@ -133,11 +136,11 @@ impl OrderIdSource for ScriptedStore {
 
 #[async_trait]
 impl OrderWriter for ScriptedStore {
-    async fn record_order(
+    async fn record_orders(
         &self,
-        order: &NewOrder,
-        processed_event: &[u8],
-    ) -> Result<RecordOutcome, StoreError> {
+        batch: &[(&NewOrder, &[u8])],
+    ) -> Result<Vec<RecordOutcome>, StoreError> {
+        lock(&self.batches).push(batch.len());
         self.entered.notify_one();
         if let Some(gate) = &self.gate {
             let _permit = gate
@@ -164,7 +167,7 @@ impl OrderWriter for ScriptedStore {
                 source: "scripted refusal of unknown cause".into(),
             });
         }
-        self.inner.record_order(order, processed_event).await
+        self.inner.record_orders(batch).await
     }
 }
 
@@ -212,15 +215,15 @@ impl Outbox for ScriptedStore {
         self.inner.lease_pending(limit, lease).await
     }
 
-    async fn complete(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
-        self.inner.complete(entry).await
+    async fn complete(&self, entries: &[OutboxEntry]) -> Result<(), StoreError> {
+        self.inner.complete(entries).await
     }
 
     async fn entitlements_granted(
         &self,
-        order_id: OrderId,
-    ) -> Result<Vec<contoso_domain::Entitlement>, StoreError> {
-        self.inner.entitlements_granted(order_id).await
+        order_ids: &[OrderId],
+    ) -> Result<HashMap<OrderId, Vec<contoso_domain::Entitlement>>, StoreError> {
+        self.inner.entitlements_granted(order_ids).await
     }
 
     async fn prune_published(&self, older_than: Duration, limit: i64) -> Result<u64, StoreError> {
@@ -914,6 +917,103 @@ async fn a_failure_of_unknown_cause_is_retried_then_failed_and_dead_lettered_aft
         harness.settled(&cid),
         [(1, retry), (2, retry), (3, Answer::DeadLetter)]
     );
+    harness.stop().await;
+}
+
+/// Starts a harness whose store holds the first order at its gate, publishes it and waits until it
+/// is there, so the orders published next arrive together while the worker is busy.
+async fn with_the_first_order_held(user: &str) -> (Harness, NewOrder) {
+    let store = ScriptedStore {
+        gate: Some(Semaphore::new(0)),
+        ..ScriptedStore::default()
+    };
+    let harness = Harness::start_with(store, Settings::default()).await;
+    let (first, event) = harness.accepted_order(user).await;
+    harness
+        .publish(&first.correlation_id.to_string(), event.encode_to_vec())
+        .await;
+    tokio::time::timeout(DEADLINE, harness.store.entered.notified())
+        .await
+        .expect("the first order reaches the store");
+    (harness, first)
+}
+
+fn open_gate(harness: &Harness, permits: usize) {
+    if let Some(gate) = &harness.store.gate {
+        gate.add_permits(permits);
+    }
+}
+
+#[tokio::test]
+async fn orders_that_arrive_together_are_recorded_in_one_transaction() {
+    let (harness, first) = with_the_first_order_held("lea").await;
+    let mut rest = Vec::new();
+    for _ in 0..3 {
+        rest.push(harness.accepted_order("lea").await);
+    }
+    for (order, event) in &rest {
+        harness
+            .publish(&order.correlation_id.to_string(), event.encode_to_vec())
+            .await;
+    }
+    open_gate(&harness, 2);
+
+    for order in std::iter::once(&first).chain(rest.iter().map(|(o, _)| o)) {
+        harness.wait_until_completed(order.order_id).await;
+        assert_eq!(
+            harness.settled(&order.correlation_id.to_string()),
+            [(1, Answer::Ack)]
+        );
+    }
+    assert_eq!(*lock(&harness.store.batches), [1, 3]);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn an_order_of_a_batch_that_cannot_be_recorded_fails_alone_and_the_others_are_recorded() {
+    let (harness, first) = with_the_first_order_held("max").await;
+    let (good, good_event) = harness.accepted_order("max").await;
+    let (bad, mut bad_event) = harness.accepted_order("max").await;
+    // Accepted while AZ-220 was for sale.
+    let line = &mut bad_event.lines[0];
+    bad_event.total_cents -= line.unit_price_cents * i64::from(line.quantity);
+    line.product_id = "AZ-220".into();
+    bad_event.total_cents += line.unit_price_cents * i64::from(line.quantity);
+    let (other, other_event) = harness.accepted_order("max").await;
+    let mut failures = harness.failures().await;
+    for (order, event) in [
+        (&good, &good_event),
+        (&bad, &bad_event),
+        (&other, &other_event),
+    ] {
+        harness
+            .publish(&order.correlation_id.to_string(), event.encode_to_vec())
+            .await;
+    }
+    // The first order alone, the batch of three (refused as a whole), then each of them.
+    open_gate(&harness, 5);
+
+    let (_, failed) = next_failed(&mut failures).await;
+    assert_eq!(failed.correlation_id, bad.correlation_id.to_string());
+    assert!(failed.reason.contains("AZ-220"), "{}", failed.reason);
+    for order in [&first, &good, &other] {
+        harness.wait_until_completed(order.order_id).await;
+        assert_eq!(
+            harness.settled(&order.correlation_id.to_string()),
+            [(1, Answer::Ack)]
+        );
+    }
+    assert_eq!(
+        harness.settled(&bad.correlation_id.to_string()),
+        [(1, Answer::DeadLetter)]
+    );
+    assert_eq!(
+        harness.store.get_order(bad.order_id).await.expect("get"),
+        None
+    );
+    let mut batches = lock(&harness.store.batches).clone();
+    batches.sort_unstable();
+    assert_eq!(batches, [1, 1, 1, 1, 3]);
     harness.stop().await;
 }
 

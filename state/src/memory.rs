@@ -68,6 +68,25 @@ struct Tables {
 }
 
 impl Tables {
+    /// Writes the owner map of `cid` unless a live one is there (`SET NX`).
+    fn set_owner_unless_live(
+        &mut self,
+        cid: CorrelationId,
+        owner: &UserId,
+        now: Instant,
+        expires_at: Instant,
+    ) {
+        if !self.owners.get(&cid).is_some_and(|e| e.live(now)) {
+            self.owners.insert(
+                cid,
+                Expiring {
+                    value: owner.clone(),
+                    expires_at,
+                },
+            );
+        }
+    }
+
     fn live_status(&self, cid: &CorrelationId, now: Instant) -> Option<&StatusRecord> {
         self.statuses
             .get(cid)
@@ -225,16 +244,8 @@ impl StatusWriter for MemoryState {
 
     async fn restore_owner(&self, cid: CorrelationId, owner: &UserId) -> Result<(), StateError> {
         let now = Instant::now();
-        let mut tables = self.tables_for_write(now);
-        if !tables.owners.get(&cid).is_some_and(|e| e.live(now)) {
-            tables.owners.insert(
-                cid,
-                Expiring {
-                    value: owner.clone(),
-                    expires_at: now + self.ttl,
-                },
-            );
-        }
+        self.tables_for_write(now)
+            .set_owner_unless_live(cid, owner, now, now + self.ttl);
         Ok(())
     }
 }
@@ -253,15 +264,7 @@ impl IntakeState for MemoryState {
         let mut tables = self.tables_for_write(now);
         // Like the Redis script: only what is missing (or expired) is written, so a replay never
         // moves a status back nor extends what is there.
-        if !tables.owners.get(&cid).is_some_and(|e| e.live(now)) {
-            tables.owners.insert(
-                cid,
-                Expiring {
-                    value: owner.clone(),
-                    expires_at,
-                },
-            );
-        }
+        tables.set_owner_unless_live(cid, owner, now, expires_at);
         match tables.statuses.get_mut(&cid).filter(|e| e.live(now)) {
             Some(current) => {
                 current.value.order_id.get_or_insert(order_id);

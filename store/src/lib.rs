@@ -3,7 +3,10 @@
 //! ([`MemoryStore`]) for the embedded dev mode and fast tests. The catalog comes from one data
 //! file ([`catalog::PRODUCTS_JSON`]) that both seed.
 
-use std::{collections::HashSet, fmt};
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -176,32 +179,71 @@ pub trait OrderIdSource: Send + Sync + fmt::Debug {
 /// Records accepted orders (process-svc).
 #[async_trait]
 pub trait OrderWriter: Send + Sync + fmt::Debug {
-    /// In one transaction: upserts the customer, inserts the order under its reserved id with
-    /// status PROCESSING, its items, one entitlement per line (the buyer, the product, as many
-    /// seats as the quantity, valid from now as [`contoso_domain::grant`] rules, a renewal taking
-    /// over the seat assignments of the entitlement it renews), and an outbox row of kind
-    /// [`PROCESSED_EVENT_KIND`] carrying `processed_event`. Idempotent on the correlation id: a
-    /// second call returns [`RecordOutcome::AlreadyRecorded`] and writes (and grants) nothing. Fails with
-    /// [`StoreError::OrderIdTaken`] when the order id belongs to another correlation id, with
-    /// [`StoreError::NotForSale`] when a line's product has been withdrawn from sale, and with
-    /// [`StoreError::Query`] naming the constraint when a line is invalid (nothing is written).
+    /// Records a batch of orders in one transaction, each with the `OrderProcessed` event its
+    /// outbox row carries, and returns each one's outcome in the same order. For each order: upserts
+    /// the customer, inserts the order under its reserved id with status PROCESSING, its items, one
+    /// entitlement per line (the buyer, the product, as many seats as the quantity, valid from now
+    /// as [`contoso_domain::grant`] rules, a renewal taking over the seat assignments of the
+    /// entitlement it renews), and an outbox row of kind [`PROCESSED_EVENT_KIND`]. Idempotent on
+    /// the correlation id: an order already recorded is [`RecordOutcome::AlreadyRecorded`] and
+    /// writes (and grants) nothing.
+    ///
+    /// All or nothing: when one order cannot be recorded the whole batch is rolled back and its
+    /// error returned, so a caller that needs to know which order it was records them one by one:
+    /// [`StoreError::OrderIdTaken`] when an order id belongs to another correlation id,
+    /// [`StoreError::NotForSale`] when a line's product has been withdrawn from sale, and
+    /// [`StoreError::Query`] naming the constraint when a line is invalid.
+    async fn record_orders(
+        &self,
+        batch: &[(&NewOrder, &[u8])],
+    ) -> Result<Vec<RecordOutcome>, StoreError>;
+
+    /// Records one order: [`OrderWriter::record_orders`] with a batch of one.
     async fn record_order(
         &self,
         order: &NewOrder,
         processed_event: &[u8],
-    ) -> Result<RecordOutcome, StoreError>;
+    ) -> Result<RecordOutcome, StoreError> {
+        let mut outcomes = self.record_orders(&[(order, processed_event)]).await?;
+        outcomes.pop().ok_or_else(|| {
+            StoreError::corrupt(
+                format!("recording order {}", order.order_id),
+                "the store returned no outcome",
+            )
+        })
+    }
 
-    /// [`OrderWriter::record_order`], keeping `traceparent` (the recording span's W3C trace
-    /// context) with the outbox row so the relay's publish joins the order's trace. The stores
-    /// keep it; the default, for test doubles, records without it.
+    /// [`OrderWriter::record_order`], keeping the order's `traceparent` with its outbox row; see
+    /// [`OrderWriter::record_orders_traced`].
     async fn record_order_traced(
         &self,
         order: &NewOrder,
         processed_event: &[u8],
         traceparent: Option<&str>,
     ) -> Result<RecordOutcome, StoreError> {
-        let _ = traceparent;
-        self.record_order(order, processed_event).await
+        let mut outcomes = self
+            .record_orders_traced(&[(order, processed_event, traceparent)])
+            .await?;
+        outcomes.pop().ok_or_else(|| {
+            StoreError::corrupt(
+                format!("recording order {}", order.order_id),
+                "the store returned no outcome",
+            )
+        })
+    }
+
+    /// [`OrderWriter::record_orders`], keeping each order's `traceparent` (the W3C trace context
+    /// of the span that recorded it) with its outbox row, so the relay's publish joins the
+    /// order's trace. The stores keep it; the default, for test doubles, records without it.
+    async fn record_orders_traced(
+        &self,
+        batch: &[(&NewOrder, &[u8], Option<&str>)],
+    ) -> Result<Vec<RecordOutcome>, StoreError> {
+        let untraced: Vec<(&NewOrder, &[u8])> = batch
+            .iter()
+            .map(|(order, event, _)| (*order, *event))
+            .collect();
+        self.record_orders(&untraced).await
     }
 }
 
@@ -246,14 +288,16 @@ pub trait Outbox: Send + Sync + fmt::Debug {
         lease: std::time::Duration,
     ) -> Result<Vec<OutboxEntry>, StoreError>;
 
-    /// Marks the entry published and its order COMPLETED (unless its status is already final), in
-    /// one transaction. Completing an entry twice is harmless.
-    async fn complete(&self, entry: &OutboxEntry) -> Result<(), StoreError>;
+    /// Marks the entries published and their orders COMPLETED (unless an order's status is already
+    /// final), in one transaction. Completing an entry twice is harmless.
+    async fn complete(&self, entries: &[OutboxEntry]) -> Result<(), StoreError>;
 
-    /// The entitlements order `order_id`'s lines granted when it was recorded, by line: what the
-    /// relay announces with the order.
-    async fn entitlements_granted(&self, order_id: OrderId)
-    -> Result<Vec<Entitlement>, StoreError>;
+    /// The entitlements each of `order_ids` granted when it was recorded, by line: what the relay
+    /// announces with the order. An order that granted nothing (or is unknown) maps to nothing.
+    async fn entitlements_granted(
+        &self,
+        order_ids: &[OrderId],
+    ) -> Result<HashMap<OrderId, Vec<Entitlement>>, StoreError>;
 
     /// Deletes up to `limit` entries published more than `older_than` ago, oldest first, and
     /// returns how many went. Unpublished entries are never touched. (The memory store keeps no

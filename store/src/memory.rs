@@ -234,6 +234,75 @@ impl State {
 
     /// Records grants from [`State::grants_for`], a renewal taking over the assignments of the
     /// entitlement it renews (oldest first, up to its seats).
+    /// Records one order (see [`OrderWriter::record_orders`]); nothing is written when it fails.
+    fn record(
+        &mut self,
+        order: &NewOrder,
+        processed_event: &[u8],
+        traceparent: Option<&str>,
+        granted_at: DateTime<Utc>,
+    ) -> Result<(RecordOutcome, Option<Written>), StoreError> {
+        if let Some(existing) = self.check_new_order(order)? {
+            return Ok((RecordOutcome::AlreadyRecorded(existing), None));
+        }
+        let grants = self.grants_for(order, granted_at)?;
+        let now = Utc::now();
+        let record = OrderRecord {
+            order_id: order.order_id,
+            correlation_id: order.correlation_id,
+            customer: order.customer.clone(),
+            status: OrderStatus::Processing,
+            lines: order.lines.clone(),
+            total_cents: order.total_cents,
+            currency: order.currency.clone(),
+            accepted_at: order.accepted_at,
+            created_at: now,
+            updated_at: now,
+            deleted: false,
+        };
+        self.orders.insert(order.order_id, record);
+        self.by_correlation
+            .insert(order.correlation_id, order.order_id);
+        let entitlements = grants.iter().map(|(e, _)| e.id).collect();
+        self.insert_grants(grants);
+        let id = self.next_outbox_id;
+        self.next_outbox_id += 1;
+        let entry = OutboxEntry {
+            id,
+            correlation_id: order.correlation_id,
+            order_id: order.order_id,
+            kind: PROCESSED_EVENT_KIND.to_owned(),
+            payload: processed_event.to_vec(),
+            created_at: now,
+            traceparent: traceparent.map(str::to_owned),
+            accepted_at: Some(order.accepted_at),
+        };
+        self.outbox.insert(
+            id,
+            PendingEntry {
+                entry,
+                leased_until: None,
+            },
+        );
+        let written = Written {
+            order_id: order.order_id,
+            correlation_id: order.correlation_id,
+            outbox_id: id,
+            entitlements,
+        };
+        Ok((RecordOutcome::Inserted, Some(written)))
+    }
+
+    /// Takes back what [`State::record`] wrote.
+    fn undo(&mut self, written: Written) {
+        self.orders.remove(&written.order_id);
+        self.by_correlation.remove(&written.correlation_id);
+        self.outbox.remove(&written.outbox_id);
+        for id in written.entitlements {
+            self.entitlements.remove(&id);
+        }
+    }
+
     fn insert_grants(&mut self, grants: Vec<(Entitlement, Option<EntitlementId>)>) {
         for (mut entitlement, renews) in grants {
             if let Some(renewed) = renews.and_then(|id| self.entitlements.get(&id)) {
@@ -281,66 +350,51 @@ impl OrderIdSource for MemoryStore {
 
 #[async_trait]
 impl OrderWriter for MemoryStore {
-    async fn record_order(
+    async fn record_orders(
         &self,
-        order: &NewOrder,
-        processed_event: &[u8],
-    ) -> Result<RecordOutcome, StoreError> {
-        self.record_order_traced(order, processed_event, None).await
+        batch: &[(&NewOrder, &[u8])],
+    ) -> Result<Vec<RecordOutcome>, StoreError> {
+        let traced: Vec<(&NewOrder, &[u8], Option<&str>)> = batch
+            .iter()
+            .map(|(order, event)| (*order, *event, None))
+            .collect();
+        self.record_orders_traced(&traced).await
     }
 
-    async fn record_order_traced(
+    async fn record_orders_traced(
         &self,
-        order: &NewOrder,
-        processed_event: &[u8],
-        traceparent: Option<&str>,
-    ) -> Result<RecordOutcome, StoreError> {
+        batch: &[(&NewOrder, &[u8], Option<&str>)],
+    ) -> Result<Vec<RecordOutcome>, StoreError> {
         let granted_at = clock::now(&*self.clock);
         let mut state = self.lock();
-        if let Some(existing) = state.check_new_order(order)? {
-            return Ok(RecordOutcome::AlreadyRecorded(existing));
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut written = Vec::new();
+        for (order, processed_event, traceparent) in batch {
+            match state.record(order, processed_event, *traceparent, granted_at) {
+                Ok((outcome, writes)) => {
+                    outcomes.push(outcome);
+                    written.extend(writes);
+                }
+                Err(e) => {
+                    // All or nothing, as the transaction in Postgres.
+                    for writes in written.into_iter().rev() {
+                        state.undo(writes);
+                    }
+                    return Err(e);
+                }
+            }
         }
-        let grants = state.grants_for(order, granted_at)?;
-        let now = Utc::now();
-        let record = OrderRecord {
-            order_id: order.order_id,
-            correlation_id: order.correlation_id,
-            customer: order.customer.clone(),
-            status: OrderStatus::Processing,
-            lines: order.lines.clone(),
-            total_cents: order.total_cents,
-            currency: order.currency.clone(),
-            accepted_at: order.accepted_at,
-            created_at: now,
-            updated_at: now,
-            deleted: false,
-        };
-        state.orders.insert(order.order_id, record);
-        state
-            .by_correlation
-            .insert(order.correlation_id, order.order_id);
-        state.insert_grants(grants);
-        let id = state.next_outbox_id;
-        state.next_outbox_id += 1;
-        let entry = OutboxEntry {
-            id,
-            correlation_id: order.correlation_id,
-            order_id: order.order_id,
-            kind: PROCESSED_EVENT_KIND.to_owned(),
-            payload: processed_event.to_vec(),
-            created_at: now,
-            traceparent: traceparent.map(str::to_owned),
-            accepted_at: Some(order.accepted_at),
-        };
-        state.outbox.insert(
-            id,
-            PendingEntry {
-                entry,
-                leased_until: None,
-            },
-        );
-        Ok(RecordOutcome::Inserted)
+        Ok(outcomes)
     }
+}
+
+/// What recording one order wrote, to take it back when a later order of its batch fails.
+#[derive(Debug)]
+struct Written {
+    order_id: OrderId,
+    correlation_id: CorrelationId,
+    outbox_id: i64,
+    entitlements: Vec<EntitlementId>,
 }
 
 #[async_trait]
@@ -428,16 +482,23 @@ impl Outbox for MemoryStore {
 
     async fn entitlements_granted(
         &self,
-        order_id: OrderId,
-    ) -> Result<Vec<Entitlement>, StoreError> {
-        let mut granted: Vec<Entitlement> = self
+        order_ids: &[OrderId],
+    ) -> Result<HashMap<OrderId, Vec<Entitlement>>, StoreError> {
+        let mut granted: HashMap<OrderId, Vec<Entitlement>> = HashMap::new();
+        for entitlement in self
             .lock()
             .entitlements
             .values()
-            .filter(|e| e.order_id == order_id)
-            .cloned()
-            .collect();
-        granted.sort_by_key(|e| e.line_no);
+            .filter(|e| order_ids.contains(&e.order_id))
+        {
+            granted
+                .entry(entitlement.order_id)
+                .or_default()
+                .push(entitlement.clone());
+        }
+        for lines in granted.values_mut() {
+            lines.sort_by_key(|e| e.line_no);
+        }
         Ok(granted)
     }
 
@@ -454,14 +515,16 @@ impl Outbox for MemoryStore {
         })
     }
 
-    async fn complete(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
+    async fn complete(&self, entries: &[OutboxEntry]) -> Result<(), StoreError> {
         let mut state = self.lock();
-        state.outbox.remove(&entry.id);
-        if let Some(o) = state.orders.get_mut(&entry.order_id)
-            && !o.status.is_final()
-        {
-            o.status = OrderStatus::Completed;
-            o.updated_at = Utc::now();
+        for entry in entries {
+            state.outbox.remove(&entry.id);
+            if let Some(o) = state.orders.get_mut(&entry.order_id)
+                && !o.status.is_final()
+            {
+                o.status = OrderStatus::Completed;
+                o.updated_at = Utc::now();
+            }
         }
         Ok(())
     }

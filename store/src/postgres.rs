@@ -190,9 +190,6 @@ fn on_query(context: &'static str) -> impl FnOnce(DieselError) -> StoreError {
 enum TxError {
     Db(&'static str, DieselError),
     Store(StoreError),
-    /// Not a failure: the order exists, and rolling back keeps the customer upsert from
-    /// touching anything.
-    AlreadyRecorded(i64),
     /// A seat change the rules refused.
     Refused(SeatRefusal),
 }
@@ -212,11 +209,6 @@ impl From<TxError> for StoreError {
         match e {
             TxError::Db(context, e) => query_error(context, e),
             TxError::Store(e) => e,
-            TxError::AlreadyRecorded(id) => StoreError::Query {
-                context: format!("recording order {id}"),
-                constraint: None,
-                source: "the order was already recorded".into(),
-            },
             TxError::Refused(refusal) => StoreError::Query {
                 context: "changing a seat".into(),
                 constraint: None,
@@ -496,128 +488,176 @@ impl OrderIdSource for PgStore {
 
 #[async_trait]
 impl OrderWriter for PgStore {
-    async fn record_order(
+    async fn record_orders(
         &self,
-        order: &NewOrder,
-        processed_event: &[u8],
-    ) -> Result<RecordOutcome, StoreError> {
-        self.record_order_traced(order, processed_event, None).await
+        batch: &[(&NewOrder, &[u8])],
+    ) -> Result<Vec<RecordOutcome>, StoreError> {
+        let traced: Vec<(&NewOrder, &[u8], Option<&str>)> = batch
+            .iter()
+            .map(|(order, event)| (*order, *event, None))
+            .collect();
+        self.record_orders_traced(&traced).await
     }
 
     #[tracing::instrument(
-        name = "record_order",
-        skip(self, order, processed_event, traceparent),
-        fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "record_order", correlation_id = %order.correlation_id, order_id = %order.order_id)
+        name = "record_orders",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "record_orders", orders = batch.len())
     )]
-    async fn record_order_traced(
+    async fn record_orders_traced(
         &self,
-        order: &NewOrder,
-        processed_event: &[u8],
-        traceparent: Option<&str>,
-    ) -> Result<RecordOutcome, StoreError> {
+        batch: &[(&NewOrder, &[u8], Option<&str>)],
+    ) -> Result<Vec<RecordOutcome>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
         let now = clock::now(&*self.clock);
         let mut conn = self.conn().await?;
-        let result = conn
-            .transaction::<_, TxError, _>(async |conn| {
-                let customer_id: i64 = diesel::insert_into(customers::table)
-                    .values(customers::external_id.eq(order.customer.as_str()))
-                    .on_conflict(customers::external_id)
-                    .do_update()
-                    .set(customers::external_id.eq(excluded(customers::external_id)))
-                    .returning(customers::id)
-                    .get_result(conn)
-                    .await
-                    .map_err(in_tx("upserting the customer"))?;
-
-                let cid = order.correlation_id.as_uuid();
-                let inserted: Option<i64> = diesel::insert_into(orders::table)
-                    .values(NewOrderRow {
-                        id: order.order_id.get(),
-                        correlation_id: cid,
-                        customer_id,
-                        status: OrderStatus::Processing.as_str(),
-                        total_cents: order.total_cents,
-                        currency: &order.currency,
-                        accepted_at: order.accepted_at,
-                    })
-                    .on_conflict(orders::correlation_id)
-                    .do_nothing()
-                    .returning(orders::id)
-                    .get_result(conn)
-                    .await
-                    .optional()
-                    .map_err(|e| match constraint_name(&e) {
-                        Some(ORDERS_PKEY) => {
-                            TxError::Store(StoreError::OrderIdTaken(order.order_id))
-                        }
-                        _ => TxError::Db("inserting the order", e),
-                    })?;
-                if inserted.is_none() {
-                    let existing: i64 = orders::table
-                        .filter(orders::correlation_id.eq(cid))
-                        .select(orders::id)
-                        .first(conn)
-                        .await
-                        .map_err(in_tx("reading the already recorded order"))?;
-                    return Err(TxError::AlreadyRecorded(existing));
-                }
-
-                // Accepted while for sale, withdrawn since: refused (the transaction rolls back).
-                let withdrawn: Option<String> = products::table
-                    .filter(products::id.eq_any(order.lines.iter().map(|l| &l.product_id)))
-                    .filter(products::active.eq(false))
-                    .select(products::id)
-                    .order(products::id)
-                    .first(conn)
-                    .await
-                    .optional()
-                    .map_err(in_tx("checking the products are for sale"))?;
-                if let Some(product) = withdrawn {
-                    return Err(TxError::Store(StoreError::NotForSale(product)));
-                }
-
-                let items = order
-                    .lines
-                    .iter()
-                    .zip(1..)
-                    .map(|(line, line_no)| ItemRow {
-                        order_id: order.order_id.get(),
-                        line_no,
-                        product_id: line.product_id.clone(),
-                        product_name: line.product_name.clone(),
-                        quantity: line.quantity.get(),
-                        unit_price_cents: line.unit_price_cents,
-                    })
-                    .collect::<Vec<_>>();
-                if !items.is_empty() {
-                    diesel::insert_into(order_items::table)
-                        .values(&items)
-                        .execute(conn)
-                        .await
-                        .map_err(in_tx("inserting the order items"))?;
-                }
-                entitlements::grant_lines(conn, order, customer_id, now).await?;
-
-                diesel::insert_into(outbox::table)
-                    .values(NewOutboxRow {
-                        correlation_id: cid,
-                        order_id: order.order_id.get(),
-                        kind: PROCESSED_EVENT_KIND,
-                        payload: processed_event,
-                        traceparent,
-                    })
-                    .execute(conn)
-                    .await
-                    .map_err(in_tx("inserting the outbox entry"))?;
-                Ok(())
-            })
-            .await;
-        match result {
-            Ok(()) => Ok(RecordOutcome::Inserted),
-            Err(TxError::AlreadyRecorded(id)) => Ok(RecordOutcome::AlreadyRecorded(order_id(id)?)),
-            Err(e) => Err(e.into()),
-        }
+        conn.transaction::<_, TxError, _>(async |conn| {
+            let customers = upsert_customers(conn, batch.iter().map(|(o, ..)| &o.customer)).await?;
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for (order, processed_event, traceparent) in batch {
+                let customer_id =
+                    customers
+                        .get(order.customer.as_str())
+                        .copied()
+                        .ok_or_else(|| {
+                            TxError::Store(StoreError::corrupt(
+                                format!("customer {}", order.customer),
+                                "the upsert returned no id for it",
+                            ))
+                        })?;
+                outcomes.push(
+                    record_in(conn, order, processed_event, *traceparent, customer_id, now).await?,
+                );
+            }
+            Ok(outcomes)
+        })
+        .await
+        .map_err(Into::into)
     }
+}
+
+/// Upserts the buyers of a batch in one statement and returns their ids by external id. Sorted,
+/// so two batches lock the customers they share in the same order and never deadlock.
+async fn upsert_customers(
+    conn: &mut AsyncPgConnection,
+    buyers: impl Iterator<Item = &UserId>,
+) -> Result<HashMap<String, i64>, TxError> {
+    let mut external: Vec<&str> = buyers.map(UserId::as_str).collect();
+    external.sort_unstable();
+    external.dedup();
+    let rows: Vec<_> = external
+        .iter()
+        .map(|id| customers::external_id.eq(*id))
+        .collect();
+    let ids: Vec<(i64, String)> = diesel::insert_into(customers::table)
+        .values(rows)
+        .on_conflict(customers::external_id)
+        .do_update()
+        .set(customers::external_id.eq(excluded(customers::external_id)))
+        .returning((customers::id, customers::external_id))
+        .get_results(conn)
+        .await
+        .map_err(in_tx("upserting the customers"))?;
+    Ok(ids
+        .into_iter()
+        .map(|(id, external)| (external, id))
+        .collect())
+}
+
+/// Records one order of a batch inside its transaction: the order under its reserved id, its
+/// items, its entitlements and its outbox row; or nothing, when its correlation id is recorded
+/// already.
+async fn record_in(
+    conn: &mut AsyncPgConnection,
+    order: &NewOrder,
+    processed_event: &[u8],
+    traceparent: Option<&str>,
+    customer_id: i64,
+    now: DateTime<Utc>,
+) -> Result<RecordOutcome, TxError> {
+    let cid = order.correlation_id.as_uuid();
+    let inserted: Option<i64> = diesel::insert_into(orders::table)
+        .values(NewOrderRow {
+            id: order.order_id.get(),
+            correlation_id: cid,
+            customer_id,
+            status: OrderStatus::Processing.as_str(),
+            total_cents: order.total_cents,
+            currency: &order.currency,
+            accepted_at: order.accepted_at,
+        })
+        .on_conflict(orders::correlation_id)
+        .do_nothing()
+        .returning(orders::id)
+        .get_result(conn)
+        .await
+        .optional()
+        .map_err(|e| match constraint_name(&e) {
+            Some(ORDERS_PKEY) => TxError::Store(StoreError::OrderIdTaken(order.order_id)),
+            _ => TxError::Db("inserting the order", e),
+        })?;
+    if inserted.is_none() {
+        let existing: i64 = orders::table
+            .filter(orders::correlation_id.eq(cid))
+            .select(orders::id)
+            .first(conn)
+            .await
+            .map_err(in_tx("reading the already recorded order"))?;
+        return Ok(RecordOutcome::AlreadyRecorded(
+            order_id(existing).map_err(TxError::Store)?,
+        ));
+    }
+
+    // Accepted while for sale, withdrawn since: refused (the transaction rolls back).
+    let withdrawn: Option<String> = products::table
+        .filter(products::id.eq_any(order.lines.iter().map(|l| &l.product_id)))
+        .filter(products::active.eq(false))
+        .select(products::id)
+        .order(products::id)
+        .first(conn)
+        .await
+        .optional()
+        .map_err(in_tx("checking the products are for sale"))?;
+    if let Some(product) = withdrawn {
+        return Err(TxError::Store(StoreError::NotForSale(product)));
+    }
+
+    let items = order
+        .lines
+        .iter()
+        .zip(1..)
+        .map(|(line, line_no)| ItemRow {
+            order_id: order.order_id.get(),
+            line_no,
+            product_id: line.product_id.clone(),
+            product_name: line.product_name.clone(),
+            quantity: line.quantity.get(),
+            unit_price_cents: line.unit_price_cents,
+        })
+        .collect::<Vec<_>>();
+    if !items.is_empty() {
+        diesel::insert_into(order_items::table)
+            .values(&items)
+            .execute(conn)
+            .await
+            .map_err(in_tx("inserting the order items"))?;
+    }
+    entitlements::grant_lines(conn, order, customer_id, now).await?;
+
+    diesel::insert_into(outbox::table)
+        .values(NewOutboxRow {
+            correlation_id: cid,
+            order_id: order.order_id.get(),
+            kind: PROCESSED_EVENT_KIND,
+            payload: processed_event,
+            traceparent,
+        })
+        .execute(conn)
+        .await
+        .map_err(in_tx("inserting the outbox entry"))?;
+    Ok(RecordOutcome::Inserted)
 }
 
 #[async_trait]
@@ -753,13 +793,17 @@ impl Outbox for PgStore {
         rows.into_iter().map(OutboxEntry::try_from).collect()
     }
 
-    #[tracing::instrument(skip(self), fields(otel.kind = "client", db.system.name = "postgresql", order_id = %order_id))]
+    #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = "postgresql", orders = order_ids.len()))]
     async fn entitlements_granted(
         &self,
-        order_id: OrderId,
-    ) -> Result<Vec<contoso_domain::Entitlement>, StoreError> {
+        order_ids: &[OrderId],
+    ) -> Result<HashMap<OrderId, Vec<contoso_domain::Entitlement>>, StoreError> {
+        if order_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let ids: Vec<i64> = order_ids.iter().map(|id| id.get()).collect();
         let mut conn = self.conn().await?;
-        entitlements::granted_by(&mut conn, order_id.get()).await
+        entitlements::granted_by(&mut conn, &ids).await
     }
 
     #[tracing::instrument(level = "debug", skip(self), fields(otel.kind = "client", db.system.name = "postgresql"))]
@@ -807,29 +851,31 @@ impl Outbox for PgStore {
         Ok(u64::try_from(deleted).unwrap_or(0))
     }
 
-    #[tracing::instrument(
-        skip(self, entry),
-        fields(otel.kind = "client", db.system.name = "postgresql", correlation_id = %entry.correlation_id, order_id = %entry.order_id)
-    )]
-    async fn complete(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
+    #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = "postgresql", entries = entries.len()))]
+    async fn complete(&self, entries: &[OutboxEntry]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let outbox_ids: Vec<i64> = entries.iter().map(|e| e.id).collect();
+        let order_ids: Vec<i64> = entries.iter().map(|e| e.order_id.get()).collect();
         let mut conn = self.conn().await?;
         conn.transaction::<_, TxError, _>(async |conn| {
             diesel::update(
                 outbox::table
-                    .filter(outbox::id.eq(entry.id))
+                    .filter(outbox::id.eq_any(&outbox_ids))
                     .filter(outbox::published_at.is_null()),
             )
             .set(outbox::published_at.eq(diesel::dsl::now))
             .execute(conn)
             .await
-            .map_err(in_tx("marking the outbox entry published"))?;
+            .map_err(in_tx("marking outbox entries published"))?;
             let not_final = [
                 OrderStatus::Accepted.as_str(),
                 OrderStatus::Processing.as_str(),
             ];
             diesel::update(
                 orders::table
-                    .filter(orders::id.eq(entry.order_id.get()))
+                    .filter(orders::id.eq_any(&order_ids))
                     .filter(orders::status.eq_any(not_final)),
             )
             .set((
@@ -838,7 +884,7 @@ impl Outbox for PgStore {
             ))
             .execute(conn)
             .await
-            .map_err(in_tx("marking the order completed"))?;
+            .map_err(in_tx("marking orders completed"))?;
             Ok(())
         })
         .await

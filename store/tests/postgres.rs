@@ -450,6 +450,56 @@ async fn an_order_for_a_product_no_longer_for_sale_is_refused_naming_it(w: World
     );
 }
 
+/// A batch is one transaction: each order's outcome in order, an already recorded one among new
+/// ones included; and when one order cannot be recorded, none of the batch is.
+async fn a_batch_records_each_order_once_or_none_of_them(w: World) {
+    let start = w.a.reserve_block().await.expect("block").start;
+    let before = new_order(start, "gail", vec![line("AZ-104", 1)]);
+    assert_eq!(record(&*w.a, &before).await, RecordOutcome::Inserted);
+    let first = new_order(start + 1, "gail", vec![line("AZ-900", 2)]);
+    let second = new_order(start + 2, "hank", vec![line("AZ-104", 1)]);
+    let events = [event(&first), event(&before), event(&second)];
+    let outcomes =
+        w.b.record_orders(&[
+            (&first, events[0].as_slice()),
+            (&before, events[1].as_slice()),
+            (&second, events[2].as_slice()),
+        ])
+        .await
+        .expect("the batch records");
+    assert_eq!(
+        outcomes,
+        [
+            RecordOutcome::Inserted,
+            RecordOutcome::AlreadyRecorded(before.order_id),
+            RecordOutcome::Inserted
+        ]
+    );
+    w.assert_rows("SELECT count(*) AS n FROM orders", 3).await;
+    w.assert_rows("SELECT count(*) AS n FROM outbox", 3).await;
+    w.assert_rows("SELECT count(*) AS n FROM entitlements", 3)
+        .await;
+
+    let fine = new_order(start + 3, "gail", vec![line("AZ-900", 1)]);
+    let withdrawn = new_order(start + 4, "hank", vec![line("AZ-220", 1)]);
+    let events = [event(&fine), event(&withdrawn)];
+    let err =
+        w.a.record_orders(&[
+            (&fine, events[0].as_slice()),
+            (&withdrawn, events[1].as_slice()),
+        ])
+        .await
+        .expect_err("AZ-220 is not for sale");
+    assert!(matches!(err, StoreError::NotForSale(_)), "{err:?}");
+    assert_eq!(w.b.get_order(fine.order_id).await.expect("get"), None);
+    w.assert_rows("SELECT count(*) AS n FROM orders", 3).await;
+    w.assert_rows("SELECT count(*) AS n FROM outbox", 3).await;
+    w.assert_rows("SELECT count(*) AS n FROM entitlements", 3)
+        .await;
+    assert_eq!(listing(&*w.a, "gail").await.len(), 2);
+    assert_eq!(record(&*w.b, &fine).await, RecordOutcome::Inserted);
+}
+
 /// Quantities outside 1..=100 cannot be built (`Quantity`), and Postgres refuses them too
 /// (`check_constraints_reject_quantity_0_and_101_and_discount_101`); the largest one is recorded.
 async fn record_order_records_the_largest_quantity(w: World) {
@@ -675,8 +725,8 @@ async fn complete_marks_order_completed_and_entry_published(w: World) {
     let leased = w.a.lease_pending(10, blink).await.expect("lease");
     assert_eq!(ids(&leased), [start, start + 1]);
 
-    w.b.complete(&leased[0]).await.expect("complete");
-    w.b.complete(&leased[0])
+    w.b.complete(&leased[..1]).await.expect("complete");
+    w.b.complete(&leased[..1])
         .await
         .expect("completing twice is harmless");
     let completed =
@@ -714,7 +764,7 @@ async fn prune_published_removes_published_entries_past_retention_and_never_pend
         w.a.lease_pending(10, Duration::from_millis(1))
             .await
             .expect("lease");
-    w.a.complete(&leased[0]).await.expect("complete");
+    w.a.complete(&leased[..1]).await.expect("complete");
     let published_rows = format!("SELECT count(*) AS n FROM outbox WHERE order_id = {start}");
 
     // Within the retention period a published entry stays (for audit).
@@ -873,22 +923,35 @@ async fn entitlements_granted_names_what_an_orders_lines_granted_by_line(w: Worl
     let other = new_order(start + 1, "bob", vec![line("AZ-900", 2)]);
     assert_eq!(record(&*w.a, &other).await, RecordOutcome::Inserted);
 
-    let granted =
-        w.b.entitlements_granted(order.order_id)
+    let unknown = OrderId::new(start + 50).expect("positive id");
+    let mut granted =
+        w.b.entitlements_granted(&[order.order_id, other.order_id, unknown])
             .await
             .expect("granted");
-    let lines: Vec<(i32, &str, i32)> = granted
-        .iter()
-        .map(|e| (e.line_no, e.product_id.as_str(), e.seats.get()))
-        .collect();
-    assert_eq!(lines, [(1, "AZ-700", 3), (2, "AZ-104", 1)]);
-    assert!(granted.iter().all(|e| e.order_id == order.order_id));
-    let unknown = OrderId::new(start + 50).expect("positive id");
+    let lines = |order_id: OrderId, granted: &[Entitlement]| -> Vec<(i32, String, i32)> {
+        assert!(granted.iter().all(|e| e.order_id == order_id));
+        granted
+            .iter()
+            .map(|e| (e.line_no, e.product_id.clone(), e.seats.get()))
+            .collect()
+    };
+    let first = granted
+        .remove(&order.order_id)
+        .expect("the first order's grants");
+    assert_eq!(
+        lines(order.order_id, &first),
+        [(1, "AZ-700".to_owned(), 3), (2, "AZ-104".to_owned(), 1)]
+    );
+    let second = granted
+        .remove(&other.order_id)
+        .expect("the second order's grants");
+    assert_eq!(
+        lines(other.order_id, &second),
+        [(1, "AZ-900".to_owned(), 2)]
+    );
     assert!(
-        w.b.entitlements_granted(unknown)
-            .await
-            .expect("granted")
-            .is_empty()
+        granted.is_empty(),
+        "nothing for an unknown order: {granted:?}"
     );
 }
 
@@ -1258,6 +1321,7 @@ contract_tests!(
     recording_a_different_correlation_id_under_a_taken_order_id_is_order_id_taken,
     an_unknown_product_rolls_back_the_whole_order,
     an_order_for_a_product_no_longer_for_sale_is_refused_naming_it,
+    a_batch_records_each_order_once_or_none_of_them,
     record_order_records_the_largest_quantity,
     list_orders_pages_newest_first_with_total_and_excludes_deleted,
     list_orders_orders_by_acceptance_time_then_id,

@@ -61,6 +61,12 @@ pub fn correlate(span: &Span, correlation_id: &str) {
         .adopt(span);
 }
 
+/// Links `span` to `to`: for work done for several traces at once (a batch of orders recorded
+/// in one transaction), which can be the child of only one of them.
+pub fn link(span: &Span, to: &Span) {
+    span.add_link(to.context().span().span_context().clone());
+}
+
 /// The parent a new span is to have.
 #[derive(Debug, Clone)]
 pub struct Parent(Context);

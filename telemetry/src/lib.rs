@@ -7,4 +7,4 @@
 pub mod context;
 pub mod metrics;
 
-pub use context::{CORRELATION_ID, Parent, correlate, headers_of, trace_id};
+pub use context::{CORRELATION_ID, Parent, correlate, headers_of, link, trace_id};

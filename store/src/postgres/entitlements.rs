@@ -11,8 +11,8 @@ use diesel::{prelude::*, sql_types::BigInt};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use contoso_domain::{
-    Entitlement, EntitlementId, Held, NewOrder, Quantity, SeatAssignment, SeatRefusal, UserId,
-    Validity, grant, sort_for_listing,
+    Entitlement, EntitlementId, Held, NewOrder, OrderId, Quantity, SeatAssignment, SeatRefusal,
+    UserId, Validity, grant, sort_for_listing,
 };
 
 use super::{PgStore, TxError, billing_period, in_tx, on_query, order_id};
@@ -135,19 +135,27 @@ pub(super) async fn grant_lines(
     Ok(())
 }
 
-/// The entitlements the lines of order `order_id` granted, by line.
+/// The entitlements the lines of `order_ids` granted, by order and line.
 pub(super) async fn granted_by(
     conn: &mut AsyncPgConnection,
-    order_id: i64,
-) -> Result<Vec<Entitlement>, StoreError> {
+    order_ids: &[i64],
+) -> Result<HashMap<OrderId, Vec<Entitlement>>, StoreError> {
     let ids: Vec<i64> = entitlements::table
-        .filter(entitlements::order_id.eq(order_id))
+        .filter(entitlements::order_id.eq_any(order_ids))
         .select(entitlements::id)
         .load(conn)
         .await
-        .map_err(on_query("reading what an order granted"))?;
-    let mut granted = load(conn, &ids).await?;
-    granted.sort_by_key(|e| e.line_no);
+        .map_err(on_query("reading what orders granted"))?;
+    let mut granted: HashMap<OrderId, Vec<Entitlement>> = HashMap::new();
+    for entitlement in load(conn, &ids).await? {
+        granted
+            .entry(entitlement.order_id)
+            .or_default()
+            .push(entitlement);
+    }
+    for lines in granted.values_mut() {
+        lines.sort_by_key(|e| e.line_no);
+    }
     Ok(granted)
 }
 
