@@ -122,9 +122,13 @@ pub fn init(service: &'static str) -> anyhow::Result<Telemetry> {
     };
     let provider = tracer_provider(service, protocol)?;
     let tracer = provider.tracer(service);
+    // Without the per-span extras (thread name and id, busy/idle time measured on every poll):
+    // they cost on every span and say little about an order.
     let traces = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
         .with_filter(traced_targets());
     let installed = tracing_subscriber::registry()
         .with(log_layer(json_logs(&env)))
