@@ -4,6 +4,7 @@
 
 mod entitlements;
 mod faults;
+mod observability;
 mod rest_api;
 mod scale_out;
 mod support;
