@@ -83,6 +83,9 @@ pub async fn run(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // A scrape shows the counter at zero before the first order.
+    let _ = orders::ORDERS_ACCEPTED.get_or_create(&Vec::new());
+    contoso_bus::telemetry::register_metrics();
     let catalog = CatalogCache::load(deps.catalog).await?;
     let refresher = catalog
         .clone()

@@ -38,11 +38,18 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init();
     let args = Args::parse();
     if args.server.probe {
         std::process::exit(contoso_platform::server::probe_readiness(args.listen));
     }
+    let telemetry = telemetry::init("accept-svc")?;
+    let served = serve(args).await;
+    // Also after a failure: its spans say what went wrong.
+    telemetry.shutdown().await;
+    served
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
     // Secrets first: a deployment that forgot one stops here, before touching anything.
     let auth = Arc::new(Authenticator::new(&args.auth)?);
     let sealer = args.seal.sealer()?;

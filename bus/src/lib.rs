@@ -16,11 +16,13 @@ pub mod memory;
 pub mod nats;
 #[cfg(feature = "test-support")]
 pub mod recording;
+pub mod telemetry;
 
 pub use config::NatsArgs;
 pub use dead_letter::{DeadLetter, DeadLetters, Strikes};
 pub use memory::MemoryBus;
 pub use nats::{NatsBus, NatsSettings};
+pub use telemetry::DeliveryTrace;
 
 /// The kinds of message that travel on the bus. Each maps to one subject under the configured
 /// prefix (`orders.accepted`, ...).
@@ -240,6 +242,10 @@ pub struct Delivery {
     /// The message's position in the stream: the same on every delivery of it.
     pub sequence: u64,
     acker: Box<dyn Acknowledge>,
+    /// Where it came from and who consumes it (spans, metrics); `None` for deliveries made up
+    /// by tests.
+    trace: Option<DeliveryTrace>,
+    received: std::time::Instant,
 }
 
 impl fmt::Debug for Delivery {
@@ -271,12 +277,53 @@ impl Delivery {
             attempt,
             sequence,
             acker,
+            trace: None,
+            received: std::time::Instant::now(),
         }
+    }
+
+    /// For adapters: names the consumer group, the destination and the publisher's trace
+    /// context, which [`Delivery::span`] continues; counts a redelivery.
+    pub fn traced(mut self, trace: DeliveryTrace) -> Self {
+        if self.attempt > 1 {
+            telemetry::METRICS
+                .redeliveries
+                .get_or_create(&telemetry::group_labels(&trace.group, self.topic))
+                .inc();
+        }
+        self.trace = Some(trace);
+        self
+    }
+
+    /// The consumer span to handle this delivery in: a child of the span that published it, so
+    /// the consumer's work joins the publisher's trace (and carries its correlation id).
+    pub fn span(&self) -> tracing::Span {
+        let unknown = DeliveryTrace {
+            system: "unknown",
+            group: String::new(),
+            destination: self.topic.to_string(),
+            headers: Vec::new(),
+        };
+        telemetry::process_span(
+            self.trace.as_ref().unwrap_or(&unknown),
+            self.topic,
+            self.message_id.as_deref(),
+            self.attempt,
+        )
+    }
+
+    fn group(&self) -> &str {
+        self.trace.as_ref().map_or("", |t| t.group.as_str())
     }
 
     /// Done: never deliver again. Call only after the work is durable.
     pub async fn ack(&self) -> Result<(), BusError> {
-        self.acker.ack().await
+        self.acker.ack().await?;
+        telemetry::METRICS
+            .ack_latency
+            .get_or_create(&telemetry::group_labels(self.group(), self.topic))
+            .observe(self.received.elapsed().as_secs_f64());
+        Ok(())
     }
 
     /// Not done: deliver again after `delay`, with `attempt` one higher.
@@ -294,7 +341,12 @@ impl Delivery {
     /// it was not terminated: nack it, and dead-letter it again on its next delivery (capturing
     /// the same delivery twice stores it once).
     pub async fn dead_letter(&self, reason: &str) -> Result<(), BusError> {
-        self.acker.dead_letter(reason).await
+        self.acker.dead_letter(reason).await?;
+        telemetry::METRICS
+            .dead_letters
+            .get_or_create(&telemetry::group_labels(self.group(), self.topic))
+            .inc();
+        Ok(())
     }
 }
 

@@ -20,8 +20,17 @@ use tokio::{sync::Notify, time::Instant};
 
 use crate::{
     Acknowledge, Bus, BusError, ConsumerSpec, DeadLetter, DeadLetters, Deliveries, Delivery,
-    Envelope, StartPolicy, Topic, dead_letter::one_line,
+    DeliveryTrace, Envelope, StartPolicy, Topic, dead_letter::one_line, telemetry,
 };
+
+/// `messaging.system` of this adapter.
+const SYSTEM: &str = "memory";
+
+/// The destination a topic is named by in spans: its subject under the default prefix, as on
+/// NATS.
+fn destination(topic: Topic) -> String {
+    format!("orders.{topic}")
+}
 
 /// Messages retained before the oldest is dropped.
 pub const DEFAULT_MAX_MESSAGES: usize = 100_000;
@@ -67,6 +76,8 @@ struct Stored {
     topic: Topic,
     message_id: String,
     payload: Bytes,
+    /// The publisher's trace context.
+    headers: Vec<(String, String)>,
 }
 
 struct Group {
@@ -95,6 +106,7 @@ struct Taken {
     topic: Topic,
     message_id: String,
     payload: Bytes,
+    headers: Vec<(String, String)>,
 }
 
 impl MemoryBus {
@@ -190,7 +202,7 @@ impl State {
                 reason: one_line(reason),
                 message_id: Some(message.message_id).filter(|id| !id.is_empty()),
                 stream_sequence: Some(message.seq),
-                headers: Vec::new(),
+                headers: message.headers,
                 payload: message.payload,
             },
         );
@@ -208,7 +220,13 @@ impl State {
     }
 
     /// Appends unless the id was seen inside the window; returns whether it was stored.
-    fn append(&mut self, envelope: Envelope, now: Instant, shared: &Shared) -> bool {
+    fn append(
+        &mut self,
+        envelope: Envelope,
+        headers: Vec<(String, String)>,
+        now: Instant,
+        shared: &Shared,
+    ) -> bool {
         self.forget_expired_ids(now);
         // An empty id means "no id": there is nothing to deduplicate on.
         if !envelope.message_id.is_empty() {
@@ -230,6 +248,7 @@ impl State {
             topic: envelope.topic,
             message_id: envelope.message_id,
             payload: envelope.payload,
+            headers,
         });
         self.next_seq += 1;
         while self.log.len() > shared.max_messages {
@@ -335,6 +354,7 @@ struct Captured {
     topic: Topic,
     message_id: String,
     payload: Bytes,
+    headers: Vec<(String, String)>,
 }
 
 impl Captured {
@@ -345,6 +365,7 @@ impl Captured {
             topic: message.topic,
             message_id: message.message_id.clone(),
             payload: message.payload.clone(),
+            headers: message.headers.clone(),
         }
     }
 }
@@ -357,6 +378,7 @@ impl Taken {
             topic: message.topic,
             message_id: message.message_id.clone(),
             payload: message.payload.clone(),
+            headers: message.headers.clone(),
         }
     }
 }
@@ -401,6 +423,7 @@ impl Subscriber {
             topic: taken.topic,
             message_id: taken.message_id.clone(),
             payload: taken.payload.clone(),
+            headers: taken.headers.clone(),
         };
         let message_id = Some(taken.message_id).filter(|id| !id.is_empty());
         Delivery::new(
@@ -411,6 +434,12 @@ impl Subscriber {
             taken.seq,
             Box::new(acker),
         )
+        .traced(DeliveryTrace {
+            system: SYSTEM,
+            group: self.group.clone(),
+            destination: destination(taken.topic),
+            headers: taken.headers,
+        })
     }
 }
 
@@ -425,6 +454,7 @@ struct MemoryAck {
     topic: Topic,
     message_id: String,
     payload: Bytes,
+    headers: Vec<(String, String)>,
 }
 
 impl MemoryAck {
@@ -435,6 +465,7 @@ impl MemoryAck {
             topic: self.topic,
             message_id: self.message_id.clone(),
             payload: self.payload.clone(),
+            headers: self.headers.clone(),
         }
     }
 
@@ -518,9 +549,16 @@ impl Acknowledge for MemoryAck {
 impl Bus for MemoryBus {
     async fn publish(&self, envelope: Envelope) -> Result<(), BusError> {
         let topic = envelope.topic;
+        let span = telemetry::publish_span(SYSTEM, &destination(topic), &envelope);
+        let _entered = span.enter();
+        let headers = contoso_telemetry::headers_of(&span);
         let message_id = envelope.message_id.clone();
         let mut state = self.shared.lock();
-        if !state.append(envelope, Instant::now(), &self.shared) {
+        telemetry::METRICS
+            .published
+            .get_or_create(&telemetry::topic_labels(topic))
+            .inc();
+        if !state.append(envelope, headers, Instant::now(), &self.shared) {
             tracing::debug!(%message_id, "duplicate publish dropped");
             return Ok(());
         }
@@ -620,7 +658,7 @@ impl DeadLetters for MemoryBus {
             payload: letter.payload,
         };
         // Removed and republished under one lock: a second replay of the same id finds nothing.
-        if state.append(envelope, Instant::now(), &self.shared) {
+        if state.append(envelope, letter.headers, Instant::now(), &self.shared) {
             for group in state.groups.values().filter(|g| g.topics.contains(&topic)) {
                 group.notify.notify_waiters();
             }

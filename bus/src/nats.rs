@@ -29,10 +29,11 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::{
     Acknowledge, Bus, BusError, ConsumerSpec, DeadLetter, DeadLetters, Deliveries, Delivery,
-    Envelope, StartPolicy, Topic, dead_letter::one_line,
+    DeliveryTrace, Envelope, StartPolicy, Topic, dead_letter::one_line, telemetry,
 };
 
 /// Largest pull batch. Small batches keep replicas of one group sharing the work instead of
@@ -43,8 +44,15 @@ const PULL_EXPIRES: Duration = Duration::from_secs(30);
 const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often a consumer's pending counts are read for `/metrics`.
+const PENDING_POLL: Duration = Duration::from_secs(10);
+/// `messaging.system` of this adapter.
+const SYSTEM: &str = "nats";
 /// Attempts to copy a message named by a `MAX_DELIVERIES` advisory into the dead letters.
 const ADVISORY_ATTEMPTS: u32 = 5;
+
+/// The headers that carry a publisher's trace context (W3C trace context and baggage).
+const TRACE_HEADERS: [&str; 3] = ["traceparent", "tracestate", "baggage"];
 
 /// The headers a dead letter carries besides the original ones.
 const DLQ_SUBJECT: &str = "Contoso-Dlq-Subject";
@@ -437,6 +445,37 @@ impl NatsBus {
         }
     }
 
+    /// Publishes with the current (producer) span's trace context in the headers.
+    async fn publish_in_span(&self, subject: String, envelope: Envelope) -> Result<(), BusError> {
+        let mut message = PublishMessage::build().payload(envelope.payload);
+        for (name, value) in contoso_telemetry::headers_of(&tracing::Span::current()) {
+            if let (Ok(name), Ok(value)) =
+                (name.parse::<HeaderName>(), value.parse::<HeaderValue>())
+            {
+                message = message.header(name, value);
+            }
+        }
+        // An empty id means "no id": JetStream would not deduplicate on it anyway.
+        if !envelope.message_id.is_empty() {
+            let id = envelope.message_id.parse::<HeaderValue>().map_err(|e| {
+                BusError::not_confirmed(
+                    "publishing with a message id that is not a valid header",
+                    e,
+                )
+            })?;
+            message = message.header(NATS_MESSAGE_ID, id);
+        }
+
+        let ack = self.publish_confirmed(subject, message).await?;
+        if ack.duplicate {
+            tracing::debug!(
+                sequence = ack.sequence,
+                "duplicate publish dropped by the stream"
+            );
+        }
+        Ok(())
+    }
+
     /// Publishes and waits for the stream's confirmation, within the publish timeout.
     async fn publish_confirmed(
         &self,
@@ -538,6 +577,40 @@ impl NatsBus {
         })))
     }
 
+    /// Keeps the group's pending and unacknowledged counts (`/metrics`) up to date while it is
+    /// consumed here.
+    fn watch_pending(&self, group: &str) -> AbortOnDrop {
+        let bus = self.clone();
+        let group = group.to_owned();
+        AbortOnDrop(tokio::spawn(async move {
+            let labels = vec![contoso_telemetry::metrics::label("group", group.clone())];
+            let mut every = tokio::time::interval(PENDING_POLL);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let consumer = bus
+                    .jetstream
+                    .get_consumer_from_stream::<pull::Config, _, _>(&group, &bus.stream)
+                    .await;
+                match consumer {
+                    Ok(consumer) => {
+                        let info = consumer.cached_info();
+                        let m = &telemetry::METRICS;
+                        m.pending
+                            .get_or_create(&labels)
+                            .set(i64::try_from(info.num_pending).unwrap_or(i64::MAX));
+                        m.ack_pending
+                            .get_or_create(&labels)
+                            .set(i64::try_from(info.num_ack_pending).unwrap_or(i64::MAX));
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, group, "reading the consumer's pending counts failed");
+                    }
+                }
+            }
+        }))
+    }
+
     async fn capture_advised(&self, group: &str, advisory: MaxDeliveries) {
         let reason = format!(
             "the broker gave up after {} deliveries (max_deliver)",
@@ -568,7 +641,14 @@ impl NatsBus {
                     consumer: group.to_owned(),
                     deliveries: advisory.deliveries,
                 };
-                self.capture(&original, &reason).await
+                self.capture(&original, &reason).await?;
+                if let Some(topic) = self.topic_of(&original.subject) {
+                    telemetry::METRICS
+                        .dead_letters
+                        .get_or_create(&telemetry::group_labels(group, topic))
+                        .inc();
+                }
+                Ok::<(), BusError>(())
             }
             .await;
             match outcome {
@@ -735,32 +815,22 @@ impl Original {
 
 #[async_trait]
 impl Bus for NatsBus {
-    #[tracing::instrument(
-        skip_all,
-        fields(topic = %envelope.topic, message_id = %envelope.message_id)
-    )]
     async fn publish(&self, envelope: Envelope) -> Result<(), BusError> {
         let subject = self.subject(envelope.topic);
-        let mut message = PublishMessage::build().payload(envelope.payload);
-        // An empty id means "no id": JetStream would not deduplicate on it anyway.
-        if !envelope.message_id.is_empty() {
-            let id = envelope.message_id.parse::<HeaderValue>().map_err(|e| {
-                BusError::not_confirmed(
-                    "publishing with a message id that is not a valid header",
-                    e,
-                )
-            })?;
-            message = message.header(NATS_MESSAGE_ID, id);
-        }
-
-        let ack = self.publish_confirmed(subject, message).await?;
-        if ack.duplicate {
-            tracing::debug!(
-                sequence = ack.sequence,
-                "duplicate publish dropped by the stream"
-            );
-        }
-        Ok(())
+        let span = telemetry::publish_span(SYSTEM, &subject, &envelope);
+        let topic = envelope.topic;
+        let published = self
+            .publish_in_span(subject, envelope)
+            .instrument(span.clone())
+            .await;
+        let outcome = if published.is_ok() {
+            &telemetry::METRICS.published
+        } else {
+            span.record("otel.status_code", "ERROR");
+            &telemetry::METRICS.publish_failures
+        };
+        outcome.get_or_create(&telemetry::topic_labels(topic)).inc();
+        published
     }
 
     #[tracing::instrument(skip_all, fields(group = %spec.group))]
@@ -772,6 +842,7 @@ impl Bus for NatsBus {
             None
         };
         let messages = self.open(&config).await?;
+        let gauges = self.watch_pending(&spec.group);
         let subscription = Subscription {
             target: Arc::new(DeadLetterTarget {
                 bus: self.clone(),
@@ -782,6 +853,7 @@ impl Bus for NatsBus {
             messages: Some(messages),
             failures: 0,
             _advisories: advisories,
+            _pending: gauges,
         };
         let deliveries = futures::stream::unfold(subscription, |mut subscription| async move {
             let delivery = subscription.next().await;
@@ -805,6 +877,7 @@ struct Subscription {
     messages: Option<pull::Stream>,
     failures: u32,
     _advisories: Option<AbortOnDrop>,
+    _pending: AbortOnDrop,
 }
 
 impl Subscription {
@@ -903,14 +976,36 @@ impl Subscription {
             .as_ref()
             .and_then(|headers| headers.get(NATS_MESSAGE_ID))
             .map(|id| id.as_str().to_owned());
-        Some(Delivery::new(
-            topic,
-            message_id,
-            message.payload,
-            attempt,
-            stream_sequence,
-            Box::new(ack),
-        ))
+        let headers = message
+            .headers
+            .as_ref()
+            .map(|headers| {
+                TRACE_HEADERS
+                    .iter()
+                    .filter_map(|name| {
+                        headers
+                            .get(*name)
+                            .map(|value| ((*name).to_owned(), value.as_str().to_owned()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(
+            Delivery::new(
+                topic,
+                message_id,
+                message.payload,
+                attempt,
+                stream_sequence,
+                Box::new(ack),
+            )
+            .traced(DeliveryTrace {
+                system: SYSTEM,
+                group: self.group().to_owned(),
+                destination: message.subject.to_string(),
+                headers,
+            }),
+        )
     }
 }
 

@@ -62,12 +62,20 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // `dlq` prints its tables on stdout, which is where the logs go.
-    if !matches!(cli.command, Command::Dlq(_)) {
-        contoso_platform::telemetry::init();
+    // `dlq` prints its tables on stdout, which is where the logs go. Only `dev` exports traces:
+    // the tools' own work is no order's.
+    match &cli.command {
+        Command::Dlq(_) => {}
+        Command::Dev(_) => {}
+        _ => contoso_platform::telemetry::init_logs(),
     }
     match cli.command {
-        Command::Dev(args) => dev::run(args).await,
+        Command::Dev(args) => {
+            let telemetry = contoso_platform::telemetry::init("contoso-dev")?;
+            let ran = dev::run(args).await;
+            telemetry.shutdown().await;
+            ran
+        }
         Command::Bench(args) => bench::run(args).await,
         Command::Dlq(args) => dlq::run(args).await,
         Command::Migrate { database } => database.migrate().await,

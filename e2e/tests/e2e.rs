@@ -5,6 +5,7 @@
 mod bench;
 mod entitlements;
 mod faults;
+mod observability;
 mod rest_api;
 mod scale_out;
 mod support;

@@ -68,12 +68,18 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    contoso_platform::telemetry::init();
     let args = Args::parse();
     if args.server.probe {
         std::process::exit(contoso_platform::server::probe_readiness(args.listen));
     }
+    let telemetry = contoso_platform::telemetry::init("gateway")?;
+    let served = serve(args).await;
+    // Also after a failure: its spans say what went wrong.
+    telemetry.shutdown().await;
+    served
+}
 
+async fn serve(args: Args) -> anyhow::Result<()> {
     // The keys first: a deployment that forgot them stops here.
     let auth = Authenticator::new(&args.auth)?;
     let oidc = args.oidc.settings()?;

@@ -31,7 +31,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{Settings, events};
+use crate::{Settings, events, metrics};
 
 /// Longest pause between attempts to rejoin the consumer group, and longest retry delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -83,6 +83,12 @@ impl Consumer {
 
     /// Handles one delivery and acknowledges, nacks or dead-letters it.
     pub(crate) async fn handle(&self, delivery: Delivery) {
+        // A child of the span that published the event: the order's trace goes on here.
+        let span = delivery.span();
+        self.settle(delivery).instrument(span).await;
+    }
+
+    async fn settle(&self, delivery: Delivery) {
         let outcome = match self.process(&delivery).await {
             Outcome::Strike { delay, reason } => {
                 let strikes = self.strikes.strike(&delivery);
@@ -189,8 +195,24 @@ impl Consumer {
         {
             return self.state_failed(&error, attempt, "recording the status");
         }
-        match self.backplane.publish(&owner, &update).await {
+        // The stream update leaves here for every replica serving the owner.
+        let publish = tracing::info_span!(
+            "publish",
+            otel.name = "publish status update",
+            otel.kind = "producer",
+            messaging.system = "backplane",
+            messaging.operation.type = "send",
+            messaging.destination.name = "notify:user",
+            status = %update.status,
+        );
+        match self
+            .backplane
+            .publish(&owner, &update)
+            .instrument(publish)
+            .await
+        {
             Ok(()) => {
+                metrics::backplane("out");
                 tracing::debug!(status = %update.status, "status update published to the backplane");
                 Outcome::Ack
             }

@@ -28,6 +28,7 @@ mod error;
 mod events;
 mod forward_only;
 mod limits;
+mod metrics;
 mod service;
 mod watch;
 
@@ -115,6 +116,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
+    metrics::register();
+    contoso_bus::telemetry::register_metrics();
     let spec = consumer::spec(&settings);
     // Joined before serving, so a client whose stream is open can rely on events being consumed.
     let deliveries = deps

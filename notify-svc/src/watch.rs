@@ -22,7 +22,7 @@ use tokio::{sync::mpsc, time::MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use crate::{Settings, forward_only::LastSent, limits::StreamPermit};
+use crate::{Settings, forward_only::LastSent, limits::StreamPermit, metrics};
 
 pub(crate) type Item = Result<WatchOrderStatusResponse, Status>;
 
@@ -88,7 +88,9 @@ pub(crate) async fn forward(
         stall_timeout: settings.client_stall_timeout,
         shutdown: &shutdown,
     };
+    let open = metrics::OpenStream::new();
     let stop = send_all(&sink, snapshot, updates, &settings).await;
+    drop(open);
     match stop {
         Stop::ClientStalled => tracing::warn!(
             stall_timeout = ?settings.client_stall_timeout,
@@ -130,6 +132,7 @@ async fn send_all(
             () = sink.tx.closed() => return Stop::ClientGone,
             next = updates.next() => match next {
                 Some(update) if sent.advance(update.correlation_id, update.status) => {
+                    metrics::backplane("in");
                     Event::Update(to_proto(&update))
                 }
                 Some(update) => {

@@ -1,6 +1,7 @@
 //! The scaffolding every gRPC server shares: the standard health service, server reflection (v1 and
-//! v1alpha, so grpcurl 1.8 and buf curl both work), grpc-web, `/healthz` and `/readyz` on the same
-//! port, bounded request handling, and a drain with a deadline when shutdown fires.
+//! v1alpha, so grpcurl 1.8 and buf curl both work), grpc-web, `/healthz`, `/readyz` and `/metrics`
+//! on the same port, a server span and RED metrics per call, bounded request handling, and a drain
+//! with a deadline when shutdown fires.
 
 use std::{
     convert::Infallible,
@@ -262,6 +263,9 @@ impl GrpcHost {
         if let Some(http) = self.http {
             router = router.merge(http);
         }
+        // After every merge: a route layer sees the matched route, and wraps every route.
+        crate::telemetry::register_server_metrics();
+        let router = router.layer(axum::middleware::from_fn(crate::telemetry::server_layer));
 
         let server = tonic::transport::Server::builder()
             .accept_http1(true)
@@ -372,7 +376,8 @@ fn reflection_v1alpha() -> anyhow::Result<
         .build_v1alpha()?)
 }
 
-/// `/healthz` (the process is up) and `/readyz` (dependencies reachable, not draining).
+/// `/healthz` (the process is up), `/readyz` (dependencies reachable, not draining) and
+/// `/metrics` (Prometheus).
 pub fn probe_router(readiness: Readiness) -> Router {
     Router::new()
         .route(
@@ -380,6 +385,7 @@ pub fn probe_router(readiness: Readiness) -> Router {
             get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
         )
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::telemetry::metrics_handler))
         .with_state(readiness)
 }
 

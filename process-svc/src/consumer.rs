@@ -33,6 +33,7 @@ use contoso_store::{OrderWriter, RecordOutcome, StoreError};
 use crate::{
     CONSUMER_GROUP, Settings,
     event::{self, OrderRef},
+    metrics,
 };
 
 /// Longest pause between attempts to (re)open the consumer.
@@ -275,12 +276,22 @@ impl Worker {
             return;
         }
         let span = tracing::info_span!("orders", batch = batch.len());
+        // One span per order, each continuing its own trace; the batch's span links to them all.
+        let spans: Vec<tracing::Span> = batch
+            .iter()
+            .map(|(delivery, .., order)| order_span(delivery, Some(order)))
+            .collect();
+        for order in &spans {
+            contoso_telemetry::link(&span, order);
+        }
         let deliveries: Vec<&Delivery> = batch.iter().map(|(d, ..)| d).collect();
         let work = async {
-            futures::future::join_all(batch.iter().map(|(delivery, _, known, order)| {
-                self.mark_processing(order, known.customer.as_ref())
-                    .instrument(order_span(delivery, Some(order)))
-            }))
+            futures::future::join_all(batch.iter().zip(&spans).map(
+                |((_, _, known, order), span)| {
+                    self.mark_processing(order, known.customer.as_ref())
+                        .instrument(span.clone())
+                },
+            ))
             .await;
             let events: Vec<Vec<u8>> = batch
                 .iter()
@@ -288,12 +299,16 @@ impl Worker {
                     event::processed(order, known.customer.as_ref(), Utc::now())
                 })
                 .collect();
-            let orders: Vec<(&NewOrder, &[u8])> = batch
+            let traceparents: Vec<Option<String>> = spans.iter().map(traceparent_of).collect();
+            let orders: Vec<(&NewOrder, &[u8], Option<&str>)> = batch
                 .iter()
                 .zip(&events)
-                .map(|((.., order), event)| (order, event.as_slice()))
+                .zip(&traceparents)
+                .map(|(((.., order), event), traceparent)| {
+                    (order, event.as_slice(), traceparent.as_deref())
+                })
                 .collect();
-            self.orders.record_orders(&orders).await
+            self.orders.record_orders_traced(&orders).await
         };
         let recorded = AssertUnwindSafe(with_heartbeat(&self.settings, &deliveries, work))
             .catch_unwind()
@@ -302,9 +317,9 @@ impl Worker {
         match recorded {
             Ok(Ok(outcomes)) => {
                 self.wake.notify_one();
-                futures::future::join_all(batch.iter().zip(outcomes).map(
-                    |((delivery, _, _, order), outcome)| {
-                        let span = order_span(delivery, Some(order));
+                futures::future::join_all(batch.iter().zip(outcomes).zip(&spans).map(
+                    |(((delivery, _, _, order), outcome), span)| {
+                        let span = span.clone();
                         async move {
                             log_outcome(order.order_id, outcome);
                             self.settle(delivery, Verdict::Ack).await;
@@ -398,9 +413,11 @@ impl Worker {
         self.mark_processing(&order, customer).await;
 
         let processed = event::processed(&order, customer, Utc::now());
+        // The relay's publish of orders.processed continues this span's trace.
+        let traceparent = traceparent_of(&span);
         let outcome = self
             .orders
-            .record_order(&order, &processed)
+            .record_order_traced(&order, &processed, traceparent.as_deref())
             .await
             .map_err(|e| failure(ProcessError::Store(e)))?;
         log_outcome(order.order_id, outcome);
@@ -506,7 +523,9 @@ impl Worker {
             message_id: event::failed_message_id(cid),
             payload: event::failed(order, reason, Utc::now()).into(),
         };
-        self.bus.publish(envelope).await
+        self.bus.publish(envelope).await?;
+        metrics::ORDERS_FAILED.get_or_create(&Vec::new()).inc();
+        Ok(())
     }
 }
 
@@ -615,9 +634,12 @@ fn gather(
     batch
 }
 
-/// The span of one delivery's work; the order's ids are filled in once the event is read.
+/// The span of one delivery's work, in the consumer span that continues the publisher's trace;
+/// the order's ids are filled in once the event is read.
 fn order_span(delivery: &Delivery, order: Option<&NewOrder>) -> tracing::Span {
+    let consumer = delivery.span();
     let span = tracing::info_span!(
+        parent: &consumer,
         "order",
         correlation_id = field::Empty,
         order_id = field::Empty,
@@ -631,9 +653,20 @@ fn order_span(delivery: &Delivery, order: Option<&NewOrder>) -> tracing::Span {
     span
 }
 
+/// The W3C `traceparent` of `span`, stored with the order's outbox row so the relay's publish
+/// continues its trace.
+fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    contoso_telemetry::headers_of(span)
+        .into_iter()
+        .find_map(|(name, value)| (name == "traceparent").then_some(value))
+}
+
 fn log_outcome(order_id: OrderId, outcome: RecordOutcome) {
     match outcome {
-        RecordOutcome::Inserted => tracing::info!("order recorded"),
+        RecordOutcome::Inserted => {
+            metrics::ORDERS_PROCESSED.get_or_create(&Vec::new()).inc();
+            tracing::info!("order recorded");
+        }
         RecordOutcome::AlreadyRecorded(existing) if existing == order_id => {
             tracing::info!("order already recorded (a redelivery); nothing inserted");
         }

@@ -22,6 +22,7 @@ use contoso_store::{OrderWriter, Outbox};
 
 mod consumer;
 mod event;
+mod metrics;
 mod relay;
 
 #[cfg(test)]
@@ -108,6 +109,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
+    metrics::register();
+    contoso_bus::telemetry::register_metrics();
     let wake = Arc::new(Notify::new());
     // Each stage has its own token so the stages stop one after the other, not all at once.
     let stop_consuming = shutdown.child_token();

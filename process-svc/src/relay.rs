@@ -10,12 +10,14 @@ use tokio::{sync::Notify, time::MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use chrono::Utc;
 use contoso_bus::{Bus, Envelope, Topic};
 use contoso_domain::{Entitlement, OrderId, OrderStatus, Report};
 use contoso_state::StatusWriter;
 use contoso_store::{Outbox, OutboxEntry};
+use contoso_telemetry::Parent;
 
-use crate::{Settings, event};
+use crate::{Settings, event, metrics};
 
 #[derive(Debug)]
 pub(crate) struct Relay {
@@ -27,6 +29,8 @@ pub(crate) struct Relay {
 
 /// Entries of one batch in flight at once.
 const RELAY_CONCURRENCY: usize = 16;
+/// How often the outbox backlog is measured for `/metrics`.
+const BACKLOG_POLL: std::time::Duration = std::time::Duration::from_secs(5);
 /// Published entries deleted per statement when pruning.
 const PRUNE_BATCH: i64 = 500;
 
@@ -48,6 +52,8 @@ impl Relay {
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut prune = tokio::time::interval(self.settings.outbox_prune_interval);
         prune.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut measure = tokio::time::interval(BACKLOG_POLL);
+        measure.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
@@ -55,6 +61,10 @@ impl Relay {
                 _ = tick.tick() => {},
                 _ = prune.tick() => {
                     self.prune().await;
+                    continue;
+                }
+                _ = measure.tick() => {
+                    self.measure_backlog().await;
                     continue;
                 }
             }
@@ -169,6 +179,13 @@ impl Relay {
         }
         for entry in &published {
             span(entry).in_scope(|| tracing::info!("order completed"));
+            metrics::ORDERS_COMPLETED.get_or_create(&Vec::new()).inc();
+            if let Some(accepted_at) = entry.accepted_at {
+                let took = (Utc::now() - accepted_at).to_std().unwrap_or_default();
+                metrics::ORDER_COMPLETION
+                    .get_or_create(&Vec::new())
+                    .observe(took.as_secs_f64());
+            }
         }
         if published.len() < leased {
             // Entries that failed keep their lease until it expires; then any relay retries.
@@ -224,14 +241,46 @@ impl Relay {
         }
         true
     }
+
+    /// Reads the outbox backlog into its gauges; a failure leaves the last reading.
+    async fn measure_backlog(&self) {
+        match self.outbox.backlog().await {
+            Ok(backlog) => {
+                metrics::OUTBOX_BACKLOG
+                    .get_or_create(&Vec::new())
+                    .set(i64::try_from(backlog.pending).unwrap_or(i64::MAX));
+                let age = backlog.oldest.map_or(0.0, |oldest| {
+                    (Utc::now() - oldest)
+                        .to_std()
+                        .unwrap_or_default()
+                        .as_secs_f64()
+                });
+                metrics::OUTBOX_OLDEST_AGE.set(age);
+            }
+            Err(e) => tracing::debug!(error = %Report(&e), "measuring the outbox backlog failed"),
+        }
+    }
 }
 
-/// The span of one entry's work, so its log lines carry the order.
+/// The span of one entry's work, so its log lines carry the order: it continues the order's
+/// trace from the span that recorded it.
 fn span(entry: &OutboxEntry) -> tracing::Span {
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "outbox",
         correlation_id = %entry.correlation_id,
         order_id = %entry.order_id,
         outbox_id = entry.id,
-    )
+        trace_id = tracing::field::Empty,
+    );
+    let parent = match &entry.traceparent {
+        Some(traceparent) => {
+            Parent::remote(|name| (name == "traceparent").then_some(traceparent.as_str()))
+        }
+        None => Parent::current(),
+    };
+    parent
+        .with_correlation_id(&entry.correlation_id.to_string())
+        .adopt(&span);
+    contoso_platform::telemetry::record_trace_id(&span);
+    span
 }

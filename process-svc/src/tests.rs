@@ -230,6 +230,10 @@ impl Outbox for ScriptedStore {
         lock(&self.prunes).push(older_than);
         self.inner.prune_published(older_than, limit).await
     }
+
+    async fn backlog(&self) -> Result<contoso_store::Backlog, StoreError> {
+        self.inner.backlog().await
+    }
 }
 
 /// One running worker and handles on everything it talks to.

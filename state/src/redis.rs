@@ -360,6 +360,10 @@ fn parse_status_record(
 
 #[async_trait]
 impl StatusReader for RedisState {
+    #[tracing::instrument(
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "redis", db.operation.name = "GET")
+    )]
     async fn owner(&self, cid: CorrelationId) -> Result<Option<UserId>, StateError> {
         let key = self.map_key(cid);
         let raw: Option<String> = self
@@ -372,6 +376,10 @@ impl StatusReader for RedisState {
             .transpose()
     }
 
+    #[tracing::instrument(
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "redis", db.operation.name = "HGETALL")
+    )]
     async fn status(&self, cid: CorrelationId) -> Result<Option<StatusRecord>, StateError> {
         let key = self.status_key(cid);
         let fields: HashMap<String, String> = self
@@ -389,6 +397,10 @@ impl StatusReader for RedisState {
 
 #[async_trait]
 impl StatusWriter for RedisState {
+    #[tracing::instrument(
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "redis", db.operation.name = "EVALSHA")
+    )]
     async fn advance(
         &self,
         cid: CorrelationId,
@@ -434,6 +446,10 @@ impl StatusWriter for RedisState {
 
 #[async_trait]
 impl IntakeState for RedisState {
+    #[tracing::instrument(
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "redis", db.operation.name = "EVALSHA")
+    )]
     async fn record_accepted(
         &self,
         cid: CorrelationId,
@@ -463,6 +479,10 @@ impl IntakeState for RedisState {
         Ok(held)
     }
 
+    #[tracing::instrument(
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "redis", db.operation.name = "HGETALL")
+    )]
     async fn inflight_orders(&self, user: &UserId) -> Result<Vec<InflightOrder>, StateError> {
         let key = self.inflight_key(user);
         let entries: HashMap<String, Vec<u8>> = self
@@ -498,6 +518,10 @@ impl IntakeState for RedisState {
         Ok(live)
     }
 
+    #[tracing::instrument(
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "redis", db.operation.name = "HGET")
+    )]
     async fn inflight_order(
         &self,
         user: &UserId,
@@ -522,6 +546,10 @@ impl IntakeState for RedisState {
         Ok(Some(snapshot.to_vec()))
     }
 
+    #[tracing::instrument(
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "redis", db.operation.name = "HDEL")
+    )]
     async fn drop_inflight(&self, user: &UserId, order_ids: &[OrderId]) -> Result<(), StateError> {
         if order_ids.is_empty() {
             return Ok(());
@@ -535,6 +563,10 @@ impl IntakeState for RedisState {
             .map_err(|e| redis_error("dropping in-flight orders", &key, e))
     }
 
+    #[tracing::instrument(
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "redis", db.operation.name = "EVALSHA")
+    )]
     async fn claim_idempotency_key(
         &self,
         user: &UserId,
@@ -557,6 +589,10 @@ impl IntakeState for RedisState {
         }
     }
 
+    #[tracing::instrument(
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "redis", db.operation.name = "EVALSHA")
+    )]
     async fn complete_idempotency_key(
         &self,
         user: &UserId,
@@ -582,6 +618,10 @@ impl IntakeState for RedisState {
         }
     }
 
+    #[tracing::instrument(
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "redis", db.operation.name = "EVALSHA")
+    )]
     async fn replace_idempotency_result(
         &self,
         user: &UserId,
@@ -599,6 +639,10 @@ impl IntakeState for RedisState {
             .map_err(|e| redis_error("replacing an idempotency result", &key, e))
     }
 
+    #[tracing::instrument(
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "redis", db.operation.name = "EVALSHA")
+    )]
     async fn release_idempotency_key(&self, user: &UserId, key: &str) -> Result<(), StateError> {
         let key = self.idempotency_key(user, key);
         self.release

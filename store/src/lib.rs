@@ -72,6 +72,20 @@ pub struct OutboxEntry {
     pub payload: Vec<u8>,
     /// When the entry was written.
     pub created_at: DateTime<Utc>,
+    /// The W3C `traceparent` of the span that recorded the order, when it was traced: the
+    /// relay's publish continues that trace.
+    pub traceparent: Option<String>,
+    /// When the order was accepted (for the accept-to-completed latency), if it is still there.
+    pub accepted_at: Option<DateTime<Utc>>,
+}
+
+/// The outbox entries not yet published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Backlog {
+    /// How many there are.
+    pub pending: u64,
+    /// When the oldest of them was written.
+    pub oldest: Option<DateTime<Utc>>,
 }
 
 /// A page of results and the number of matches over all pages.
@@ -198,6 +212,39 @@ pub trait OrderWriter: Send + Sync + fmt::Debug {
             )
         })
     }
+
+    /// [`OrderWriter::record_order`], keeping the order's `traceparent` with its outbox row; see
+    /// [`OrderWriter::record_orders_traced`].
+    async fn record_order_traced(
+        &self,
+        order: &NewOrder,
+        processed_event: &[u8],
+        traceparent: Option<&str>,
+    ) -> Result<RecordOutcome, StoreError> {
+        let mut outcomes = self
+            .record_orders_traced(&[(order, processed_event, traceparent)])
+            .await?;
+        outcomes.pop().ok_or_else(|| {
+            StoreError::corrupt(
+                format!("recording order {}", order.order_id),
+                "the store returned no outcome",
+            )
+        })
+    }
+
+    /// [`OrderWriter::record_orders`], keeping each order's `traceparent` (the W3C trace context
+    /// of the span that recorded it) with its outbox row, so the relay's publish joins the
+    /// order's trace. The stores keep it; the default, for test doubles, records without it.
+    async fn record_orders_traced(
+        &self,
+        batch: &[(&NewOrder, &[u8], Option<&str>)],
+    ) -> Result<Vec<RecordOutcome>, StoreError> {
+        let untraced: Vec<(&NewOrder, &[u8])> = batch
+            .iter()
+            .map(|(order, event, _)| (*order, *event))
+            .collect();
+        self.record_orders(&untraced).await
+    }
 }
 
 /// Reads and soft-deletes a customer's orders (accept-svc).
@@ -260,6 +307,9 @@ pub trait Outbox: Send + Sync + fmt::Debug {
         older_than: std::time::Duration,
         limit: i64,
     ) -> Result<u64, StoreError>;
+
+    /// How many entries wait to be published, and since when (`/metrics`).
+    async fn backlog(&self) -> Result<Backlog, StoreError>;
 }
 
 /// A value read from the store and the store's time it was read at, by which validities (active,

@@ -20,9 +20,9 @@ use contoso_domain::{
 };
 
 use crate::{
-    CatalogSource, Clock, Entitlements, IdBlock, MAX_BATCH, ORDER_ID_BLOCK_SIZE, OrderIdSource,
-    OrderReader, OrderWriter, Outbox, OutboxEntry, PROCESSED_EVENT_KIND, Page, RecordOutcome,
-    SeatError, Snapshot, StoreError, SystemClock, catalog, clock,
+    Backlog, CatalogSource, Clock, Entitlements, IdBlock, MAX_BATCH, ORDER_ID_BLOCK_SIZE,
+    OrderIdSource, OrderReader, OrderWriter, Outbox, OutboxEntry, PROCESSED_EVENT_KIND, Page,
+    RecordOutcome, SeatError, Snapshot, StoreError, SystemClock, catalog, clock,
 };
 
 /// How many orders a [`MemoryStore`] holds before it refuses new ones, so a long `contoso dev`
@@ -239,6 +239,7 @@ impl State {
         &mut self,
         order: &NewOrder,
         processed_event: &[u8],
+        traceparent: Option<&str>,
         granted_at: DateTime<Utc>,
     ) -> Result<(RecordOutcome, Option<Written>), StoreError> {
         if let Some(existing) = self.check_new_order(order)? {
@@ -273,6 +274,8 @@ impl State {
             kind: PROCESSED_EVENT_KIND.to_owned(),
             payload: processed_event.to_vec(),
             created_at: now,
+            traceparent: traceparent.map(str::to_owned),
+            accepted_at: Some(order.accepted_at),
         };
         self.outbox.insert(
             id,
@@ -351,12 +354,23 @@ impl OrderWriter for MemoryStore {
         &self,
         batch: &[(&NewOrder, &[u8])],
     ) -> Result<Vec<RecordOutcome>, StoreError> {
+        let traced: Vec<(&NewOrder, &[u8], Option<&str>)> = batch
+            .iter()
+            .map(|(order, event)| (*order, *event, None))
+            .collect();
+        self.record_orders_traced(&traced).await
+    }
+
+    async fn record_orders_traced(
+        &self,
+        batch: &[(&NewOrder, &[u8], Option<&str>)],
+    ) -> Result<Vec<RecordOutcome>, StoreError> {
         let granted_at = clock::now(&*self.clock);
         let mut state = self.lock();
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut written = Vec::new();
-        for (order, processed_event) in batch {
-            match state.record(order, processed_event, granted_at) {
+        for (order, processed_event, traceparent) in batch {
+            match state.record(order, processed_event, *traceparent, granted_at) {
                 Ok((outcome, writes)) => {
                     outcomes.push(outcome);
                     written.extend(writes);
@@ -491,6 +505,14 @@ impl Outbox for MemoryStore {
     async fn prune_published(&self, _older_than: Duration, _limit: i64) -> Result<u64, StoreError> {
         // `complete` already removed every published entry.
         Ok(0)
+    }
+
+    async fn backlog(&self) -> Result<Backlog, StoreError> {
+        let state = self.lock();
+        Ok(Backlog {
+            pending: state.outbox.len() as u64,
+            oldest: state.outbox.values().map(|p| p.entry.created_at).min(),
+        })
     }
 
     async fn complete(&self, entries: &[OutboxEntry]) -> Result<(), StoreError> {

@@ -37,14 +37,15 @@ use contoso_domain::{
 };
 
 use crate::{
-    CatalogSource, Clock, IdBlock, MAX_BATCH, ORDER_ID_BLOCK_SIZE, OrderIdSource, OrderReader,
-    OrderWriter, Outbox, OutboxEntry, PROCESSED_EVENT_KIND, Page, RecordOutcome, SeatError,
-    StoreError, SystemClock, clock,
+    Backlog, CatalogSource, Clock, IdBlock, MAX_BATCH, ORDER_ID_BLOCK_SIZE, OrderIdSource,
+    OrderReader, OrderWriter, Outbox, OutboxEntry, PROCESSED_EVENT_KIND, Page, RecordOutcome,
+    SeatError, StoreError, SystemClock, clock,
     schema::{customers, order_items, orders, outbox, products},
 };
 
 mod entitlements;
 mod migrate;
+mod pool_metrics;
 
 pub use migrate::{MigrationReport, migrate};
 
@@ -146,10 +147,14 @@ impl PgStore {
     }
 
     async fn conn(&self) -> Result<Object<AsyncPgConnection>, StoreError> {
-        self.pool
+        let started = std::time::Instant::now();
+        let conn = self
+            .pool
             .get()
             .await
-            .map_err(|e| StoreError::unavailable("getting a Postgres connection", e))
+            .map_err(|e| StoreError::unavailable("getting a Postgres connection", e));
+        pool_metrics::observe(&self.pool, started.elapsed());
+        conn
     }
 }
 
@@ -339,6 +344,7 @@ struct NewOutboxRow<'a> {
     order_id: i64,
     kind: &'a str,
     payload: &'a [u8],
+    traceparent: Option<&'a str>,
 }
 
 #[derive(Debug, QueryableByName)]
@@ -350,6 +356,9 @@ struct OutboxRow {
     kind: String,
     payload: Vec<u8>,
     created_at: DateTime<Utc>,
+    traceparent: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
+    accepted_at: Option<DateTime<Utc>>,
 }
 
 fn order_id(raw: i64) -> Result<OrderId, StoreError> {
@@ -367,6 +376,8 @@ impl TryFrom<OutboxRow> for OutboxEntry {
             kind: row.kind,
             payload: row.payload,
             created_at: row.created_at,
+            traceparent: row.traceparent,
+            accepted_at: row.accepted_at,
         })
     }
 }
@@ -455,7 +466,7 @@ impl CatalogSource for PgStore {
 
 #[async_trait]
 impl OrderIdSource for PgStore {
-    #[tracing::instrument(skip(self))]
+    #[tracing::instrument(skip(self), fields(otel.kind = "client", db.system.name = "postgresql"))]
     async fn reserve_block(&self) -> Result<IdBlock, StoreError> {
         let mut conn = self.conn().await?;
         let start: i64 = diesel::select(nextval("order_id_blocks"))
@@ -477,10 +488,25 @@ impl OrderIdSource for PgStore {
 
 #[async_trait]
 impl OrderWriter for PgStore {
-    #[tracing::instrument(skip_all, fields(orders = batch.len()))]
     async fn record_orders(
         &self,
         batch: &[(&NewOrder, &[u8])],
+    ) -> Result<Vec<RecordOutcome>, StoreError> {
+        let traced: Vec<(&NewOrder, &[u8], Option<&str>)> = batch
+            .iter()
+            .map(|(order, event)| (*order, *event, None))
+            .collect();
+        self.record_orders_traced(&traced).await
+    }
+
+    #[tracing::instrument(
+        name = "record_orders",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "record_orders", orders = batch.len())
+    )]
+    async fn record_orders_traced(
+        &self,
+        batch: &[(&NewOrder, &[u8], Option<&str>)],
     ) -> Result<Vec<RecordOutcome>, StoreError> {
         if batch.is_empty() {
             return Ok(Vec::new());
@@ -488,9 +514,9 @@ impl OrderWriter for PgStore {
         let now = clock::now(&*self.clock);
         let mut conn = self.conn().await?;
         conn.transaction::<_, TxError, _>(async |conn| {
-            let customers = upsert_customers(conn, batch.iter().map(|(o, _)| &o.customer)).await?;
+            let customers = upsert_customers(conn, batch.iter().map(|(o, ..)| &o.customer)).await?;
             let mut outcomes = Vec::with_capacity(batch.len());
-            for (order, processed_event) in batch {
+            for (order, processed_event, traceparent) in batch {
                 let customer_id =
                     customers
                         .get(order.customer.as_str())
@@ -501,7 +527,9 @@ impl OrderWriter for PgStore {
                                 "the upsert returned no id for it",
                             ))
                         })?;
-                outcomes.push(record_in(conn, order, processed_event, customer_id, now).await?);
+                outcomes.push(
+                    record_in(conn, order, processed_event, *traceparent, customer_id, now).await?,
+                );
             }
             Ok(outcomes)
         })
@@ -545,6 +573,7 @@ async fn record_in(
     conn: &mut AsyncPgConnection,
     order: &NewOrder,
     processed_event: &[u8],
+    traceparent: Option<&str>,
     customer_id: i64,
     now: DateTime<Utc>,
 ) -> Result<RecordOutcome, TxError> {
@@ -623,6 +652,7 @@ async fn record_in(
             order_id: order.order_id.get(),
             kind: PROCESSED_EVENT_KIND,
             payload: processed_event,
+            traceparent,
         })
         .execute(conn)
         .await
@@ -632,7 +662,7 @@ async fn record_in(
 
 #[async_trait]
 impl OrderReader for PgStore {
-    #[tracing::instrument(skip(self, customer))]
+    #[tracing::instrument(skip(self, customer), fields(otel.kind = "client", db.system.name = "postgresql"))]
     async fn list_orders(
         &self,
         customer: &UserId,
@@ -661,7 +691,7 @@ impl OrderReader for PgStore {
         Ok(Page { items, total })
     }
 
-    #[tracing::instrument(skip(self), fields(order_id = %order_id))]
+    #[tracing::instrument(skip(self), fields(otel.kind = "client", db.system.name = "postgresql", order_id = %order_id))]
     async fn get_order(&self, order_id: OrderId) -> Result<Option<OrderRecord>, StoreError> {
         let mut conn = self.conn().await?;
         let rows: Vec<(OrderRow, String)> = orders::table
@@ -674,7 +704,7 @@ impl OrderReader for PgStore {
         Ok(with_lines(&mut conn, rows).await?.pop())
     }
 
-    #[tracing::instrument(skip(self), fields(correlation_id = %cid))]
+    #[tracing::instrument(skip(self), fields(otel.kind = "client", db.system.name = "postgresql", correlation_id = %cid))]
     async fn get_order_by_correlation(
         &self,
         cid: CorrelationId,
@@ -690,7 +720,7 @@ impl OrderReader for PgStore {
         Ok(with_lines(&mut conn, rows).await?.pop())
     }
 
-    #[tracing::instrument(skip(self, order_ids), fields(count = order_ids.len()))]
+    #[tracing::instrument(skip(self, order_ids), fields(otel.kind = "client", db.system.name = "postgresql", count = order_ids.len()))]
     async fn recorded_among(&self, order_ids: &[OrderId]) -> Result<HashSet<OrderId>, StoreError> {
         if order_ids.is_empty() {
             return Ok(HashSet::new());
@@ -707,7 +737,7 @@ impl OrderReader for PgStore {
         found.into_iter().map(order_id).collect()
     }
 
-    #[tracing::instrument(skip(self, customer), fields(order_id = %order_id))]
+    #[tracing::instrument(skip(self, customer), fields(otel.kind = "client", db.system.name = "postgresql", order_id = %order_id))]
     async fn soft_delete(&self, customer: &UserId, order_id: OrderId) -> Result<bool, StoreError> {
         let mut conn = self.conn().await?;
         let owner = customers::table
@@ -732,7 +762,7 @@ impl OrderReader for PgStore {
 
 #[async_trait]
 impl Outbox for PgStore {
-    #[tracing::instrument(skip(self))]
+    #[tracing::instrument(level = "debug", skip(self), fields(otel.kind = "client", db.system.name = "postgresql"))]
     async fn lease_pending(
         &self,
         limit: i64,
@@ -751,7 +781,8 @@ impl Outbox for PgStore {
                  SELECT id FROM outbox \
                  WHERE published_at IS NULL AND (leased_until IS NULL OR leased_until < now()) \
                  ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, correlation_id, order_id, kind, payload, created_at",
+             RETURNING id, correlation_id, order_id, kind, payload, created_at, traceparent, \
+                 (SELECT accepted_at FROM orders WHERE orders.id = outbox.order_id) AS accepted_at",
         )
         .bind::<BigInt, _>(limit)
         .bind::<Double, _>(lease.as_secs_f64())
@@ -762,7 +793,7 @@ impl Outbox for PgStore {
         rows.into_iter().map(OutboxEntry::try_from).collect()
     }
 
-    #[tracing::instrument(skip_all, fields(orders = order_ids.len()))]
+    #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = "postgresql", orders = order_ids.len()))]
     async fn entitlements_granted(
         &self,
         order_ids: &[OrderId],
@@ -775,7 +806,30 @@ impl Outbox for PgStore {
         entitlements::granted_by(&mut conn, &ids).await
     }
 
-    #[tracing::instrument(skip(self))]
+    #[tracing::instrument(level = "debug", skip(self), fields(otel.kind = "client", db.system.name = "postgresql"))]
+    async fn backlog(&self) -> Result<Backlog, StoreError> {
+        #[derive(QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = BigInt)]
+            pending: i64,
+            #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
+            oldest: Option<DateTime<Utc>>,
+        }
+        let mut conn = self.conn().await?;
+        let row: Row = diesel::sql_query(
+            "SELECT count(*) AS pending, min(created_at) AS oldest FROM outbox \
+             WHERE published_at IS NULL",
+        )
+        .get_result(&mut conn)
+        .await
+        .map_err(on_query("measuring the outbox backlog"))?;
+        Ok(Backlog {
+            pending: u64::try_from(row.pending).unwrap_or(0),
+            oldest: row.oldest,
+        })
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(otel.kind = "client", db.system.name = "postgresql"))]
     async fn prune_published(&self, older_than: Duration, limit: i64) -> Result<u64, StoreError> {
         let limit = limit.clamp(0, MAX_BATCH);
         if limit == 0 {
@@ -797,7 +851,7 @@ impl Outbox for PgStore {
         Ok(u64::try_from(deleted).unwrap_or(0))
     }
 
-    #[tracing::instrument(skip_all, fields(entries = entries.len()))]
+    #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = "postgresql", entries = entries.len()))]
     async fn complete(&self, entries: &[OutboxEntry]) -> Result<(), StoreError> {
         if entries.is_empty() {
             return Ok(());

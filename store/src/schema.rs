@@ -63,6 +63,7 @@ diesel::table! {
         created_at -> Timestamptz,
         leased_until -> Nullable<Timestamptz>,
         published_at -> Nullable<Timestamptz>,
+        traceparent -> Nullable<Text>,
     }
 }
 

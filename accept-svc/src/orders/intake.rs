@@ -8,7 +8,9 @@
 //! map, status, in-flight entry) are never removed: they expire with their TTL. A keyed retry
 //! publishes the same event again (see [`super::idempotency`]); a keyless one cannot be matched.
 
-use std::time::Duration;
+use std::{sync::LazyLock, time::Duration};
+
+use contoso_telemetry::metrics::{self, Counters};
 
 use chrono::{SubsecRound, Utc};
 use contoso_bus::{BusError, Envelope, Topic};
@@ -30,6 +32,14 @@ use super::{
     parse,
 };
 use crate::error::ApiError;
+
+/// Orders whose `OrderAccepted` the broker confirmed.
+pub(crate) static ORDERS_ACCEPTED: LazyLock<Counters> = LazyLock::new(|| {
+    metrics::counters(
+        "contoso_orders_accepted",
+        "Orders accepted: OrderAccepted confirmed by the broker.",
+    )
+});
 
 /// Publish attempts within one request before it answers UNAVAILABLE.
 const PUBLISH_ATTEMPTS: u32 = 3;
@@ -150,6 +160,8 @@ impl OrdersApi {
         let order_id = OrderId::new(order.order_id).ok_or_else(|| corrupt("order id"))?;
         let span =
             tracing::info_span!("accept_order", correlation_id = %cid, order_id = order_id.get());
+        // Every span of the order from here on, in this process and the next, carries its id.
+        contoso_telemetry::correlate(&span, &order.correlation_id);
         async {
             let held = self
                 .state
@@ -165,6 +177,7 @@ impl OrdersApi {
                 return Err(e.into());
             }
             tracing::info!(lines = order.lines.len(), total_cents = order.total_cents, "order accepted");
+            ORDERS_ACCEPTED.get_or_create(&Vec::new()).inc();
             self.prune_inflight_in_background(user, held);
             Ok(order)
         }

@@ -11,7 +11,7 @@ use std::{sync::Arc, time::Duration};
 
 use contoso_bus::Bus;
 use contoso_domain::{CorrelationId, OrderId, UserId};
-use contoso_platform::{auth::caller, seal::CustomerSealer};
+use contoso_platform::{auth::caller, seal::CustomerSealer, telemetry::ServerSpan};
 use contoso_proto::convert::to_timestamp;
 use contoso_proto::orders::v1::{
     self as pb, DeleteOrderRequest, DeleteOrderResponse, GetOrderRequest, GetOrderResponse,
@@ -33,6 +33,8 @@ mod idempotency;
 mod intake;
 mod mapping;
 mod parse;
+
+pub(crate) use intake::ORDERS_ACCEPTED;
 
 /// The order API over its adapters. It reads orders but never writes them: recording is
 /// process-svc's job, and [`OrderReader`] offers no write.
@@ -119,7 +121,11 @@ impl OrderService for OrdersApi {
         request: Request<PlaceOrderRequest>,
     ) -> Result<Response<PlaceOrderResponse>, Status> {
         let user = caller(&request)?;
+        let server = request.extensions().get::<ServerSpan>().cloned();
         let order = self.place(&user, request.into_inner()).await?;
+        if let Some(server) = server {
+            server.record_correlation_id(&order.correlation_id);
+        }
         Ok(Response::new(PlaceOrderResponse { order: Some(order) }))
     }
 

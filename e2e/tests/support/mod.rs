@@ -4,6 +4,8 @@
 pub(crate) mod faults;
 pub(crate) mod http;
 pub(crate) mod load;
+pub(crate) mod metrics;
+pub(crate) mod otlp;
 pub(crate) mod process;
 pub(crate) mod proxy;
 pub(crate) mod rest;

@@ -31,6 +31,7 @@ pub(crate) struct System {
     notify: Service,
     _gateway: Service,
     accept_addr: SocketAddr,
+    process_addr: SocketAddr,
     notify_addr: SocketAddr,
     gateway_addr: SocketAddr,
     nats: NatsServer,
@@ -45,6 +46,11 @@ pub(crate) struct System {
 
 impl System {
     pub(crate) fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// [`System::start`], with `extra` in every service's environment (e.g. `OTEL_*`).
+    pub(crate) fn start_with(extra: &[(&'static str, String)]) -> Self {
         let logs = tempfile::tempdir().expect("a temp dir for service logs");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -71,6 +77,7 @@ impl System {
             ("REDIS_URL", redis_url()),
             ("REDIS_KEY_PREFIX", redis_prefix.clone()),
         ];
+        let common = extra;
         let env =
             |listen: SocketAddr, extra: &[(&'static str, String)]| -> Vec<(&'static str, String)> {
                 let mut env = vec![
@@ -79,6 +86,7 @@ impl System {
                 ];
                 env.extend(auth.iter().cloned());
                 env.extend(backends.iter().cloned());
+                env.extend(common.iter().cloned());
                 env.extend(extra.iter().cloned());
                 env
             };
@@ -121,6 +129,7 @@ impl System {
             notify,
             _gateway: gateway,
             accept_addr,
+            process_addr,
             notify_addr,
             gateway_addr,
             nats,
@@ -140,6 +149,16 @@ impl System {
             .find(|(name, _)| *name == service)
             .map(|(_, env)| env.as_slice())
             .unwrap_or_else(|| panic!("{service} is not part of the system"))
+    }
+
+    /// Each service's port (`/metrics`, `/readyz`), by binary name.
+    pub(crate) fn ports(&self) -> [(&'static str, SocketAddr); 4] {
+        [
+            ("gateway", self.gateway_addr),
+            ("accept-svc", self.accept_addr),
+            ("process-svc", self.process_addr),
+            ("notify-svc", self.notify_addr),
+        ]
     }
 
     /// grpcurl against accept-svc (catalog and orders).
@@ -297,6 +316,11 @@ pub(crate) struct DevSystem {
 
 impl DevSystem {
     pub(crate) fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// [`DevSystem::start`] with exactly `env` as its environment (e.g. `OTEL_*`).
+    pub(crate) fn start_with(env: &[(&'static str, String)]) -> Self {
         let logs = tempfile::tempdir().expect("a temp dir for the dev log");
         let [gateway_addr, accept_addr, notify_addr] =
             [(); 3].map(|()| SocketAddr::from(([127, 0, 0, 1], free_port())));
@@ -307,9 +331,9 @@ impl DevSystem {
             format!("--notify-addr={notify_addr}"),
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        // No environment at all: the embedded defaults, whatever the developer's shell holds.
+        // Nothing but `env`: the embedded defaults, whatever the developer's shell holds.
         let mut service =
-            Service::start("contoso-dev", &binary("contoso"), &args, &[], logs.path());
+            Service::start("contoso-dev", &binary("contoso"), &args, env, logs.path());
         for addr in [gateway_addr, accept_addr, notify_addr] {
             service.wait_ready(addr);
         }
@@ -341,6 +365,11 @@ impl DevSystem {
 
     pub(crate) fn accept(&self) -> Client {
         Client::Grpc(self.accept_addr)
+    }
+
+    /// The gateway's port: one process, so its `/metrics` shows every service's.
+    pub(crate) fn gateway_addr(&self) -> SocketAddr {
+        self.gateway_addr
     }
 
     pub(crate) fn gateway_web(&self) -> Client {

@@ -9,7 +9,7 @@
 use std::future::Future;
 
 use bytes::Bytes;
-use contoso_platform::grpc_status;
+use contoso_platform::{grpc_status, telemetry};
 use tonic::{Code, Request, Response, Status, metadata::MetadataValue};
 
 mod catalog;
@@ -53,6 +53,8 @@ pub(crate) fn outgoing<T>(incoming: Request<T>) -> Request<T> {
     if let Some(id) = out.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
         tracing::Span::current().record("request_id", id);
     }
+    // When the gateway traces, the upstream call is a child of its span, not of the caller's.
+    telemetry::inject_metadata(out);
     request
 }
 

@@ -1,5 +1,6 @@
 //! `contoso.orders.v1.OrderService`, forwarded to accept-svc with the caller's token.
 
+use contoso_platform::telemetry::ServerSpan;
 use contoso_proto::orders::v1::{
     DeleteOrderRequest, DeleteOrderResponse, GetOrderRequest, GetOrderResponse,
     GetOrderStatusRequest, GetOrderStatusResponse, ListOrdersRequest, ListOrdersResponse,
@@ -33,6 +34,7 @@ impl OrderService for OrderForwarder {
         request: Request<PlaceOrderRequest>,
     ) -> Result<Response<PlaceOrderResponse>, Status> {
         let mut client = self.client.clone();
+        let server = request.extensions().get::<ServerSpan>().cloned();
         let response = unary(UPSTREAM, request, move |r| async move {
             client.place_order(r).await
         })
@@ -40,6 +42,9 @@ impl OrderService for OrderForwarder {
         // The correlation id only exists once accept-svc has answered.
         if let Some(order) = &response.get_ref().order {
             tracing::Span::current().record("correlation_id", order.correlation_id.as_str());
+            if let Some(server) = server {
+                server.record_correlation_id(&order.correlation_id);
+            }
             tracing::debug!(order_id = order.order_id, "order accepted");
         }
         Ok(response)

@@ -15,7 +15,10 @@ use axum::{
     routing::{delete, get, post},
 };
 use contoso_domain::UserId;
-use contoso_platform::auth::{AuthError, Authenticator, bearer_token};
+use contoso_platform::{
+    auth::{AuthError, Authenticator, bearer_token},
+    telemetry::{self, ServerSpan},
+};
 use contoso_proto::{
     catalog::v1::catalog_service_client::CatalogServiceClient,
     entitlements::v1::entitlement_service_client::EntitlementServiceClient,
@@ -100,6 +103,8 @@ pub(crate) fn router(rest: Rest) -> Router {
 pub(crate) struct Caller {
     user: Option<UserId>,
     metadata: MetadataMap,
+    /// The request's server span, when the route is served by a `GrpcHost`.
+    server: Option<ServerSpan>,
 }
 
 impl Caller {
@@ -111,11 +116,20 @@ impl Caller {
         })
     }
 
-    /// An upstream request carrying the caller's token and tracing headers.
+    /// An upstream request carrying the caller's token and tracing headers (the gateway's own
+    /// trace context when it traces).
     pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         *request.metadata_mut() = self.metadata.clone();
+        telemetry::inject_metadata(request.metadata_mut());
         request
+    }
+
+    /// Records the order's correlation id on the request's server span, once it is known.
+    pub(crate) fn record_correlation_id(&self, correlation_id: &str) {
+        if let Some(server) = &self.server {
+            server.record_correlation_id(correlation_id);
+        }
     }
 }
 
@@ -131,10 +145,12 @@ impl FromRequestParts<Rest> for Caller {
                 metadata.insert(name, value);
             }
         }
+        let server = parts.extensions.get::<ServerSpan>().cloned();
         let Some(header) = parts.headers.get(http::header::AUTHORIZATION) else {
             return Ok(Self {
                 user: None,
                 metadata,
+                server,
             });
         };
         let refused =
@@ -147,6 +163,7 @@ impl FromRequestParts<Rest> for Caller {
         Ok(Self {
             user: Some(user),
             metadata,
+            server,
         })
     }
 }

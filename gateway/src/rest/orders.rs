@@ -252,6 +252,7 @@ pub(crate) async fn place(
         .into_inner()
         .order
         .ok_or_else(missing_order)?;
+    caller.record_correlation_id(&order.correlation_id);
     let order = Order::try_from(order)?;
     let location = HeaderValue::try_from(format!("/api/orders/{}", order.id))
         .map_err(|e| Problem::internal("building the Location header", &e))?;

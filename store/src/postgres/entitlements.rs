@@ -252,7 +252,7 @@ fn sort_assignments(assignments: &mut [SeatAssignment]) {
 
 #[async_trait]
 impl Entitlements for PgStore {
-    #[tracing::instrument(skip(self, user))]
+    #[tracing::instrument(skip(self, user), fields(otel.kind = "client", db.system.name = "postgresql"))]
     async fn list_entitlements(
         &self,
         user: &UserId,
@@ -282,7 +282,7 @@ impl Entitlements for PgStore {
         Ok(Snapshot { as_of: now, value })
     }
 
-    #[tracing::instrument(skip(self, caller, assignee), fields(entitlement_id = %id))]
+    #[tracing::instrument(skip(self, caller, assignee), fields(otel.kind = "client", db.system.name = "postgresql", entitlement_id = %id))]
     async fn assign_seat(
         &self,
         caller: &UserId,
@@ -317,7 +317,7 @@ impl Entitlements for PgStore {
         Ok(Snapshot { as_of: now, value })
     }
 
-    #[tracing::instrument(skip(self, caller, assignee), fields(entitlement_id = %id))]
+    #[tracing::instrument(skip(self, caller, assignee), fields(otel.kind = "client", db.system.name = "postgresql", entitlement_id = %id))]
     async fn revoke_seat(
         &self,
         caller: &UserId,
