@@ -2,6 +2,7 @@
 //! Redis and a private nats-server, or `contoso dev` on its embedded defaults, driven by the real
 //! clients a user would reach for: grpcurl for gRPC, buf curl for grpc-web and curl for REST.
 
+mod bench;
 mod entitlements;
 mod faults;
 mod observability;

@@ -112,6 +112,10 @@ impl Service {
         }
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the process at once (SIGKILL): no drain, no goodbye.
     pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();

@@ -28,7 +28,7 @@ pub(crate) const SEAL_KEYS: &str = "e2e:ZTJlLW9ubHktc2VhbC1rZXktMzItYnl0ZXMtbG9u
 pub(crate) struct System {
     accept: Service,
     _process: Service,
-    _notify: Service,
+    notify: Service,
     _gateway: Service,
     accept_addr: SocketAddr,
     process_addr: SocketAddr,
@@ -41,7 +41,7 @@ pub(crate) struct System {
     /// The environment each service was started with, by binary name.
     service_envs: Vec<(&'static str, Vec<(&'static str, String)>)>,
     runtime: tokio::runtime::Runtime,
-    _logs: TempDir,
+    logs: TempDir,
 }
 
 impl System {
@@ -126,7 +126,7 @@ impl System {
         Self {
             accept,
             _process: process,
-            _notify: notify,
+            notify,
             _gateway: gateway,
             accept_addr,
             process_addr,
@@ -138,7 +138,7 @@ impl System {
             jwt_secret,
             service_envs,
             runtime,
-            _logs: logs,
+            logs,
         }
     }
 
@@ -209,6 +209,49 @@ impl System {
         .expect("signing a token")
     }
 
+    /// `contoso bench` pointed at this system: its endpoints, its JWT settings and, for `--raw`,
+    /// its Postgres, Redis (with the key prefix) and NATS.
+    pub(crate) fn bench(&self) -> Command {
+        let mut command = Command::new(binary("contoso"));
+        command
+            .arg("bench")
+            .arg(format!("--accept-url=http://{}", self.accept_addr))
+            .arg(format!("--notify-url=http://{}", self.notify_addr))
+            .arg(format!("--gateway-url=http://{}", self.gateway_addr))
+            .env_clear()
+            .env("RUST_LOG", "warn")
+            .envs(auth_env(&self.jwt_secret))
+            .envs(
+                self.service_env("process-svc")
+                    .iter()
+                    .filter(|(k, _)| {
+                        ["DATABASE_URL", "NATS_URL", "REDIS_URL", "REDIS_KEY_PREFIX"].contains(k)
+                    })
+                    .map(|(k, v)| (*k, v.as_str())),
+            );
+        command
+    }
+
+    /// Kills notify-svc (SIGKILL: its streams end without a goodbye) and starts it again on the
+    /// same address with the same environment; returns once it is ready.
+    pub(crate) fn restart_notify(&mut self) {
+        self.notify.kill();
+        let env = self.service_env("notify-svc").to_vec();
+        self.notify = Service::start(
+            "notify-svc-restarted",
+            &binary("notify-svc"),
+            &[],
+            &env,
+            self.logs.path(),
+        );
+        self.notify.wait_ready(self.notify_addr);
+    }
+
+    /// notify-svc's process id (its memory is read from /proc).
+    pub(crate) fn notify_pid(&self) -> u32 {
+        self.notify.pid()
+    }
+
     /// Kills the nats-server; its store stays for [`Self::restart_broker`].
     pub(crate) fn stop_broker(&mut self) {
         self.nats.stop();
@@ -267,6 +310,7 @@ pub(crate) struct DevSystem {
     service: Service,
     gateway_addr: SocketAddr,
     accept_addr: SocketAddr,
+    notify_addr: SocketAddr,
     _logs: TempDir,
 }
 
@@ -297,6 +341,7 @@ impl DevSystem {
             service,
             gateway_addr,
             accept_addr,
+            notify_addr,
             _logs: logs,
         }
     }
@@ -329,6 +374,19 @@ impl DevSystem {
 
     pub(crate) fn gateway_web(&self) -> Client {
         Client::GrpcWeb(self.gateway_addr)
+    }
+
+    /// `contoso bench` pointed at this `contoso dev` (its development JWT secret included).
+    pub(crate) fn bench(&self) -> Command {
+        let mut command = Command::new(binary("contoso"));
+        command
+            .arg("bench")
+            .arg(format!("--accept-url=http://{}", self.accept_addr))
+            .arg(format!("--notify-url=http://{}", self.notify_addr))
+            .arg(format!("--gateway-url=http://{}", self.gateway_addr))
+            .env_clear()
+            .env("RUST_LOG", "warn");
+        command
     }
 
     /// The gateway's REST API, through curl.
