@@ -118,11 +118,16 @@ describe("Contoso Shop in a browser", { concurrency: false }, () => {
     await page.getByLabel("Vendor").selectOption("Microsoft");
     await page.getByLabel("Category").selectOption("Practice Exam");
     await page.waitForURL(/category=Practice/);
-    await page.waitForFunction(
-      () =>
-        document.querySelectorAll("[data-testid=product-card]").length > 0 &&
-        !document.querySelector("[aria-busy=true]"),
-    );
+    // The URL changes before the filtered page is fetched: wait until the grid shows it (no
+    // request in flight and no card left from the vendor-only list), not just for any cards.
+    await page.waitForFunction(() => {
+      const shown = [...document.querySelectorAll("[data-testid=product-card]")];
+      return (
+        shown.length > 0 &&
+        !document.querySelector("[aria-busy=true]") &&
+        shown.every((card) => card.textContent.includes("Practice Exam"))
+      );
+    });
     const filtered = await count.textContent();
     assert.notEqual(filtered, all);
     const cards = page.getByTestId("product-card");
