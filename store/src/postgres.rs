@@ -25,7 +25,7 @@ use diesel::{
 use diesel_async::{
     AsyncConnection, AsyncPgConnection, RunQueryDsl,
     pooled_connection::{
-        AsyncDieselConnectionManager,
+        AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
         deadpool::{Object, Pool},
     },
 };
@@ -109,7 +109,15 @@ impl PgStore {
     /// checks that one connection can be opened, so a wrong URL or a database that is down fails
     /// here, with [`StoreError::Unavailable`], rather than on the first order.
     pub async fn connect(database_url: &str, max_connections: usize) -> Result<Self, StoreError> {
-        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(database_url);
+        // Fast: a pooled connection is not probed with a query each time it is handed out (one
+        // round trip per checkout); one that died fails its first statement as Unavailable, which
+        // every caller already retries, and the pool drops it.
+        let mut config = ManagerConfig::default();
+        config.recycling_method = RecyclingMethod::Fast;
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+            database_url,
+            config,
+        );
         let pool = Pool::builder(manager)
             .max_size(max_connections.max(1))
             .runtime(deadpool::Runtime::Tokio1)

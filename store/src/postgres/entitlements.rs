@@ -7,7 +7,10 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use diesel::{prelude::*, sql_types::BigInt};
+use diesel::{
+    prelude::*,
+    sql_types::{Array, BigInt, Nullable, Text, Timestamptz},
+};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use contoso_domain::{
@@ -18,8 +21,21 @@ use contoso_domain::{
 use super::{PgStore, TxError, billing_period, in_tx, on_query, order_id};
 use crate::{
     Entitlements, MAX_BATCH, SeatError, Snapshot, StoreError, clock,
-    schema::{customers, entitlements, order_items, products, seat_assignments},
+    schema::{customers, entitlements, order_items, seat_assignments},
 };
+
+/// A product of an order with the buyer's current entitlement to it, if any.
+#[derive(Debug, QueryableByName)]
+struct ProductHolding {
+    #[diesel(sql_type = Text)]
+    product_id: String,
+    #[diesel(sql_type = Text)]
+    billing_period: String,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    entitlement_id: Option<i64>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    valid_until: Option<DateTime<Utc>>,
+}
 
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = entitlements, check_for_backend(diesel::pg::Pg))]
@@ -62,32 +78,36 @@ pub(super) async fn grant_lines(
     now: DateTime<Utc>,
 ) -> Result<(), TxError> {
     let product_ids: Vec<&str> = order.lines.iter().map(|l| l.product_id.as_str()).collect();
-    let periods: HashMap<String, String> = products::table
-        .filter(products::id.eq_any(&product_ids))
-        .select((products::id, products::billing_period))
-        .load::<(String, String)>(conn)
-        .await
-        .map_err(in_tx("reading the products' billing periods"))?
-        .into_iter()
-        .collect();
-    let current: Vec<(String, i64, DateTime<Utc>)> = entitlements::table
-        .filter(entitlements::customer_id.eq(customer_id))
-        .filter(entitlements::product_id.eq_any(&product_ids))
-        .filter(entitlements::valid_until.gt(now))
-        .select((
-            entitlements::product_id,
-            entitlements::id,
-            entitlements::valid_until,
-        ))
-        .load(conn)
-        .await
-        .map_err(in_tx("reading the buyer's current entitlements"))?;
+    // Each product's billing period and the buyer's current entitlement to it, the one a renewal
+    // extends (latest end, then highest id, as `grant` picks): one index probe per product, however
+    // long the buyer's chain of renewals has grown.
+    let rows: Vec<ProductHolding> = diesel::sql_query(
+        "SELECT p.id AS product_id, p.billing_period, e.id AS entitlement_id, e.valid_until \
+         FROM products p \
+         LEFT JOIN LATERAL ( \
+             SELECT id, valid_until FROM entitlements \
+             WHERE customer_id = $1 AND product_id = p.id AND valid_until > $3 \
+             ORDER BY valid_until DESC, id DESC LIMIT 1) e ON true \
+         WHERE p.id = ANY($2)",
+    )
+    .bind::<BigInt, _>(customer_id)
+    .bind::<Array<Text>, _>(&product_ids)
+    .bind::<Timestamptz, _>(now)
+    .load(conn)
+    .await
+    .map_err(in_tx(
+        "reading the products and the buyer's current entitlements",
+    ))?;
+    let mut periods: HashMap<String, String> = HashMap::new();
     let mut held: HashMap<String, Vec<Held>> = HashMap::new();
-    for (product_id, id, valid_until) in current {
-        let id = entitlement_id(id).map_err(TxError::Store)?;
-        held.entry(product_id)
-            .or_default()
-            .push(Held { id, valid_until });
+    for row in rows {
+        if let (Some(id), Some(valid_until)) = (row.entitlement_id, row.valid_until) {
+            let id = entitlement_id(id).map_err(TxError::Store)?;
+            held.entry(row.product_id.clone())
+                .or_default()
+                .push(Held { id, valid_until });
+        }
+        periods.insert(row.product_id, row.billing_period);
     }
 
     for (line, line_no) in order.lines.iter().zip(1..) {
