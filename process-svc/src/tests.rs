@@ -136,9 +136,9 @@ impl OrderIdSource for ScriptedStore {
 
 #[async_trait]
 impl OrderWriter for ScriptedStore {
-    async fn record_orders(
+    async fn record_orders_traced(
         &self,
-        batch: &[(&NewOrder, &[u8])],
+        batch: &[(&NewOrder, &[u8], Option<&str>)],
     ) -> Result<Vec<RecordOutcome>, StoreError> {
         lock(&self.batches).push(batch.len());
         self.entered.notify_one();
@@ -167,7 +167,7 @@ impl OrderWriter for ScriptedStore {
                 source: "scripted refusal of unknown cause".into(),
             });
         }
-        self.inner.record_orders(batch).await
+        self.inner.record_orders_traced(batch).await
     }
 }
 

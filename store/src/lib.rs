@@ -196,7 +196,13 @@ pub trait OrderWriter: Send + Sync + fmt::Debug {
     async fn record_orders(
         &self,
         batch: &[(&NewOrder, &[u8])],
-    ) -> Result<Vec<RecordOutcome>, StoreError>;
+    ) -> Result<Vec<RecordOutcome>, StoreError> {
+        let untraced: Vec<(&NewOrder, &[u8], Option<&str>)> = batch
+            .iter()
+            .map(|(order, event)| (*order, *event, None))
+            .collect();
+        self.record_orders_traced(&untraced).await
+    }
 
     /// Records one order: [`OrderWriter::record_orders`] with a batch of one.
     async fn record_order(
@@ -234,17 +240,12 @@ pub trait OrderWriter: Send + Sync + fmt::Debug {
 
     /// [`OrderWriter::record_orders`], keeping each order's `traceparent` (the W3C trace context
     /// of the span that recorded it) with its outbox row, so the relay's publish joins the
-    /// order's trace. The stores keep it; the default, for test doubles, records without it.
+    /// order's trace. What an adapter implements; [`OrderWriter::record_orders`] is this without
+    /// trace contexts.
     async fn record_orders_traced(
         &self,
         batch: &[(&NewOrder, &[u8], Option<&str>)],
-    ) -> Result<Vec<RecordOutcome>, StoreError> {
-        let untraced: Vec<(&NewOrder, &[u8])> = batch
-            .iter()
-            .map(|(order, event, _)| (*order, *event))
-            .collect();
-        self.record_orders(&untraced).await
-    }
+    ) -> Result<Vec<RecordOutcome>, StoreError>;
 }
 
 /// Reads and soft-deletes a customer's orders (accept-svc).

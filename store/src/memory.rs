@@ -350,17 +350,6 @@ impl OrderIdSource for MemoryStore {
 
 #[async_trait]
 impl OrderWriter for MemoryStore {
-    async fn record_orders(
-        &self,
-        batch: &[(&NewOrder, &[u8])],
-    ) -> Result<Vec<RecordOutcome>, StoreError> {
-        let traced: Vec<(&NewOrder, &[u8], Option<&str>)> = batch
-            .iter()
-            .map(|(order, event)| (*order, *event, None))
-            .collect();
-        self.record_orders_traced(&traced).await
-    }
-
     async fn record_orders_traced(
         &self,
         batch: &[(&NewOrder, &[u8], Option<&str>)],

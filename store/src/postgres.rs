@@ -496,17 +496,6 @@ impl OrderIdSource for PgStore {
 
 #[async_trait]
 impl OrderWriter for PgStore {
-    async fn record_orders(
-        &self,
-        batch: &[(&NewOrder, &[u8])],
-    ) -> Result<Vec<RecordOutcome>, StoreError> {
-        let traced: Vec<(&NewOrder, &[u8], Option<&str>)> = batch
-            .iter()
-            .map(|(order, event)| (*order, *event, None))
-            .collect();
-        self.record_orders_traced(&traced).await
-    }
-
     #[tracing::instrument(
         name = "record_orders",
         skip_all,
