@@ -32,7 +32,7 @@ use axum::{
 };
 use contoso_telemetry::{
     CORRELATION_ID, Parent,
-    metrics::{self, Counters, Histograms, label},
+    metrics::{self, Counters, Histograms, Labels, label},
 };
 use opentelemetry::{
     KeyValue,
@@ -550,16 +550,12 @@ pub async fn server_layer(mut request: Request, next: Next) -> Response {
             method
         };
         let m = &*SERVER_METRICS;
-        m.rpc_requests
-            .get_or_create(&vec![
-                label("service", service.clone()),
-                label("method", method.clone()),
-                label("code", code.to_string()),
-            ])
-            .inc();
-        m.rpc_duration
-            .get_or_create(&vec![label("service", service), label("method", method)])
-            .observe(started.elapsed().as_secs_f64());
+        record_red(
+            (&m.rpc_requests, &m.rpc_duration),
+            vec![label("service", service), label("method", method)],
+            label("code", code.to_string()),
+            started,
+        );
         response
     } else {
         let route = request
@@ -588,18 +584,30 @@ pub async fn server_layer(mut request: Request, next: Next) -> Response {
             span.record("otel.status_code", "ERROR");
         }
         let m = &*SERVER_METRICS;
-        m.http_requests
-            .get_or_create(&vec![
-                label("method", method.clone()),
-                label("route", route.clone()),
-                label("status", status.to_string()),
-            ])
-            .inc();
-        m.http_duration
-            .get_or_create(&vec![label("method", method), label("route", route)])
-            .observe(started.elapsed().as_secs_f64());
+        record_red(
+            (&m.http_requests, &m.http_duration),
+            vec![label("method", method), label("route", route)],
+            label("status", status.to_string()),
+            started,
+        );
         response
     }
+}
+
+/// Counts one answered request under `labels` and its `outcome` (status or code), and records its
+/// duration under `labels` alone.
+fn record_red(
+    (requests, duration): (&Counters, &Histograms),
+    labels: Labels,
+    outcome: (&'static str, String),
+    started: Instant,
+) {
+    let mut counted = labels.clone();
+    counted.push(outcome);
+    requests.get_or_create(&counted).inc();
+    duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
 }
 
 /// `GET /metrics`: every metric of the process, in the OpenMetrics text format.

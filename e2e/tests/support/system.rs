@@ -212,23 +212,15 @@ impl System {
     /// `contoso bench` pointed at this system: its endpoints, its JWT settings and, for `--raw`,
     /// its Postgres, Redis (with the key prefix) and NATS.
     pub(crate) fn bench(&self) -> Command {
-        let mut command = Command::new(binary("contoso"));
-        command
-            .arg("bench")
-            .arg(format!("--accept-url=http://{}", self.accept_addr))
-            .arg(format!("--notify-url=http://{}", self.notify_addr))
-            .arg(format!("--gateway-url=http://{}", self.gateway_addr))
-            .env_clear()
-            .env("RUST_LOG", "warn")
-            .envs(auth_env(&self.jwt_secret))
-            .envs(
-                self.service_env("process-svc")
-                    .iter()
-                    .filter(|(k, _)| {
-                        ["DATABASE_URL", "NATS_URL", "REDIS_URL", "REDIS_KEY_PREFIX"].contains(k)
-                    })
-                    .map(|(k, v)| (*k, v.as_str())),
-            );
+        let mut command = bench_command(self.accept_addr, self.notify_addr, self.gateway_addr);
+        command.envs(auth_env(&self.jwt_secret)).envs(
+            self.service_env("process-svc")
+                .iter()
+                .filter(|(k, _)| {
+                    ["DATABASE_URL", "NATS_URL", "REDIS_URL", "REDIS_KEY_PREFIX"].contains(k)
+                })
+                .map(|(k, v)| (*k, v.as_str())),
+        );
         command
     }
 
@@ -378,21 +370,26 @@ impl DevSystem {
 
     /// `contoso bench` pointed at this `contoso dev` (its development JWT secret included).
     pub(crate) fn bench(&self) -> Command {
-        let mut command = Command::new(binary("contoso"));
-        command
-            .arg("bench")
-            .arg(format!("--accept-url=http://{}", self.accept_addr))
-            .arg(format!("--notify-url=http://{}", self.notify_addr))
-            .arg(format!("--gateway-url=http://{}", self.gateway_addr))
-            .env_clear()
-            .env("RUST_LOG", "warn");
-        command
+        bench_command(self.accept_addr, self.notify_addr, self.gateway_addr)
     }
 
     /// The gateway's REST API, through curl.
     pub(crate) fn rest(&self) -> RestClient {
         RestClient::new(self.gateway_addr)
     }
+}
+
+/// `contoso bench` against these endpoints, with a clean environment.
+fn bench_command(accept: SocketAddr, notify: SocketAddr, gateway: SocketAddr) -> Command {
+    let mut command = Command::new(binary("contoso"));
+    command
+        .arg("bench")
+        .arg(format!("--accept-url=http://{accept}"))
+        .arg(format!("--notify-url=http://{notify}"))
+        .arg(format!("--gateway-url=http://{gateway}"))
+        .env_clear()
+        .env("RUST_LOG", "warn");
+    command
 }
 
 pub(crate) fn auth_env(secret: &str) -> [(&'static str, String); 3] {
